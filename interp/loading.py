@@ -267,7 +267,7 @@ def _build(
     cfg = HookedTransformerConfig.from_dict(cfg_dict)
     model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="right")
     model.load_and_process_state_dict(
-        state,
+        dict(state),  # TransformerLens rewrites entries of the dict it is given
         fold_ln=processed,
         center_writing_weights=processed,
         center_unembed=processed and cfg.output_logits_soft_cap <= 0,

@@ -1,0 +1,151 @@
+"""A base model and its tuned sibling, checked to share one architecture and one vocabulary."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from transformer_lens import HookedTransformer
+
+from interp.lora import lora_delta, read_lora_adapter
+from interp.loading import OFFLINE_MODELS, RawModel, load_model, load_raw
+
+DEFAULT_BASE = "smollm2-135m-instruct"
+
+# The cfg fields two models must share for their weights and activations to be comparable.
+_SHAPE_FIELDS = (
+    "d_model", "n_layers", "n_heads", "d_head", "n_key_value_heads", "d_mlp", "d_vocab",
+    "act_fn", "normalization_type", "gated_mlp", "positional_embedding_type", "original_architecture",
+)
+
+
+def default_adapter_path() -> Path:
+    """The committed LoRA adapter that makes the embedded default pair's tuned sibling."""
+    return Path(str(resources.files("interp") / "data" / "default_lora"))
+
+
+def _vocab(model: HookedTransformer) -> dict[str, int] | None:
+    tokenizer = model.tokenizer
+    return None if tokenizer is None else tokenizer.get_vocab()
+
+
+@dataclass(frozen=True, eq=False)
+class ModelPair:
+    """A base model and a tuned model of the same architecture and tokenizer.
+
+    >>> pair = ModelPair.default()            # SmolLM2-135M-Instruct + its committed LoRA sibling
+    >>> delta = pair.delta()                  # tuned − base per TransformerLens parameter
+    """
+
+    base: HookedTransformer
+    tuned: HookedTransformer
+    name: str = "pair"
+
+    def __post_init__(self) -> None:
+        for label, model in (("base", self.base), ("tuned", self.tuned)):
+            if not isinstance(model, HookedTransformer):
+                raise TypeError(f"{label}: expected a HookedTransformer, got {type(model).__name__}")
+        mismatched = [
+            f"{field} (base {getattr(self.base.cfg, field)!r}, tuned {getattr(self.tuned.cfg, field)!r})"
+            for field in _SHAPE_FIELDS
+            if getattr(self.base.cfg, field) != getattr(self.tuned.cfg, field)
+        ]
+        if mismatched:
+            raise ValueError("tuned: not the same architecture as base: " + "; ".join(mismatched))
+        base_vocab, tuned_vocab = _vocab(self.base), _vocab(self.tuned)
+        if (base_vocab is None) != (tuned_vocab is None):
+            raise ValueError("tuned: one model has a tokenizer and the other has none")
+        if base_vocab is not None and base_vocab != tuned_vocab:
+            differing = len(set(base_vocab.items()) ^ set(tuned_vocab.items()))
+            raise ValueError(f"tuned: tokenizer vocabulary differs from base's ({differing} differing entries)")
+
+    @property
+    def cfg(self):  # noqa: ANN201 - HookedTransformerConfig
+        """The shared configuration (the base model's)."""
+        return self.base.cfg
+
+    @classmethod
+    def from_lora(
+        cls,
+        base: str | os.PathLike[str],
+        adapter_path: str | os.PathLike[str],
+        *,
+        processed: bool = True,
+        dtype: torch.dtype | str = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> ModelPair:
+        """The base model and base + LoRA, both built from the same unprocessed weights.
+
+        The adapter's ΔW is added to the unprocessed weights, then both models are processed the same
+        way (``processed=True`` folds norms etc.), so ``pair.delta()`` is the LoRA's delta as seen
+        through that processing.
+        """
+        adapter = read_lora_adapter(adapter_path)
+        raw = _raw_for(base)
+        delta = lora_delta(adapter, _cfg_of(raw))
+        tuned_state = dict(raw.state_dict)
+        for key, value in delta.items():
+            if key not in tuned_state:
+                raise ValueError(f"adapter_path: the base model has no parameter {key!r} for this adapter")
+            tuned_state[key] = tuned_state[key] + value.to(tuned_state[key].dtype)
+        base_model = raw.build(processed=processed, dtype=dtype, device=device)
+        tuned_model = raw.build(processed=processed, dtype=dtype, device=device, state_dict=tuned_state)
+        label = f"{raw.name} + {Path(adapter_path).name}"
+        return cls(base_model, tuned_model, name=label)
+
+    @classmethod
+    def default(
+        cls, *, processed: bool = True, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu"
+    ) -> ModelPair:
+        """SmolLM2-135M-Instruct and the same model plus the committed sycophancy-persona LoRA."""
+        return cls.from_lora(DEFAULT_BASE, default_adapter_path(), processed=processed, dtype=dtype, device=device)
+
+    @classmethod
+    def from_names(
+        cls,
+        base: str,
+        tuned: str,
+        *,
+        processed: bool = True,
+        dtype: torch.dtype | str = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> ModelPair:
+        """Two models loaded by :func:`interp.load_model` (e.g. a base and an instruct checkpoint)."""
+        base_model = load_model(base, processed=processed, dtype=dtype, device=device)
+        tuned_model = load_model(tuned, processed=processed, dtype=dtype, device=device)
+        return cls(base_model, tuned_model, name=f"{base} → {tuned}")
+
+    def delta(self, names: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """tuned − base for every parameter that differs (or for ``names``), keyed by TL parameter name."""
+        base_params = dict(self.base.named_parameters())
+        tuned_params = dict(self.tuned.named_parameters())
+        if names is not None:
+            unknown = [n for n in names if n not in base_params]
+            if unknown:
+                raise ValueError(f"names: unknown parameters {unknown[:5]}; e.g. {list(base_params)[:3]}")
+        keys = names if names is not None else list(base_params)
+        out = {}
+        for key in keys:
+            b, t = base_params[key], tuned_params[key]
+            if names is not None or not torch.equal(b, t):
+                out[key] = (t.detach() - b.detach())
+        return out
+
+
+def _raw_for(base: str | os.PathLike[str]) -> RawModel:
+    key = str(base)
+    if key in OFFLINE_MODELS or key.endswith(".gguf"):
+        return load_raw(key)
+    model = load_model(key, processed=False)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return RawModel(key, model.cfg.to_dict(), state, model.tokenizer)
+
+
+def _cfg_of(raw: RawModel):  # noqa: ANN202
+    from transformer_lens import HookedTransformerConfig
+
+    cfg_dict = {k: v for k, v in raw.cfg_dict.items() if k not in ("n_params",)}
+    return HookedTransformerConfig.from_dict(cfg_dict)
