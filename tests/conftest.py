@@ -55,3 +55,28 @@ def default_pair():
     from interp import ModelPair
 
     return ModelPair.default()
+
+
+def _transformers_gguf_model(name: str):
+    """transformers' own GGUF loader (its own dequantization and q/k un-permutation), eager attention."""
+    from transformers import AutoModelForCausalLM
+
+    from interp.loading import OFFLINE_MODELS
+
+    path = OFFLINE_MODELS[name].locate()
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32, attn_implementation="eager"
+    )
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf():
+    """Independent reference: SmolLM2 loaded by transformers from the same GGUF file (eager attention)."""
+    return _transformers_gguf_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def gemma_hf():
+    """Independent reference: Gemma 3 270M loaded by transformers from the same GGUF file (eager attention)."""
+    return _transformers_gguf_model("gemma-3-270m")

@@ -1,0 +1,1 @@
+"""interp's benchmarks: interp side by side with the straightforward implementation the seeds use."""

