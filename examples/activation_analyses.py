@@ -1,0 +1,184 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # Activation analyses: attention metrics, head types and Q/K/V structure
+#
+# Reproduces two seed notebooks on the offline models:
+#
+# * **seed 004** (attention pattern analysis) on SmolLM2-135M-Instruct with chat-formatted prompts:
+#   entropy per layer for plain / chain-of-thought / expert / structured prompts, attention to
+#   keywords, few-shot attention to the example answers, head specialisation, head types
+#   (previous-token, duplicate-token, induction) and the first-token sink — all reduced inside the
+#   forward pass, so no ``[layer, head, seq, seq]`` tensor is kept;
+# * **seed 002** (token-related similarities within and across Q, K, V) on SmolLM2 and Gemma 3 270M
+#   with the seed's " her" sentences.
+#
+# Figures are written as HTML into ``activation_analyses_out/`` in the working directory.
+
+# %%
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+from interp import load_model
+from interp.activations import (
+    attention_pattern,
+    compare_prompt_variants,
+    few_shot_answer_attention,
+    head_type_scores,
+    pair_attention_metrics,
+    qkv_similarity_study,
+)
+from interp.plots.activations import (
+    attention_heatmap,
+    entropy_by_layer,
+    head_metric_heatmap,
+    similarity_densities,
+)
+
+torch.set_grad_enabled(False)
+OUT = Path("activation_analyses_out")
+OUT.mkdir(exist_ok=True)
+
+
+def save(fig, name: str) -> None:
+    fig.write_html(OUT / f"{name}.html", include_plotlyjs="cdn")
+
+
+smollm2 = load_model("smollm2-135m-instruct")
+tokenizer = smollm2.tokenizer
+
+
+def chat(user: str, system: str | None = None) -> str:
+    """A SmolLM2 chat prompt ending where the assistant's answer starts."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+# %% [markdown]
+# ## Seed 004: the same question under four prompt variants
+# Entropy is in nats, of the last token's attention over the prompt's real tokens.
+
+# %%
+QUESTION = "What is 15 plus 27?"
+VARIANTS = {
+    "plain": chat(QUESTION),
+    "cot": chat(f"Let's think step by step.\n\n{QUESTION}"),
+    "expert": chat(QUESTION, system="You are an expert mathematician."),
+    "structured": chat(f"Question: {QUESTION}\nAnswer:"),
+}
+KEYWORDS = ["15", "27", "plus", "step", "expert", "Question", "Answer"]
+variants = compare_prompt_variants(smollm2, VARIANTS, keywords=KEYWORDS)
+layers = variants.layer_frame()
+print(layers.pivot(index="layer", columns="label", values="head_mean_entropy").round(3).tail(8))
+save(entropy_by_layer(layers, value="head_mean_entropy", title="Entropy of the head-averaged last-token attention"),
+     "entropy_by_layer")
+
+# %% [markdown]
+# Which layers are the most prompt-sensitive? The spread of the layer curve across variants:
+
+# %%
+spread = layers.groupby("layer")["entropy"].agg(lambda s: s.max() - s.min()).sort_values(ascending=False)
+print("most prompt-sensitive layers (max − min mean head entropy across variants):")
+print(spread.head(5).round(3).to_string())
+
+# %% [markdown]
+# Attention from the last token to keywords (last layer, mean over heads), as in the seed:
+
+# %%
+keywords = variants.keyword_frame()
+last_layer = keywords[(keywords["layer"] == smollm2.cfg.n_layers - 1) & (keywords["n_tokens"] > 0)]
+print(last_layer.groupby(["label", "keyword"])["attention"].mean().round(4).to_string())
+
+# %% [markdown]
+# ## Head specialisation (chain-of-thought prompt)
+
+# %%
+heads = variants.to_frame()
+cot = heads[heads["label"] == "cot"]
+print("most focused heads:\n", cot.nsmallest(5, "entropy")[["layer", "head", "entropy", "max_attention", "max_token"]])
+print("most distributed heads:\n", cot.nlargest(5, "entropy")[["layer", "head", "entropy"]])
+save(head_metric_heatmap(cot, "entropy", title="Last-token attention entropy (nats), CoT prompt"), "cot_entropy_heads")
+save(head_metric_heatmap(heads, "mean_sink", title="Attention on the first token, mean over queries"), "sink_heads")
+sink_by_layer = heads.groupby("layer")["mean_sink"].mean()
+print(f"first-token sink: layers 0-1 {sink_by_layer.iloc[:2].mean():.2f}, "
+      f"layers 15-29 {sink_by_layer.iloc[15:].mean():.2f}")
+
+# %% [markdown]
+# ## Few-shot: does the model attend to the example answers?
+
+# %%
+FEWSHOT = {
+    "0-shot": "What is 15 plus 27?",
+    "1-shot": "Q: What is 3 plus 4?\nA: 7\n\nQ: What is 15 plus 27?\nA:",
+    "2-shot": "Q: What is 3 plus 4?\nA: 7\n\nQ: What is 10 plus 5?\nA: 15\n\nQ: What is 15 plus 27?\nA:",
+}
+few = few_shot_answer_attention(smollm2, list(FEWSHOT.values()), labels=list(FEWSHOT))
+per_prompt = few.groupby(["label", "layer", "head"])["attention"].sum().groupby(["label", "layer"]).mean()
+print("total attention to example answers (mean over heads), top layers:")
+print(per_prompt.groupby("label", group_keys=False).nlargest(3).round(4).to_string())
+
+# %% [markdown]
+# ## Head types on repeated random tokens (seeded)
+
+# %%
+types = head_type_scores(smollm2, length=40, n_sequences=8, seed=0)
+print("induction heads (score > 0.3, a perfect head scores 0.49):", types.heads_above("induction", 0.3))
+print("previous-token heads (score > 0.5):", types.heads_above("previous_token", 0.5))
+save(head_metric_heatmap(types.to_frame(), "induction", title="Induction score"), "induction_heads")
+top_layer, top_head = types.heads_above("induction", 0.3)[0]
+save(attention_heatmap(attention_pattern(smollm2, types.tokens[0], layer=top_layer, head=top_head)),
+     "induction_head_pattern")
+
+# %% [markdown]
+# ## Base vs tuned (the default ModelPair), when its LoRA is available
+
+# %%
+from interp.pair import ModelPair, default_adapter_path  # noqa: E402
+
+if (default_adapter_path() / "adapter_config.json").exists():
+    pair = ModelPair.default()
+    compared = pair_attention_metrics(pair, list(VARIANTS.values()), labels=list(VARIANTS))
+    delta = compared.layer_frame().query("model == 'delta'")
+    print("layers whose head-mean entropy changed most with tuning:")
+    print(delta.groupby("layer")["entropy"].apply(lambda s: s.abs().mean()).nlargest(5).round(4).to_string())
+    save(head_metric_heatmap(compared.to_frame().query("model == 'delta'"), "entropy", colorscale="RdBu", zmid=0,
+                             title="Δ entropy (tuned − base)"), "pair_entropy_delta")
+else:
+    print("default LoRA not found; skipping the base-vs-tuned section")
+
+# %% [markdown]
+# ## Seed 002: Q/K/V neuron similarities at " her" vs the token before it
+
+# %%
+SENTENCES = [
+    "I saw her at the market.", "She gave her the book.", "They asked her for advice.",
+    "We invited her to dinner.", "The dog followed her home.", "They asked her to join.",
+    "He saw her at the park yesterday.", "Did you give her your address?", "I haven't seen her in ages.",
+    "I told her the truth.", "They congratulated her on his success.", "She recognized her immediately.",
+    "The teacher praised her for his work.", "I met her last summer.", "The child hugged her tightly.",
+    "They warned her about the danger.", "She drove her to the airport.", "We waited for her for hours.",
+    "The cat scratched her accidentally.", "They surprised her with a gift.", "She called her on the phone.",
+    "The jury found her not guilty.", "I remembered her from school.", "They elected her as president.",
+]
+
+gemma = load_model("gemma-3-270m")
+for name, model, layer in (("smollm2", smollm2, 6), ("gemma", gemma, 6)):
+    study = qkv_similarity_study(model, SENTENCES, " her", layer=layer, kind="cosine", seed=0)
+    frame = study.histograms
+    mean_abs = (frame.assign(w=frame["count"] * frame["bin_center"].abs())
+                .groupby(["condition", "block"]).apply(lambda g: g["w"].sum() / g["count"].sum(), include_groups=False))
+    print(f"{name} layer {layer}: Q {tuple(study.target.q.shape[1:])}, K/V {tuple(study.target.k.shape[1:])}; "
+          "mean |cosine| per block:")
+    print(mean_abs.unstack("block").round(3).to_string())
+    save(similarity_densities(frame, title=f"{name}: Q/K/V neuron cosine similarity, layer {layer}"),
+         f"qkv_densities_{name}")

@@ -1,0 +1,164 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # Weight circuits of persona directions, base vs tuned (seeds 000 and 001)
+#
+# How do a model's attention and MLP weights treat the principal axes of "persona space", and what
+# did tuning change? This reproduces the two seed notebooks end to end on the offline default pair
+# (SmolLM2-135M-Instruct and its sycophancy-persona LoRA sibling):
+#
+# * **seed 000**: QK affinity (the pre-softmax logit a query at PC*i* gives a key at ±PC*i*) and VO
+#   decomposition (what attention writes when it attends to PC*i*, read against ±PC*i*), per layer,
+#   as z-scores against random unit directions; base vs tuned; "is PC1 special?";
+# * **seed 001**: the full MLP pass of ±PC1 through every layer, base vs tuned, the layer where
+#   tuning changes it most, and what tuning adds there, projected on role and trait vectors.
+#
+# Math and conventions: `docs/analyses/weight_circuits.md`. Every figure is a plotly `Figure`
+# built from a tidy table that is also kept (`table`, `series`, `deltas`, `summary`, `mlp_table`...).
+
+# %%
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pandas as pd
+import torch
+
+from interp import DirectionSet, ModelPair
+from interp.circuits import (
+    compare_mlp_pass,
+    delta_projections,
+    mean_abs_delta,
+    self_opposite,
+    top_bottom,
+    tuned_minus_base,
+    weight_circuits,
+)
+from interp.personas import persona_directions, persona_prompts, role_vectors, trait_vectors
+from interp.plots.circuits import (
+    circuit_heatmap,
+    mlp_delta_by_layer,
+    pc_comparison,
+    projection_bars,
+    zscore_delta_lines,
+    zscore_lines,
+)
+
+torch.set_grad_enabled(False)
+
+# %% [markdown]
+# ## Configuration
+
+# %%
+N_PCS = 5  # persona PCs analysed (the seed used 10 of a 240-role PCA; we have 30 roles)
+N_RANDOM = 20  # random unit directions for the z-score baseline (seed: 20, torch seed 42)
+RANDOM_SEED = 42
+QUESTIONS = persona_prompts().questions[:4]  # a few neutral questions per role keep this fast on a CPU
+PLOT_PCS = ["PC1", "PC2", "PC3"]
+
+pair = ModelPair.default()
+n_layers = pair.cfg.n_layers
+PCA_LAYER = n_layers // 2  # where persona directions are read (blocks.L.hook_resid_post)
+COMPARISON_LAYERS = list(range(9, 24))  # the layers the default LoRA tunes (seed 000 used 17-27 of 46)
+print(pair.name, f"{n_layers} layers, d_model {pair.cfg.d_model}, PCA layer {PCA_LAYER}")
+
+# %% [markdown]
+# ## Probe directions: persona PCs (and their negations) plus random directions
+
+# %%
+persona = persona_directions(pair.base, layer=PCA_LAYER, n_components=N_PCS, questions=QUESTIONS)
+random_dirs = DirectionSet.random(N_RANDOM, pair.cfg.d_model, seed=RANDOM_SEED)
+probes = persona.pcs.with_negations().concat(random_dirs)
+explained = persona.pcs.metadata["explained_variance_ratio"]
+print(f"{len(probes)} probes; variance explained by PC1..PC{N_PCS}:", [round(v, 3) for v in explained])
+
+# %% [markdown]
+# ## Seed 000: QK affinity and VO decomposition, all layers, both models
+#
+# One row per (circuit, model, layer, query, key) with the raw value, the layer's random baseline
+# (mean and std over the random directions' self entries, as the seed) and the z-score.
+
+# %%
+table = weight_circuits(pair, probes)
+pcs = list(persona.pcs.names)
+series = self_opposite(table, pcs)  # PC -> PC ("self") and PC -> -PC ("opposite")
+deltas = tuned_minus_base(series)
+series.head()
+
+# %%
+zscore_lines(series, PLOT_PCS, pca_layer=PCA_LAYER)
+
+# %%
+zscore_delta_lines(deltas, PLOT_PCS)
+
+# %%
+circuit_heatmap(table, layer=PCA_LAYER, circuit="qk", model="tuned")
+
+# %% [markdown]
+# ### Is PC1 special? Mean |Δz| over the tuned layers, per PC
+
+# %%
+summary = mean_abs_delta(deltas, COMPARISON_LAYERS, explained_variance=explained)
+wide = summary.pivot_table(index=["direction", "number", "explained_variance"], columns=["circuit", "relation"],
+                           values="mean_abs_delta_z").sort_index(level="number")
+print(wide.round(3).to_string())
+strongest = summary.loc[summary.groupby(["circuit", "relation"])["mean_abs_delta_z"].idxmax()]
+print(strongest[["circuit", "relation", "direction", "mean_abs_delta_z"]].to_string(index=False))
+
+# %%
+pc_comparison(summary)
+
+# %% [markdown]
+# ## Seed 001: the MLP pass of ±PC1, base vs tuned
+
+# %%
+pc1 = persona.pcs.subset(["PC1"]).with_negations()
+mlp = compare_mlp_pass(pair, pc1)
+mlp_table = mlp.table()
+peak = mlp_table[mlp_table["direction"] == "PC1"].sort_values("delta_norm", ascending=False).iloc[0]
+PEAK_LAYER = int(peak["layer"])
+print(f"largest tuning change of PC1's MLP output at layer {PEAK_LAYER}: |Δ| = {peak['delta_norm']:.4f} "
+      f"(base norm {peak['base_norm']:.3f}, tuned {peak['tuned_norm']:.3f})")
+
+# %%
+mlp_delta_by_layer(mlp_table)
+
+# %% [markdown]
+# ### What tuning adds to PC1's MLP output at the peak layer, read against role and trait vectors
+# (computed at that layer, as the seed loads them per layer)
+
+# %%
+semantic = role_vectors(pair.base, layer=PEAK_LAYER, questions=QUESTIONS).concat(
+    trait_vectors(pair.base, layer=PEAK_LAYER, questions=QUESTIONS)
+)
+projections = delta_projections(mlp, semantic, layer=PEAK_LAYER, direction="PC1")
+ends = top_bottom(projections, 8)
+print(ends[["end", "probe", "projection"]].to_string(index=False))
+
+# %%
+projection_bars(ends)
+
+# %% [markdown]
+# ## Summary table of the run
+
+# %%
+overview = pd.DataFrame(
+    {
+        "probes": [len(probes)],
+        "layers": [n_layers],
+        "rows in circuit table": [len(table)],
+        "max |Δz| outside the LoRA layers": [
+            deltas[~deltas["layer"].isin(COMPARISON_LAYERS)]["delta_z"].abs().max()
+        ],
+        "max |Δz| in the LoRA layers": [deltas[deltas["layer"].isin(COMPARISON_LAYERS)]["delta_z"].abs().max()],
+        "MLP peak layer": [PEAK_LAYER],
+    }
+)
+print(overview.T.to_string(header=False))

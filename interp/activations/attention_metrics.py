@@ -1,0 +1,427 @@
+"""Per-head attention metrics computed inside the forward pass (seed 004).
+
+Each layer's ``hook_pattern`` ``A[b, h, q, k]`` is reduced to a few numbers per (prompt, head) while
+the pass runs, so nothing of size layers × heads × seq × seq is ever kept. For the distribution
+``p = A[b, h, q*, :]`` of the chosen query position ``q*`` over the prompt's real tokens:
+
+* ``entropy``: ``H(p) = -Σ_k p_k ln p_k`` (natural log; padding and future positions have ``p_k = 0``
+  and add nothing; ``0 ln 0 = 0``);
+* ``mean_entropy``: ``H`` averaged over every query but the prompt's first token (whose
+  distribution is forced to one key);
+* ``max_attention``, ``max_position``: ``max_k p_k`` and ``argmax_k p_k`` (positions count the
+  prompt's real tokens from 0);
+* ``sink``: ``p_first``, attention on the prompt's first token; ``mean_sink`` averages it over
+  queries 1..n-1;
+* ``head_mean_entropy`` (per layer): ``H(mean_h p_h)``, the seed's layer curve;
+* ``keyword_attention``: ``Σ_{k ∈ K_w} p_k`` over the tokens overlapping any occurrence of keyword
+  ``w`` in the prompt text.
+
+>>> metrics = attention_metrics(model, prompts, keywords=["15", "27", "plus"])
+>>> metrics.to_frame().nsmallest(5, "entropy")       # most focused heads at the last token
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import einops
+import pandas as pd
+import torch
+from jaxtyping import Bool, Float, Int
+from transformer_lens import HookedTransformer
+from transformer_lens.utils import get_act_name
+
+from interp._validate import as_heads, as_layers
+from interp.activations.caching import Chunk, run_batched
+from interp.activations.positions import (
+    Positions,
+    TokenBatch,
+    batch_from_tokens,
+    index_positions,
+    last_positions,
+    occurrence_spans,
+    span_mask,
+    tokenize,
+)
+
+Query = Literal["last"] | int | Positions
+HEAD_METRICS = ("entropy", "mean_entropy", "max_attention", "sink", "mean_sink")
+
+
+def _entropy(p: Float[torch.Tensor, "... key"]) -> Float[torch.Tensor, "..."]:
+    """``-Σ p ln p`` over the last dim, with ``0 ln 0 = 0``."""
+    return -torch.special.xlogy(p, p).sum(dim=-1)
+
+
+@dataclass(frozen=True)
+class AttentionMetrics:
+    """Per-(prompt, layer, head) attention metrics at one query position per prompt (module docstring)."""
+
+    batch: TokenBatch
+    labels: tuple[str, ...]
+    layers: tuple[int, ...]
+    query_position: Int[torch.Tensor, " prompt"]
+    entropy: Float[torch.Tensor, "prompt layer head"]
+    mean_entropy: Float[torch.Tensor, "prompt layer head"]
+    max_attention: Float[torch.Tensor, "prompt layer head"]
+    max_position: Int[torch.Tensor, "prompt layer head"]
+    sink: Float[torch.Tensor, "prompt layer head"]
+    mean_sink: Float[torch.Tensor, "prompt layer head"]
+    head_mean_entropy: Float[torch.Tensor, "prompt layer"]
+    keywords: tuple[str, ...]
+    keyword_attention: Float[torch.Tensor, "prompt layer head keyword"]
+    keyword_tokens: Int[torch.Tensor, "prompt keyword"]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (prompt, layer, head) with every head metric and the token of maximal attention."""
+        n_prompts, n_layers, n_heads = self.entropy.shape
+        index = pd.MultiIndex.from_product([range(n_prompts), range(n_layers), range(n_heads)],
+                                           names=["prompt", "layer_index", "head"]).to_frame(index=False)
+        frame = pd.DataFrame({
+            "prompt": index["prompt"],
+            "label": [self.labels[i] for i in index["prompt"]],
+            "layer": [self.layers[i] for i in index["layer_index"]],
+            "head": index["head"],
+            "query_position": self.query_position[torch.as_tensor(index["prompt"].to_numpy().copy())].numpy(),
+        })
+        for name in HEAD_METRICS:
+            frame[name] = getattr(self, name).flatten().numpy()
+        frame["max_position"] = self.max_position.flatten().numpy()
+        tokens = [self.batch.str_tokens(i) for i in range(n_prompts)]
+        frame["max_token"] = [tokens[p][k] for p, k in zip(frame["prompt"], frame["max_position"], strict=True)]
+        return frame
+
+    def layer_frame(self) -> pd.DataFrame:
+        """One row per (prompt, layer): head-averaged metrics and the entropy of the head-averaged pattern."""
+        frame = self.to_frame().groupby(["prompt", "label", "layer"], sort=False)[list(HEAD_METRICS)].mean()
+        frame = frame.reset_index()
+        frame["head_mean_entropy"] = self.head_mean_entropy.flatten().numpy()
+        return frame
+
+    def keyword_frame(self) -> pd.DataFrame:
+        """One row per (prompt, layer, head, keyword): attention mass on the keyword's tokens."""
+        n_prompts, n_layers, n_heads, n_kw = self.keyword_attention.shape
+        if n_kw == 0:
+            return pd.DataFrame(columns=["prompt", "label", "layer", "head", "keyword", "attention", "n_tokens"])
+        index = pd.MultiIndex.from_product([range(n_prompts), range(n_layers), range(n_heads), range(n_kw)],
+                                           names=["p", "l", "h", "w"]).to_frame(index=False)
+        return pd.DataFrame({
+            "prompt": index["p"],
+            "label": [self.labels[i] for i in index["p"]],
+            "layer": [self.layers[i] for i in index["l"]],
+            "head": index["h"],
+            "keyword": [self.keywords[i] for i in index["w"]],
+            "attention": self.keyword_attention.flatten().numpy(),
+            "n_tokens": self.keyword_tokens[torch.as_tensor(index["p"].to_numpy().copy()), torch.as_tensor(index["w"].to_numpy().copy())].numpy(),
+        })
+
+
+def _query_positions(batch: TokenBatch, query: Query) -> Int[torch.Tensor, " prompt"]:
+    """The query position (batch column) of each prompt."""
+    if isinstance(query, str):
+        if query != "last":
+            raise ValueError(f"query: expected 'last', an int or a Positions, got {query!r}")
+        positions = last_positions(batch)
+    elif isinstance(query, Positions):
+        positions = query
+    elif isinstance(query, int) and not isinstance(query, bool):
+        positions = index_positions(batch, query)
+    else:
+        raise TypeError(f"query: expected 'last', an int or a Positions, got {type(query).__name__}")
+    if not torch.equal(positions.prompt.cpu(), torch.arange(len(batch))):
+        raise ValueError("query: needs exactly one position per prompt, in prompt order")
+    return positions.position.cpu()
+
+
+def reduce_attention(
+    model: HookedTransformer,
+    batch: TokenBatch,
+    *,
+    layers: Sequence[int],
+    query: Int[torch.Tensor, " prompt"],
+    key_groups: Bool[torch.Tensor, "prompt group pos"] | None = None,
+    batch_size: int = 16,
+    progress: bool | None = None,
+) -> dict[str, torch.Tensor]:
+    """Run ``batch`` and reduce each ``hook_pattern`` of ``layers`` to per-(prompt, layer, head) metrics.
+
+    Returns tensors ``entropy``, ``mean_entropy``, ``max_attention``, ``max_position`` (batch column),
+    ``sink``, ``mean_sink`` ``[prompt, layer, head]``, ``head_mean_entropy`` ``[prompt, layer]`` and
+    ``group_attention`` ``[prompt, layer, head, group]`` (attention mass on each key group).
+    """
+    n, n_heads = len(batch), model.cfg.n_heads
+    groups = 0 if key_groups is None else key_groups.shape[1]
+    shape = (n, len(layers), n_heads)
+    out = {name: torch.zeros(shape) for name in HEAD_METRICS}
+    out["max_position"] = torch.zeros(shape, dtype=torch.long)
+    out["head_mean_entropy"] = torch.zeros((n, len(layers)))
+    out["group_attention"] = torch.zeros((*shape, groups))
+    slot = {layer: i for i, layer in enumerate(layers)}
+    first_all = batch.first.cpu()
+
+    def make_hooks(chunk: Chunk):  # noqa: ANN202
+        rows = torch.arange(chunk.rows.start, chunk.rows.stop)
+        local_b, local_q = chunk.local(rows, query[rows])
+        _, local_first = chunk.local(rows, first_all[rows])
+        mask = batch.mask[chunk.rows, chunk.cols]  # [b, pos]
+        width = mask.shape[1]
+        positions = torch.arange(width, device=mask.device)
+        # queries that see at least two real keys: real and after the prompt's first token
+        many_keys = mask & (positions[None, :] > local_first[:, None].to(mask.device))
+        weights = many_keys.float() / many_keys.sum(dim=1, keepdim=True).clamp(min=1).float()  # [b, q]
+        key_mask = mask.float()
+        group_mask = None if key_groups is None else key_groups[chunk.rows, :, chunk.cols].float()
+
+        def reduce(pattern: Float[torch.Tensor, "b head q k"], hook) -> None:  # noqa: ANN001
+            i = slot[hook.layer()]
+            dev = pattern.device
+            p = pattern[local_b.to(dev), :, local_q.to(dev)] * key_mask[:, None, :].to(dev)  # [b, head, k]
+            head_rows = (rows, i)
+            out["entropy"][head_rows] = _entropy(p).cpu()
+            best, where = p.max(dim=-1)
+            out["max_attention"][head_rows] = best.cpu()
+            out["max_position"][head_rows] = where.cpu() + chunk.cols.start
+            first_col = local_first.to(dev)[:, None, None].expand(-1, p.shape[1], 1)
+            out["sink"][head_rows] = p.gather(-1, first_col)[..., 0].cpu()
+            out["head_mean_entropy"][head_rows] = _entropy(p.mean(dim=1)).cpu()
+            if group_mask is not None:
+                out["group_attention"][head_rows] = einops.einsum(
+                    p, group_mask.to(dev), "b head k, b group k -> b head group").cpu()
+            w = weights.to(dev)
+            out["mean_entropy"][head_rows] = einops.einsum(
+                _entropy(pattern), w, "b head q, b q -> b head").cpu()
+            first_cols = local_first.to(dev)[:, None, None, None].expand(-1, pattern.shape[1], pattern.shape[2], 1)
+            out["mean_sink"][head_rows] = einops.einsum(
+                pattern.gather(-1, first_cols)[..., 0], w, "b head q, b q -> b head").cpu()
+
+        return [(get_act_name("pattern", layer), reduce) for layer in layers]
+
+    run_batched(model, batch, make_hooks, batch_size=batch_size, stop_at_layer=_stop(model, layers),
+                progress=progress, desc="attention metrics")
+    few_keys = (batch.lengths.cpu() < 2)
+    out["mean_entropy"][few_keys] = torch.nan
+    out["mean_sink"][few_keys] = torch.nan
+    return out
+
+
+def _stop(model: HookedTransformer, layers: Sequence[int]) -> int | None:
+    deepest = max(layers) + 1
+    return None if deepest >= model.cfg.n_layers else deepest
+
+
+def attention_metrics(
+    model: HookedTransformer,
+    prompts: str | Sequence[str] | TokenBatch,
+    *,
+    layers: int | Sequence[int] | None = None,
+    query: Query = "last",
+    keywords: Sequence[str] = (),
+    case_sensitive: bool = False,
+    labels: Sequence[str] | None = None,
+    padding_side: Literal["left", "right"] = "right",
+    batch_size: int = 16,
+    progress: bool | None = None,
+) -> AttentionMetrics:
+    """Entropy, maximum, sink and keyword attention of every head at ``query`` (module docstring).
+
+    ``query`` is "last" (last real token), an index over each prompt's real tokens, or a Positions
+    with one row per prompt. ``keywords`` are found in the prompt text (case-insensitive unless
+    ``case_sensitive``), every occurrence, and mapped to the tokens overlapping them.
+    """
+    batch = tokenize(model, prompts, padding_side=padding_side)
+    layer_list = as_layers(layers, model.cfg.n_layers)
+    query_cols = _query_positions(batch, query)
+    if isinstance(keywords, str):
+        keywords = [keywords]
+    keywords = tuple(keywords)
+    bad = [k for k in keywords if not isinstance(k, str) or k == ""]
+    if bad:
+        raise ValueError(f"keywords: expected non-empty strings, got {bad[:5]}")
+    if labels is None:
+        labels = [str(i) for i in range(len(batch))]
+    labels = tuple(str(label) for label in labels)
+    if len(labels) != len(batch):
+        raise ValueError(f"labels: got {len(labels)} labels for {len(batch)} prompts")
+    groups = None
+    if keywords:
+        spans = [[occurrence_spans(p, k, case_sensitive=case_sensitive) for k in keywords] for p in batch.prompts]
+        groups = span_mask(batch, spans)
+    reduced = reduce_attention(model, batch, layers=layer_list, query=query_cols, key_groups=groups,
+                               batch_size=batch_size, progress=progress)
+    first = batch.first.cpu()
+    key_groups = groups if groups is not None else torch.zeros((len(batch), 0, batch.tokens.shape[1]), dtype=torch.bool)
+    keyword_tokens = (key_groups.cpu() & (torch.arange(key_groups.shape[-1]) <= query_cols[:, None, None])).sum(-1)
+    return AttentionMetrics(
+        batch=batch,
+        labels=labels,
+        layers=tuple(layer_list),
+        query_position=query_cols - first,
+        entropy=reduced["entropy"],
+        mean_entropy=reduced["mean_entropy"],
+        max_attention=reduced["max_attention"],
+        max_position=reduced["max_position"] - first[:, None, None],
+        sink=reduced["sink"],
+        mean_sink=reduced["mean_sink"],
+        head_mean_entropy=reduced["head_mean_entropy"],
+        keywords=keywords,
+        keyword_attention=reduced["group_attention"],
+        keyword_tokens=keyword_tokens,
+    )
+
+
+def compare_prompt_variants(
+    model: HookedTransformer, variants: Mapping[str, str], **kwargs: object
+) -> AttentionMetrics:
+    """:func:`attention_metrics` for named prompt variants (plain / cot / expert / few-shot...):
+    the frames' ``label`` column holds the variant names; ``layer_frame()`` gives the entropy curves."""
+    if not isinstance(variants, Mapping) or len(variants) == 0:
+        raise ValueError("variants: expected a non-empty mapping of variant name to prompt")
+    return attention_metrics(model, list(variants.values()), labels=list(variants), **kwargs)  # type: ignore[arg-type]
+
+
+def few_shot_answers(prompt: str, *, marker: str = "A:") -> list[tuple[str, tuple[int, int]]]:
+    """The example answers of a few-shot prompt: the text after each ``marker`` up to the line end,
+    with its character span; a marker with nothing after it (the open question) is not an answer."""
+    answers = []
+    for _, end in occurrence_spans(prompt, marker, case_sensitive=True):
+        line_end = prompt.find("\n", end)
+        line_end = len(prompt) if line_end < 0 else line_end
+        text = prompt[end:line_end]
+        stripped = text.strip()
+        if stripped:
+            start = end + text.index(stripped)
+            answers.append((stripped, (start, start + len(stripped))))
+    return answers
+
+
+def few_shot_answer_attention(
+    model: HookedTransformer,
+    prompts: Sequence[str],
+    *,
+    marker: str = "A:",
+    labels: Sequence[str] | None = None,
+    layers: int | Sequence[int] | None = None,
+    query: Query = "last",
+    batch_size: int = 16,
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """Attention from ``query`` to each example answer of few-shot prompts (:func:`few_shot_answers`).
+
+    One row per (prompt, layer, head, example): ``answer`` text, ``attention`` = ``Σ_{k ∈ answer} p_k``
+    and ``n_tokens``. Prompts without answers (0-shot) give no rows.
+    """
+    batch = tokenize(model, prompts)
+    if not isinstance(marker, str) or marker == "":
+        raise ValueError("marker: expected a non-empty string")
+    layer_list = as_layers(layers, model.cfg.n_layers)
+    labels = tuple(str(i) for i in range(len(batch))) if labels is None else tuple(map(str, labels))
+    if len(labels) != len(batch):
+        raise ValueError(f"labels: got {len(labels)} labels for {len(batch)} prompts")
+    answers = [few_shot_answers(p, marker=marker) for p in batch.prompts]
+    groups = span_mask(batch, [[[span] for _, span in a] for a in answers])
+    query_cols = _query_positions(batch, query)
+    reduced = reduce_attention(model, batch, layers=layer_list, query=query_cols, key_groups=groups,
+                               batch_size=batch_size, progress=progress)
+    attention = reduced["group_attention"]
+    rows = []
+    for p, prompt_answers in enumerate(answers):
+        for li, layer in enumerate(layer_list):
+            for h in range(model.cfg.n_heads):
+                for e, (text, _) in enumerate(prompt_answers):
+                    rows.append((p, labels[p], layer, h, e, text, float(attention[p, li, h, e]),
+                                 int(groups[p, e].sum())))
+    return pd.DataFrame(rows, columns=["prompt", "label", "layer", "head", "example", "answer", "attention", "n_tokens"])
+
+
+@dataclass(frozen=True)
+class AttentionPattern:
+    """One head's attention pattern on one prompt, with token labels: ``pattern[q, k]``."""
+
+    pattern: Float[torch.Tensor, "query key"]
+    tokens: tuple[str, ...]
+    layer: int
+    head: int
+
+
+def attention_pattern(
+    model: HookedTransformer, prompt: str | Int[torch.Tensor, " pos"], *, layer: int, head: int
+) -> AttentionPattern:
+    """The ``[query, key]`` attention pattern of one head on one prompt or token sequence (only that head is kept)."""
+    if isinstance(prompt, torch.Tensor):
+        if prompt.ndim != 1:
+            raise ValueError(f"prompt: expected a string or a 1-d token tensor, got shape {tuple(prompt.shape)}")
+        batch = batch_from_tokens(model, prompt)
+    else:
+        batch = tokenize(model, prompt)
+    (layer,) = as_layers(layer, model.cfg.n_layers, name="layer")
+    (head,) = as_heads(head, model.cfg.n_heads, name="head")
+    kept: dict[str, torch.Tensor] = {}
+
+    def keep(pattern: torch.Tensor, hook) -> None:  # noqa: ANN001
+        kept["pattern"] = pattern[0, head].detach().cpu().clone()
+
+    run_batched(model, batch, lambda chunk: [(get_act_name("pattern", layer), keep)],
+                stop_at_layer=_stop(model, [layer]), progress=False)
+    return AttentionPattern(kept["pattern"], tuple(batch.str_tokens(0)), layer, head)
+
+
+# ------------------------------------------------------------------------------------------------
+# Base vs tuned
+
+
+def with_delta(base: pd.DataFrame, tuned: pd.DataFrame, *, keys: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
+    """Stack ``base`` and ``tuned`` with a ``model`` column and add ``model == "delta"`` rows
+    (tuned − base of each column in ``values``, matched on ``keys``; other columns left empty)."""
+    merged = base[list(keys) + list(values)].merge(tuned[list(keys) + list(values)], on=list(keys),
+                                                      suffixes=("_base", "_tuned"), validate="one_to_one")
+    delta = merged[list(keys)].copy()
+    for value in values:
+        delta[value] = merged[f"{value}_tuned"] - merged[f"{value}_base"]
+    frames = [base.assign(model="base"), tuned.assign(model="tuned"), delta.assign(model="delta")]
+    out = pd.concat(frames, ignore_index=True)
+    return out[["model"] + [c for c in out.columns if c != "model"]]
+
+
+@dataclass(frozen=True)
+class PairAttentionMetrics:
+    """:class:`AttentionMetrics` of a ModelPair's base and tuned models on the same prompts."""
+
+    base: AttentionMetrics
+    tuned: AttentionMetrics
+
+    def to_frame(self) -> pd.DataFrame:
+        """Head-level frame with ``model`` in "base", "tuned", "delta" (delta = tuned − base)."""
+        return with_delta(self.base.to_frame(), self.tuned.to_frame(), keys=["prompt", "label", "layer", "head"],
+                          values=list(HEAD_METRICS))
+
+    def layer_frame(self) -> pd.DataFrame:
+        return with_delta(self.base.layer_frame(), self.tuned.layer_frame(), keys=["prompt", "label", "layer"],
+                          values=[*HEAD_METRICS, "head_mean_entropy"])
+
+    def keyword_frame(self) -> pd.DataFrame:
+        return with_delta(self.base.keyword_frame(), self.tuned.keyword_frame(),
+                          keys=["prompt", "label", "layer", "head", "keyword"], values=["attention"])
+
+
+def _check_pair(pair: object) -> None:
+    if not (isinstance(getattr(pair, "base", None), HookedTransformer)
+            and isinstance(getattr(pair, "tuned", None), HookedTransformer)):
+        raise TypeError(f"pair: expected a ModelPair (with .base and .tuned HookedTransformers), got {type(pair).__name__}")
+
+
+def pair_attention_metrics(pair: object, prompts: str | Sequence[str], **kwargs: object) -> PairAttentionMetrics:
+    """:func:`attention_metrics` for ``pair.base`` and ``pair.tuned`` (same arguments)."""
+    _check_pair(pair)
+    return PairAttentionMetrics(attention_metrics(pair.base, prompts, **kwargs),  # type: ignore[attr-defined,arg-type]
+                                attention_metrics(pair.tuned, prompts, **kwargs))  # type: ignore[attr-defined,arg-type]
+
+
+def pair_few_shot_answer_attention(pair: object, prompts: Sequence[str], **kwargs: object) -> pd.DataFrame:
+    """:func:`few_shot_answer_attention` for base and tuned, with a ``model`` column and delta rows."""
+    _check_pair(pair)
+    base = few_shot_answer_attention(pair.base, prompts, **kwargs)  # type: ignore[attr-defined,arg-type]
+    tuned = few_shot_answer_attention(pair.tuned, prompts, **kwargs)  # type: ignore[attr-defined,arg-type]
+    return with_delta(base, tuned, keys=["prompt", "label", "layer", "head", "example", "answer"],
+                      values=["attention"])

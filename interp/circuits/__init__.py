@@ -1,0 +1,47 @@
+"""Weight circuits of probe directions (seeds 000 and 001): QK affinity, VO decomposition and the MLP
+pass, for every layer at once, in one model or a base/tuned pair, with random-direction z-scores.
+
+>>> from interp.circuits import weight_circuits, self_opposite, tuned_minus_base, mean_abs_delta
+>>> table = weight_circuits(pair, probes)                       # probes include "Random1".."RandomN"
+>>> deltas = tuned_minus_base(self_opposite(table, ["PC1", "PC2"]))
+>>> mean_abs_delta(deltas, layers=range(9, 24))                  # "is PC1 special?"
+"""
+
+from interp.circuits.baselines import (
+    circuit_table,
+    mean_abs_delta,
+    random_baseline,
+    self_opposite,
+    tuned_minus_base,
+)
+from interp.circuits.mlp_pass import (
+    MLPPassComparison,
+    compare_mlp_pass,
+    delta_projections,
+    mlp_pass,
+    top_bottom,
+)
+from interp.circuits.qk import qk_affinity, qk_scores, reduce_heads
+from interp.circuits.tables import weight_circuits
+from interp.circuits.vo import VODecomposition, vo_decomposition, vo_outputs, vo_write
+
+__all__ = [
+    "MLPPassComparison",
+    "VODecomposition",
+    "circuit_table",
+    "compare_mlp_pass",
+    "delta_projections",
+    "mean_abs_delta",
+    "mlp_pass",
+    "qk_affinity",
+    "qk_scores",
+    "random_baseline",
+    "reduce_heads",
+    "self_opposite",
+    "top_bottom",
+    "tuned_minus_base",
+    "vo_decomposition",
+    "vo_outputs",
+    "vo_write",
+    "weight_circuits",
+]

@@ -1,0 +1,143 @@
+"""QK affinity: the pre-softmax attention score a query at direction u gives a key at direction v.
+
+For layer l and query head h (KV head ``h // g`` with ``g = n_heads / n_kv_heads``)::
+
+    score[l, h, i, j] = softcap( qn(ln1(u_i) W_Q[l,h] + b_Q) · kn(ln1(v_j) W_K[l,h//g] + b_K) / attn_scale[l] )
+
+with ``ln1`` the block's attention input norm, ``qn``/``kn`` the per-head qk-norms (Gemma 3; identity
+otherwise), ``attn_scale`` the model's own scale (sqrt(d_head), or 16 = sqrt(query_pre_attn_scalar) for
+Gemma 3) and ``softcap(x) = c tanh(x / c)`` when the model caps attention scores. Positional rotation is
+left out: it is the identity when query and key sit at the same position, which is where
+``hook_attn_scores[h, i, i]`` equals ``score[l, h, u, u]`` exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+import einops
+import torch
+from jaxtyping import Float
+from transformer_lens import HookedTransformer
+from transformer_lens.components import GroupedQueryAttention
+from transformer_lens.utilities.activation_functions import apply_softcap
+
+from interp._validate import as_directions
+from interp.circuits._model import NormStack, layer_chunks, norm_stack, param_bytes, prepare, stack_blocks
+
+__all__ = ["qk_affinity", "qk_scores", "reduce_heads"]
+
+HeadReduction = Literal["mean", "max", "min", "abs_mean", "abs_max"]
+
+
+def qk_affinity(
+    model: HookedTransformer,
+    queries: object,
+    keys: object | None = None,
+    *,
+    layers: int | Iterable[int] | None = None,
+) -> Float[torch.Tensor, "layer head query key"]:
+    """Pre-softmax attention logits between query directions and key directions, per layer and head.
+
+    ``score[l, h, i, j] = softcap(qn(ln1(u_i) W_Q + b_Q) · kn(ln1(v_j) W_K[h // g] + b_K) / attn_scale)``:
+    what ``blocks.l.attn.hook_attn_scores[h, p, p]`` would be with ``u_i`` as the query input and
+    ``v_j`` as the key input at the same position ``p`` (rotary cancels there).
+
+    ``queries``/``keys``: ``[n, d_model]`` tensors or :class:`interp.DirectionSet`s (``keys``
+    defaults to ``queries``), used as given (not rescaled). ``layers``: indices (default all); row
+    ``k`` of the result is ``layers[k]``. Computed in float32 whatever the model's dtype.
+
+    >>> scores = qk_affinity(model, pcs)              # [n_layers, n_heads, n, n]
+    >>> reduce_heads(scores, "mean")                   # the seed's head-averaged matrix
+    """
+    model, u, layer_list = prepare(model, queries, layers, name="queries")
+    v = u if keys is None else as_directions(keys, model.cfg.d_model, name="keys").to(u.device)
+    blocks = model.blocks
+    per_layer = param_bytes(blocks[0].attn.W_Q, _kv(blocks[0].attn, "W_K"))
+    outputs = [_qk_chunk(model, u, v, chunk) for chunk in layer_chunks(layer_list, per_layer)]
+    return torch.cat(outputs)
+
+
+def _kv(attn: torch.nn.Module, which: str) -> torch.Tensor:
+    """The per-KV-head tensor (``_W_K``/``_b_K``... for grouped-query attention, else ``W_K``...)."""
+    return getattr(attn, f"_{which}") if isinstance(attn, GroupedQueryAttention) else getattr(attn, which)
+
+
+def _qk_chunk(
+    model: HookedTransformer, u: torch.Tensor, v: torch.Tensor, layers: list[int]
+) -> Float[torch.Tensor, "layer head query key"]:
+    blocks = [model.blocks[layer] for layer in layers]
+    ln1 = norm_stack([b.ln1 for b in blocks], name="model")
+    qn = kn = None
+    if model.cfg.use_qk_norm:
+        qn = norm_stack([b.attn.q_norm for b in blocks], name="model")
+        kn = norm_stack([b.attn.k_norm for b in blocks], name="model")
+    n_layers = len(layers)
+    return qk_scores(
+        ln1(u.expand(n_layers, *u.shape)),
+        ln1(v.expand(n_layers, *v.shape)),
+        W_Q=stack_blocks(model, layers, lambda b: b.attn.W_Q),
+        b_Q=stack_blocks(model, layers, lambda b: b.attn.b_Q),
+        W_K=stack_blocks(model, layers, lambda b: _kv(b.attn, "W_K")),
+        b_K=stack_blocks(model, layers, lambda b: _kv(b.attn, "b_K")),
+        attn_scale=torch.tensor([float(b.attn.attn_scale) for b in blocks], device=u.device),
+        q_norm=qn,
+        k_norm=kn,
+        softcap=model.cfg.attn_scores_soft_cap,
+    )
+
+
+def qk_scores(
+    q_in: Float[torch.Tensor, "layer query d_model"],
+    k_in: Float[torch.Tensor, "layer key d_model"],
+    *,
+    W_Q: Float[torch.Tensor, "layer head d_model d_head"],
+    b_Q: Float[torch.Tensor, "layer head d_head"],
+    W_K: Float[torch.Tensor, "layer kv_head d_model d_head"],
+    b_K: Float[torch.Tensor, "layer kv_head d_head"],
+    attn_scale: Float[torch.Tensor, " layer"],
+    q_norm: NormStack | None = None,
+    k_norm: NormStack | None = None,
+    softcap: float | None = None,
+) -> Float[torch.Tensor, "layer head query key"]:
+    """The QK kernel on already-normalised inputs: ``softcap(qn(x W_Q + b_Q) · kn(y W_K + b_K) / scale)``.
+
+    Query head ``h`` reads KV head ``h // (head / kv_head)`` (TransformerLens' ``repeat_interleave``
+    pairing: heads ``0..g-1`` share KV head 0). ``W_K`` may also be per query head (kv_head = head).
+    """
+    n_heads, n_kv = W_Q.shape[1], W_K.shape[1]
+    if n_heads % n_kv:
+        raise ValueError(f"W_K: {n_kv} key/value heads do not divide {n_heads} query heads")
+    q = einops.einsum(q_in, W_Q, "layer n d, layer head d dh -> layer head n dh") + b_Q[:, :, None, :]
+    k = einops.einsum(k_in, W_K, "layer m d, layer kv d dh -> layer kv m dh") + b_K[:, :, None, :]
+    if q_norm is not None:
+        q = q_norm(q)
+    if k_norm is not None:
+        k = k_norm(k)
+    q = einops.rearrange(q, "layer (kv group) n dh -> layer kv group n dh", kv=n_kv)
+    scores = einops.einsum(q, k, "layer kv group n dh, layer kv m dh -> layer kv group n m")
+    scores = einops.rearrange(scores, "layer kv group n m -> layer (kv group) n m")
+    scores = scores / attn_scale[:, None, None, None]
+    return apply_softcap(scores, softcap)
+
+
+def reduce_heads(
+    scores: Float[torch.Tensor, "layer head n m"], how: HeadReduction = "mean"
+) -> Float[torch.Tensor, "layer n m"]:
+    """Reduce the head axis (dim -3): ``mean`` (the seed's choice), ``max``, ``min``, ``abs_mean`` or
+    ``abs_max`` (the largest magnitude over heads, sign kept)."""
+    if not isinstance(scores, torch.Tensor) or scores.ndim < 3:
+        raise ValueError("scores: expected a tensor [..., head, n, m] with a head axis at dim -3")
+    if how == "mean":
+        return scores.mean(-3)
+    if how == "max":
+        return scores.amax(-3)
+    if how == "min":
+        return scores.amin(-3)
+    if how == "abs_mean":
+        return scores.abs().mean(-3)
+    if how == "abs_max":
+        index = scores.abs().argmax(-3, keepdim=True)
+        return scores.gather(-3, index).squeeze(-3)
+    raise ValueError(f"how: expected one of 'mean', 'max', 'min', 'abs_mean', 'abs_max', got {how!r}")

@@ -1,0 +1,69 @@
+"""Seed 000 in one call: QK affinity and VO decomposition of a direction set, for a model or a pair,
+as one tidy table of raw values, random baselines and z-scores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import pandas as pd
+from transformer_lens import HookedTransformer
+
+from interp._validate import as_layers
+from interp.circuits._model import check_model, check_pair, names_of
+from interp.circuits.baselines import Baseline, circuit_table
+from interp.circuits.qk import HeadReduction, qk_affinity, reduce_heads
+from interp.circuits.vo import vo_decomposition
+
+__all__ = ["weight_circuits"]
+
+
+def weight_circuits(
+    model: object,
+    directions: object,
+    *,
+    names: Sequence[str] | None = None,
+    layers: int | Iterable[int] | None = None,
+    random_prefix: str = "Random",
+    baseline: Baseline = "self",
+    per_head: bool = False,
+    head_reduction: HeadReduction = "mean",
+    vo_metric: Literal["cos", "dot"] = "cos",
+) -> pd.DataFrame:
+    """QK and VO circuit tables for ``directions`` × ``directions`` in a model or both models of a pair.
+
+    One row per (circuit, model, layer, [head,] query, key) with ``value``, ``baseline_mean``,
+    ``baseline_std`` and ``z`` (see :func:`circuit_table`). ``circuit`` "qk": :func:`qk_affinity`
+    reduced over heads by ``head_reduction`` (the seed: mean); "vo": the cosine (``vo_metric="cos"``,
+    the seed) or unit-probe projection of the whole layer's VO output for key ``query`` against probe
+    ``key``. ``per_head=True`` keeps a ``head`` column instead (VO per head, before any post-norm).
+    ``model`` is a HookedTransformer (``model`` column "model") or an :class:`interp.ModelPair`
+    ("base"/"tuned"). ``directions`` must include random directions named ``{random_prefix}...``.
+    """
+    if isinstance(model, HookedTransformer):
+        models = {"model": check_model(model)}
+    else:
+        base, tuned = check_pair(model, name="model")
+        models = {"base": base, "tuned": tuned}
+    if vo_metric not in ("cos", "dot"):
+        raise ValueError(f"vo_metric: expected 'cos' or 'dot', got {vo_metric!r}")
+    first = next(iter(models.values()))
+    layer_list = as_layers(layers, first.cfg.n_layers)
+    tables = []
+    for label, m in models.items():
+        qk = qk_affinity(m, directions, layers=layer_list)
+        vo = vo_decomposition(m, directions, layers=layer_list)
+        labels = names_of(directions, names, qk.shape[-1])
+        if per_head:
+            vo_values = vo.head_cos if vo_metric == "cos" else vo.head_dot
+        else:
+            qk = reduce_heads(qk, head_reduction)
+            vo_values = vo.sum_cos if vo_metric == "cos" else vo.sum_dot
+        for circuit, values in (("qk", qk), ("vo", vo_values)):
+            table = circuit_table(
+                values, layers=layer_list, query_names=labels, random_prefix=random_prefix, baseline=baseline
+            )
+            table.insert(0, "model", label)
+            table.insert(0, "circuit", circuit)
+            tables.append(table)
+    return pd.concat(tables, ignore_index=True)

@@ -1,0 +1,1 @@
+"""Plotly figures built from interp's analysis results (figures only; the numbers come from the analysis modules)."""

@@ -1,0 +1,90 @@
+"""Figures for the activation analyses (:mod:`interp.activations`), built from their results.
+
+Every function takes data (an :class:`~interp.activations.AttentionPattern` or a tidy DataFrame from
+the analysis) and returns a ``plotly.graph_objects.Figure`` without showing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from interp.activations.attention_metrics import AttentionPattern
+
+
+def _require_columns(frame: pd.DataFrame, columns: Sequence[str], name: str = "frame") -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{name}: expected a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {missing}; has {list(frame.columns)}")
+
+
+def attention_heatmap(pattern: AttentionPattern, *, max_tokens: int | None = None, title: str | None = None) -> go.Figure:
+    """Heatmap of one head's ``pattern[query, key]`` with token labels (``i:token``, so repeats stay apart)."""
+    if not isinstance(pattern, AttentionPattern):
+        raise TypeError(f"pattern: expected an AttentionPattern (see interp.activations.attention_pattern), got {type(pattern).__name__}")
+    n = len(pattern.tokens) if max_tokens is None else min(max_tokens, len(pattern.tokens))
+    labels = [f"{i}:{t!r}"[: 24] for i, t in enumerate(pattern.tokens[:n])]
+    fig = go.Figure(go.Heatmap(z=pattern.pattern[:n, :n].numpy(), x=labels, y=labels, colorscale="Blues",
+                               zmin=0, zmax=1, colorbar=dict(title="attention")))
+    fig.update_layout(title=title or f"Attention pattern, layer {pattern.layer} head {pattern.head}",
+                      xaxis_title="key", yaxis_title="query", yaxis_autorange="reversed")
+    return fig
+
+
+def entropy_by_layer(layer_frame: pd.DataFrame, *, value: str = "entropy", by: str = "label",
+                     title: str | None = None) -> go.Figure:
+    """One line per ``by`` group (e.g. prompt variant): ``value`` against layer, averaged within the group."""
+    _require_columns(layer_frame, ["layer", value, by], "layer_frame")
+    means = layer_frame.groupby([by, "layer"], sort=False)[value].mean().reset_index()
+    fig = go.Figure()
+    for group, rows in means.groupby(by, sort=False):
+        fig.add_trace(go.Scatter(x=rows["layer"], y=rows[value], mode="lines+markers", name=str(group)))
+    default = f"{value} by layer" + (" (nats)" if "entropy" in value else "")
+    fig.update_layout(title=title or default,
+                      xaxis_title="layer", yaxis_title=value, legend_title=by)
+    return fig
+
+
+def head_metric_heatmap(frame: pd.DataFrame, value: str, *, title: str | None = None,
+                        colorscale: str = "Viridis", zmid: float | None = None) -> go.Figure:
+    """Layer × head heatmap of ``value`` (averaged over any other rows, e.g. prompts)."""
+    _require_columns(frame, ["layer", "head", value])
+    grid = frame.groupby(["layer", "head"])[value].mean().unstack("head").sort_index()
+    fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[str(h) for h in grid.columns], y=[str(layer) for layer in grid.index],
+                               colorscale=colorscale, zmid=zmid, colorbar=dict(title=value)))
+    fig.update_layout(title=title or f"{value} per head", xaxis_title="head", yaxis_title="layer",
+                      yaxis_autorange="reversed")
+    return fig
+
+
+def similarity_densities(histograms: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Seed 002's 2 × 2 panel: density curves of neuron similarities per block, target (top) vs
+    neighbour (bottom), within-matrix (QQ, KK, VV; left) vs across-matrix (QK, QV, KV; right); the
+    shuffled-matrix baseline is the dashed grey curve in every within-matrix panel."""
+    _require_columns(histograms, ["condition", "block", "bin_center", "density"], "histograms")
+    if "head" in histograms.columns:
+        histograms = histograms.groupby(["condition", "block", "bin_center"], as_index=False)["density"].mean()
+    fig = make_subplots(rows=2, cols=2, shared_xaxes=True, subplot_titles=(
+        "target: within-matrix", "target: across-matrix", "neighbour: within-matrix", "neighbour: across-matrix"))
+    colors = {"QQ": "#1f77b4", "KK": "#ff7f0e", "VV": "#2ca02c", "QK": "#d62728", "QV": "#9467bd", "KV": "#8c564b"}
+    shuffled = histograms[histograms["condition"] == "shuffled"]
+    for row, condition in enumerate(("target", "neighbour"), start=1):
+        for col, blocks in enumerate((("QQ", "KK", "VV"), ("QK", "QV", "KV")), start=1):
+            for block in blocks:
+                rows = histograms[(histograms["condition"] == condition) & (histograms["block"] == block)]
+                fig.add_trace(go.Scatter(x=rows["bin_center"], y=rows["density"], mode="lines", name=block,
+                                         line=dict(color=colors[block]), legendgroup=block,
+                                         showlegend=row == 1), row=row, col=col)
+            if col == 1 and len(shuffled):
+                fig.add_trace(go.Scatter(x=shuffled["bin_center"], y=shuffled["density"], mode="lines",
+                                         name="shuffled", line=dict(color="gray", dash="dash"),
+                                         legendgroup="shuffled", showlegend=row == 1), row=row, col=col)
+    fig.update_xaxes(title_text="similarity", range=[-1, 1], row=2)
+    fig.update_yaxes(title_text="density", rangemode="tozero")
+    fig.update_layout(title=title or "Q/K/V neuron similarity densities")
+    return fig

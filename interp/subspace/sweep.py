@@ -1,0 +1,241 @@
+"""The subspace sweep (seed 003, v7) on a model pair: which residual subspaces explain what tuning changed?
+
+>>> result = subspace_sweep(ModelPair.default())
+>>> result.summary.head()        # write/mixed/ceiling bases ranked by joint = √(R_act · R_w_combined)
+>>> result.read_side             # read-side bases, reported apart (their R_w is cross-space alignment)
+
+Every candidate basis is scored at every tuned layer on (i) the activation label δ (last-token
+resid_post at +α minus −α weight steering, or tuned minus base) on held-out *eval* prompts, and
+(ii) the residual-write weight deltas ΔW_O, ΔW_out and their Frobenius-balanced combination.
+Activation-derived bases and the activation ceiling are fit on the *fit* prompts only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from interp._validate import as_layers
+from interp.subspace import bases as bs
+from interp.subspace.activations import pair_label, probe_activations, steering_label
+from interp.subspace.probes import (
+    CRITICAL_SYSTEM,
+    SYCOPHANTIC_SYSTEM,
+    chat_texts,
+    probe_prompts,
+    split_fit_eval,
+)
+from interp.subspace.scores import (
+    activation_target,
+    ceiling_curve,
+    concentration,
+    monte_carlo_null,
+    null_moments,
+    specific_scores,
+    weight_targets,
+    z_score,
+)
+from interp.subspace.weight_diff import as_delta, write_layers
+
+NULLS = ("exact", "monte_carlo")
+RANDOM_BASIS_SEED = 10_000  # the sweep's `random` control basis uses seed RANDOM_BASIS_SEED + seed
+_SHORT = {"attn.W_O": "W_O", "mlp.W_out": "W_out", "combined": "combined"}
+
+
+@dataclass(frozen=True, eq=False)
+class SweepResult:
+    """The sweep's tables: ``per_layer`` (one row per basis × layer), ``summary`` (write/mixed/ceiling
+    bases, mean over layers, ranked by ``joint``), ``read_side`` (read bases, same columns),
+    ``definitions`` (one row per basis) and the config used."""
+
+    per_layer: pd.DataFrame
+    summary: pd.DataFrame
+    read_side: pd.DataFrame
+    definitions: pd.DataFrame
+    layers: tuple[int, ...]
+    config: Mapping[str, object] = field(default_factory=dict)
+
+
+def score_table(
+    bases: Sequence[bs.Basis],
+    *,
+    label_eval: torch.Tensor,
+    label_fit: torch.Tensor,
+    weights: Mapping[str, torch.Tensor],
+    clean: bs.Basis | None = None,
+    null: str = "exact",
+    n_null: int = 120,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per-layer scores of every basis: one row per (basis, layer).
+
+    ``label_eval``/``label_fit``: activation deltas ``[layer, n, d]`` at the bases' layers; ``weights``:
+    targets from :func:`interp.subspace.scores.weight_targets`; ``clean``: the clean-residual PCA
+    basis for residualised specificity. ``null="exact"`` uses the closed-form null moments;
+    ``"monte_carlo"`` draws ``n_null`` Haar bases per rank from ``torch.Generator().manual_seed(seed + rank)``.
+    Percent-of-ceiling columns compare with the ceiling *at the basis' own rank* at that layer.
+    """
+    if null not in NULLS:
+        raise ValueError(f"null: expected one of {NULLS}, got {null!r}")
+    if not bases:
+        raise ValueError("bases: is empty")
+    layers = bases[0].layers
+    for b in bases:
+        if b.layers != layers:
+            raise ValueError(f"bases: {b.name!r} covers layers {b.layers}, expected {layers} like {bases[0].name!r}")
+    t_eval = activation_target(label_eval, name="label_eval")
+    t_fit = activation_target(label_fit, name="label_fit")
+    targets = {"act": t_eval, **{f"w_{_SHORT[k]}": v for k, v in weights.items()}}
+    max_rank = max(max(b.ranks) for b in bases)
+    ceilings = {"act": ceiling_curve(t_fit, t_eval, max_rank)}
+    ceilings.update({f"w_{_SHORT[k]}": ceiling_curve(v, None, max_rank) for k, v in weights.items()})
+    mc_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    idx = torch.arange(len(layers))
+    frames = []
+    for b in bases:
+        ranks = b.rank_tensor
+        cols: dict[str, object] = {
+            "layer": list(layers), "basis": b.name, "family": b.family, "axis_kind": b.axis_kind,
+            "source": b.source, "rank": ranks.numpy(),
+        }
+        for key, t in targets.items():
+            r = concentration(b.vectors, ranks, t)
+            if null == "exact":
+                mean, std = null_moments(t, ranks)
+            else:
+                mean, std = torch.empty_like(r), torch.empty_like(r)
+                for rank in ranks.unique().tolist():
+                    if (key, rank) not in mc_cache:
+                        m, s, _ = monte_carlo_null(t, rank, n_draws=n_null, seed=seed + rank)
+                        mc_cache[(key, rank)] = (m, s)
+                    sel = ranks == rank
+                    mean[sel], std[sel] = mc_cache[(key, rank)][0][sel], mc_cache[(key, rank)][1][sel]
+            ceiling = ceilings[key][idx, ranks - 1]
+            name = "act" if key == "act" else key
+            cols[f"R_{name}"] = r.numpy()
+            cols[f"z_{name}"] = z_score(r, mean, std).numpy()
+            cols[f"pct_{name}_ceiling"] = (100 * r / ceiling).numpy()
+        if clean is not None:
+            r_s, z_s, rank_s = specific_scores(b.vectors, label_eval, clean.vectors, clean.rank_tensor)
+            cols["R_act_specific"], cols["z_act_specific"] = r_s.numpy(), z_s.numpy()
+            cols["rank_specific"] = rank_s.numpy()
+        frames.append(pd.DataFrame(cols))
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarize(per_layer: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean of every score over layers per basis, with ``joint`` = √(mean R_act · mean R_w_combined)
+    (geometric mean, as seed 003), ranked by ``joint``; returns (write/mixed/ceiling, read-side)."""
+    keys = ["basis", "family", "axis_kind", "source"]
+    value_cols = [c for c in per_layer.columns if c not in keys and c != "layer"]
+    summary = per_layer.groupby(keys, sort=False)[value_cols].mean().reset_index()
+    summary = summary.rename(columns={c: f"mean_{c}" for c in value_cols})
+    if "mean_R_w_combined" in summary:
+        summary["joint"] = np.sqrt(summary["mean_R_act"] * summary["mean_R_w_combined"])
+        summary["act_w_gap_log2"] = np.log2(summary["mean_R_act"] / summary["mean_R_w_combined"])
+    else:
+        summary["joint"] = summary["mean_R_act"]
+    summary = summary.sort_values("joint", ascending=False, kind="stable").reset_index(drop=True)
+    read = summary["axis_kind"] == "read"
+    return summary[~read].reset_index(drop=True), summary[read].reset_index(drop=True)
+
+
+def subspace_sweep(
+    pair: object,
+    *,
+    k: int = 8,
+    layers: int | Sequence[int] | None = None,
+    claims: Sequence[str] | None = None,
+    label: str = "steer",
+    alpha: float = 1.0,
+    fit_fraction: float = 0.5,
+    null: str = "exact",
+    n_null: int = 120,
+    seed: int = 0,
+    k_broad: int = 64,
+    include: Sequence[str] | None = None,
+    extra_bases: Sequence[bs.Basis] = (),
+    positive_system: str = SYCOPHANTIC_SYSTEM,
+    negative_system: str = CRITICAL_SYSTEM,
+) -> SweepResult:
+    """Run the whole sweep on a :class:`interp.ModelPair` (or anything with ``.base``, ``.tuned``, ``.delta()``).
+
+    ``layers``: default every layer where the delta changes a residual-write tensor (the adapter's
+    range); layers outside that range are a ValueError (R_w is undefined there and the steering
+    label is zero before the first tuned layer). ``label``: ``"steer"`` (δ = resid(W+αΔW) −
+    resid(W−αΔW) on the base) or ``"pair"`` (tuned − base). ``include``: names of library bases to
+    build (default all); ``extra_bases`` are scored too. Deterministic: the only randomness is the
+    seeded ``random`` basis and, with ``null="monte_carlo"``, the seeded null draws.
+    """
+    if label not in ("steer", "pair"):
+        raise ValueError(f"label: expected 'steer' or 'pair', got {label!r}")
+    if null not in NULLS:
+        raise ValueError(f"null: expected one of {NULLS}, got {null!r}")
+    base = getattr(pair, "base", None)
+    if base is None:
+        raise TypeError(f"pair: expected a ModelPair (with .base, .tuned, .delta()), got {type(pair).__name__}")
+    delta = as_delta(pair)
+    tuned_layers = write_layers(delta)
+    if not tuned_layers:
+        raise ValueError("pair: the delta changes no residual-write tensor (W_O / W_out), so R_w is undefined")
+    if layers is None:
+        layers = tuned_layers
+    else:
+        layers = as_layers(layers, base.cfg.n_layers, name="layers")
+        outside = [layer for layer in layers if layer not in tuned_layers]
+        if outside:
+            raise ValueError(
+                f"layers: {outside} are outside the adapter's range (it writes at layers {tuned_layers}); "
+                "R_w is undefined there"
+            )
+    layers = list(layers)
+    bs._check_rank(k, base.cfg.d_model)
+    prompts = probe_prompts(claims)
+    fit, evaluation = split_fit_eval(prompts, fit_fraction)
+    texts = chat_texts(base.tokenizer, prompts)
+    if label == "steer":
+        full = steering_label(base, delta, texts, layers, alpha)
+    else:
+        full = pair_label(pair, texts, layers)
+    label_fit, label_eval = full[:, : len(fit)], full[:, len(fit) :]
+    acts = probe_activations(base, fit, layers, positive_system=positive_system, negative_system=negative_system)
+
+    wanted = None if include is None else set(include)
+    w_names = [n for n in bs.WEIGHT_BASES if wanted is None or n in wanted]
+    a_names = [n for n in bs.ACTIVATION_BASES if wanted is None or n in wanted]
+    library = []
+    if w_names:
+        library += bs.weight_bases(base, layers, k, k_broad=k_broad, include=w_names)
+    clean = bs.activation_bases(acts, k, include=["layer_clean_resid_pca"])[0]
+    if a_names:
+        library += bs.activation_bases(acts, k, model=base, include=a_names)
+    library += bs.compound_bases({b.name: b for b in library}, k)
+    library.append(bs.random_basis(layers, base.cfg.d_model, k, seed=RANDOM_BASIS_SEED + seed))
+    library += [b.select(layers) for b in extra_bases]
+    library += [bs.activation_ceiling(label_fit, layers, k), bs.weight_ceiling(delta, layers, k)]
+    names = [b.name for b in library]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"extra_bases: names {dupes} clash with library bases")
+
+    per_layer = score_table(
+        library,
+        label_eval=label_eval,
+        label_fit=label_fit,
+        weights=weight_targets(delta, layers),
+        clean=clean,
+        null=null,
+        n_null=n_null,
+        seed=seed,
+    )
+    summary, read_side = summarize(per_layer)
+    config = {
+        "k": k, "layers": tuple(layers), "label": label, "alpha": alpha, "fit_fraction": fit_fraction,
+        "n_fit": len(fit), "n_eval": len(evaluation), "null": null, "n_null": n_null, "seed": seed,
+        "k_broad": k_broad,
+    }
+    return SweepResult(per_layer, summary, read_side, bs.definitions_table(library), tuple(layers), config)

@@ -1,0 +1,167 @@
+"""VO decomposition (interp.circuits.vo) against TransformerLens' forward pass on the real models.
+
+With a one-token sequence whose ``resid_pre`` is the direction, every head attends fully to it, so
+``hook_result[.., h]`` is head h's VO output and ``hook_attn_out`` the layer's (after Gemma's
+post-attention norm). Random directions: ``torch.Generator().manual_seed(SEED)``, seeds below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from interp.circuits import vo_decomposition, vo_outputs
+
+SMOL_LAYERS = [0, 14, 29]
+GEMMA_LAYERS = [0, 5, 12, 17]
+
+
+def _directions(n: int, d_model: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, d_model, generator=torch.Generator().manual_seed(seed))
+
+
+@contextlib.contextmanager
+def _attn_result(model):
+    previous = model.cfg.use_attn_result
+    model.set_use_attn_result(True)
+    try:
+        yield
+    finally:
+        model.set_use_attn_result(previous)
+
+
+def _vo_by_hook(model, layers, directions):
+    """(hook_result [layer, head, n, d], hook_attn_out [layer, n, d]) for one-token sequences whose
+    resid_pre at each layer in ``layers`` is directions[b] (batch row b)."""
+    n = directions.shape[0]
+    tokens = torch.full((n, 1), 7)
+    results, outs = {}, {}
+
+    def write(resid, hook):
+        return directions.to(resid.dtype)[:, None, :].clone()
+
+    def keep_result(x, hook):
+        results[hook.layer()] = x[:, 0].float().transpose(0, 1).clone()  # [head, n, d]
+
+    def keep_out(x, hook):
+        outs[hook.layer()] = x[:, 0].float().clone()
+
+    hooks = []
+    for layer in layers:
+        hooks += [
+            (f"blocks.{layer}.hook_resid_pre", write),
+            (f"blocks.{layer}.attn.hook_result", keep_result),
+            (f"blocks.{layer}.hook_attn_out", keep_out),
+        ]
+    with _attn_result(model):
+        model.run_with_hooks(tokens, fwd_hooks=hooks, return_type=None)
+    return torch.stack([results[layer] for layer in layers]), torch.stack([outs[layer] for layer in layers])
+
+
+def _assert_close(actual, expected, rel=1e-4, what=""):
+    scale = expected.abs().max().item()
+    err = (actual - expected).abs().max().item()
+    assert err <= rel * max(scale, 1e-6), f"{what}: max |diff| {err:.3g} vs scale {scale:.3g} (rel tol {rel})"
+
+
+@pytest.mark.parametrize(
+    "fixture,layers",
+    [("smollm2", SMOL_LAYERS), ("smollm2_raw", SMOL_LAYERS), ("gemma", GEMMA_LAYERS), ("gemma_raw", GEMMA_LAYERS)],
+)
+def test_vo_outputs_equal_hook_result_and_attn_out(request, fixture, layers):
+    model = request.getfixturevalue(fixture)
+    dirs = _directions(4, model.cfg.d_model, seed=201)
+    heads, total = vo_outputs(model, dirs, layers=layers)
+    expected_heads, expected_out = _vo_by_hook(model, layers, dirs)
+    _assert_close(heads, expected_heads, what=f"{fixture} per-head VO vs hook_result")
+    _assert_close(total, expected_out, what=f"{fixture} layer VO vs hook_attn_out")
+
+
+def test_vo_without_post_norm_is_sum_of_head_results(gemma):
+    layers = [3, 11]
+    dirs = _directions(3, gemma.cfg.d_model, seed=202)
+    _, total = vo_outputs(gemma, dirs, layers=layers, post_norm=False)
+    expected_heads, post_normed = _vo_by_hook(gemma, layers, dirs)
+    b_O = torch.stack([gemma.blocks[layer].attn.b_O for layer in layers])
+    _assert_close(total, expected_heads.sum(1) + b_O[:, None, :], what="sum of hook_result + b_O")
+    assert (total - post_normed).abs().max() > 1e-2  # Gemma's ln1_post does change the output
+
+
+def test_vo_matches_factored_matrix_ov(smollm2):
+    """No biases in SmolLM2: head output = ln1(v) W_V[h] W_O[h], TransformerLens' FactoredMatrix model.OV."""
+    layers = [4, 21]
+    v = _directions(5, smollm2.cfg.d_model, seed=203)
+    v_hat = v / (v.pow(2).mean(-1, keepdim=True) + smollm2.cfg.eps).sqrt()
+    expected = (v_hat @ smollm2.OV[layers]).AB  # [layer, head, n, d_model]
+    heads, _ = vo_outputs(smollm2, v, layers=layers)
+    _assert_close(heads, expected, what="VO vs model.OV")
+
+
+@pytest.mark.parametrize("fixture", ["smollm2", "gemma"])
+def test_vo_decomposition_reads_outputs_against_probes(request, fixture):
+    """dot = out · p/|p| and cos = dot/|out|, computed here from the hook outputs with numpy."""
+    model = request.getfixturevalue(fixture)
+    layers = [1, 5]
+    keys = _directions(3, model.cfg.d_model, seed=204)
+    probes = _directions(4, model.cfg.d_model, seed=205) * 3.0
+    result = vo_decomposition(model, keys, probes, layers=layers)
+    heads, out = (t.double().numpy() for t in _vo_by_hook(model, layers, keys))
+    p_hat = (probes / probes.norm(dim=-1, keepdim=True)).double().numpy()
+    sum_dot = out @ p_hat.T
+    head_dot = heads @ p_hat.T
+    _assert_close(result.sum_dot.double(), torch.from_numpy(sum_dot), what="sum_dot")
+    _assert_close(result.head_dot.double(), torch.from_numpy(head_dot), what="head_dot")
+    sum_cos = sum_dot / torch.from_numpy(out).norm(dim=-1, keepdim=True).numpy()
+    head_cos = head_dot / torch.from_numpy(heads).norm(dim=-1, keepdim=True).numpy()
+    torch.testing.assert_close(result.sum_cos.double(), torch.from_numpy(sum_cos), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(result.head_cos.double(), torch.from_numpy(head_cos), atol=1e-5, rtol=1e-4)
+    assert result.layers == tuple(layers)
+    assert result.post_norm == model.cfg.use_normalization_before_and_after
+
+
+def test_vo_default_probes_are_the_keys(smollm2):
+    keys = _directions(3, smollm2.cfg.d_model, seed=206)
+    a = vo_decomposition(smollm2, keys, layers=[2])
+    b = vo_decomposition(smollm2, keys, keys, layers=[2])
+    torch.testing.assert_close(a.sum_cos, b.sum_cos)
+    assert a.sum_cos.shape == (1, 3, 3) and a.head_cos.shape == (1, smollm2.cfg.n_heads, 3, 3)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31 - 1), log_scale=st.floats(0.0, 3.0))
+@pytest.mark.parametrize("fixture", ["smollm2", "gemma"])
+def test_vo_sign_and_scale_identities(request, fixture, seed, log_scale):
+    """No biases: VO(-v) = -VO(v) per head and for the layer (RMS post-norm is odd), so the opposite
+    probe reads cos(out(v), -p) = -cos(out(v), p); RMS pre-norm makes VO invariant to |v|."""
+    model = request.getfixturevalue(fixture)
+    layers = [6, 17]
+    v = _directions(3, model.cfg.d_model, seed=seed)
+    probes = _directions(2, model.cfg.d_model, seed=seed + 1)
+    ref = vo_decomposition(model, v, probes, layers=layers)
+    neg = vo_decomposition(model, -v, probes, layers=layers)
+    for field in ("head_dot", "head_cos", "sum_dot", "sum_cos"):
+        torch.testing.assert_close(getattr(neg, field), -getattr(ref, field), rtol=1e-5, atol=1e-5)
+    opposite = vo_decomposition(model, v, -probes, layers=layers)
+    torch.testing.assert_close(opposite.sum_cos, -ref.sum_cos, rtol=1e-5, atol=1e-6)
+    scaled = vo_decomposition(model, v * 10.0**log_scale, probes, layers=layers)
+    torch.testing.assert_close(scaled.sum_cos, ref.sum_cos, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(scaled.head_dot, ref.head_dot, rtol=1e-4, atol=1e-4)
+
+
+def test_vo_bad_inputs_name_the_argument(smollm2):
+    d = smollm2.cfg.d_model
+    good = _directions(2, d, seed=207)
+    with pytest.raises(ValueError, match="keys.*width 3"):
+        vo_outputs(smollm2, torch.ones(1, 3))
+    with pytest.raises(ValueError, match="probes.*width"):
+        vo_decomposition(smollm2, good, torch.ones(2, d - 1))
+    with pytest.raises(ValueError, match="probes.*zero"):
+        vo_decomposition(smollm2, good, torch.zeros(1, d))
+    with pytest.raises(ValueError, match="keys.*infinite"):
+        vo_outputs(smollm2, torch.full((1, d), float("inf")))
+    with pytest.raises(ValueError, match="layers.*-31 is out of range"):
+        vo_outputs(smollm2, good, layers=-31)

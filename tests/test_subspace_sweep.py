@@ -1,0 +1,113 @@
+"""The whole sweep on a pair: table structure, a planted ground truth, determinism, bad input.
+
+The planted pair is SmolLM2 with a delta whose residual writes lie inside the model's own
+``mlp_write`` subspace (Gaussian coefficients from ``torch.Generator().manual_seed(0)``), so the
+right answer is known: ``mlp_write`` must reach the maximum R_w = d/k.
+"""
+
+from __future__ import annotations
+
+import types
+
+import einops
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from interp.subspace import CLAIMS, subspace_sweep, weight_bases
+
+LAYERS = [10, 11]
+K = 8
+INCLUDE = ["write", "mlp_write", "mlp_up_read", "qk_circuit", "persona_contrast", "layer_clean_resid_pca",
+           "chars_clusters"]
+SMALL = {"k": K, "claims": CLAIMS[:8], "include": INCLUDE}
+
+
+def _planted_delta(model) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    gen = torch.Generator().manual_seed(0)
+    basis = weight_bases(model, LAYERS, K, include=["mlp_write"])[0]
+    n_heads, d_head = model.cfg.n_heads, model.cfg.d_head
+    delta = {}
+    for layer in LAYERS:
+        b = basis.at(layer)
+        w_o = b @ torch.randn(K, n_heads * d_head, generator=gen) * 0.02
+        w_out = b @ torch.randn(K, model.cfg.d_mlp, generator=gen) * 0.02
+        delta[f"blocks.{layer}.attn.W_O"] = einops.rearrange(w_o, "d (head dh) -> head dh d", head=n_heads)
+        delta[f"blocks.{layer}.mlp.W_out"] = einops.rearrange(w_out, "d m -> m d")
+    return delta
+
+
+@pytest.fixture(scope="module")
+def planted(smollm2):
+    delta = _planted_delta(smollm2)
+    return types.SimpleNamespace(base=smollm2, delta=lambda: delta)
+
+
+@pytest.fixture(scope="module")
+def result(planted):
+    return subspace_sweep(planted, **SMALL)
+
+
+def test_tables_have_one_row_per_basis_and_layer(result):
+    per_layer = result.per_layer
+    names = list(result.definitions["name"])
+    assert len(per_layer) == len(names) * len(LAYERS)
+    assert set(per_layer["basis"]) == set(names)
+    assert not per_layer.duplicated(["basis", "layer"]).any()
+    assert {"act_ceiling", "weight_ceiling", "random"} <= set(names)
+    assert set(result.definitions["axis_kind"]) <= {"write", "read", "mixed", "ceiling"}
+    assert result.layers == tuple(LAYERS)
+    assert result.config["n_fit"] == 4 and result.config["n_eval"] == 4
+
+
+def test_summary_is_the_layer_mean_ranked_by_the_geometric_mean(result):
+    means = result.per_layer.groupby("basis")[["R_act", "R_w_combined"]].mean()
+    both = pd.concat([result.summary, result.read_side])
+    for _, row in both.iterrows():
+        r_act, r_w = means.loc[row["basis"]]
+        assert np.isclose(row["mean_R_act"], r_act) and np.isclose(row["mean_R_w_combined"], r_w)
+        assert np.isclose(row["joint"], np.sqrt(r_act * r_w))
+    assert (np.diff(result.summary["joint"]) <= 0).all()
+    assert (result.read_side["axis_kind"] == "read").all()
+    assert (result.summary["axis_kind"] != "read").all()
+    assert set(result.read_side["basis"]) == {"mlp_up_read"}
+
+
+def test_planted_write_subspace_reaches_the_maximum(result):
+    d = 576
+    rows = result.per_layer[result.per_layer["basis"] == "mlp_write"]
+    np.testing.assert_allclose(rows[["R_w_W_O", "R_w_W_out", "R_w_combined"]], d / K, rtol=1e-4)
+    np.testing.assert_allclose(rows["pct_w_combined_ceiling"], 100, rtol=1e-4)
+    ceiling = result.per_layer[result.per_layer["basis"] == "weight_ceiling"]
+    np.testing.assert_allclose(ceiling["pct_w_combined_ceiling"], 100, rtol=1e-4)
+    top_w = result.summary.sort_values("mean_R_w_combined", ascending=False)["basis"].head(2)
+    assert set(top_w) == {"mlp_write", "weight_ceiling"}
+    random = result.per_layer[result.per_layer["basis"] == "random"]
+    assert (random["z_w_combined"].abs() < 4).all() and (random["z_act"].abs() < 4).all()
+
+
+def test_two_runs_with_the_same_seed_give_identical_tables(planted):
+    a = subspace_sweep(planted, null="monte_carlo", n_null=40, seed=3, **SMALL)
+    b = subspace_sweep(planted, null="monte_carlo", n_null=40, seed=3, **SMALL)
+    pd.testing.assert_frame_equal(a.per_layer, b.per_layer)
+    pd.testing.assert_frame_equal(a.summary, b.summary)
+    pd.testing.assert_frame_equal(a.read_side, b.read_side)
+
+
+def test_layers_outside_the_adapter_and_bad_options_are_rejected(planted):
+    with pytest.raises(ValueError, match=r"layers: \[3\] are outside the adapter's range"):
+        subspace_sweep(planted, layers=[3, 10], **SMALL)
+    with pytest.raises(ValueError, match="label"):
+        subspace_sweep(planted, label="diff", **SMALL)
+    with pytest.raises(ValueError, match="null"):
+        subspace_sweep(planted, null="bootstrap", **SMALL)
+    with pytest.raises(ValueError, match="k: rank must be at least 1"):
+        subspace_sweep(planted, **{**SMALL, "k": 0})
+    with pytest.raises(ValueError, match="fit_fraction"):
+        subspace_sweep(planted, fit_fraction=0.95, **SMALL)
+    with pytest.raises(TypeError, match="pair"):
+        subspace_sweep(object(), **SMALL)
+    reads = types.SimpleNamespace(base=planted.base, delta=lambda: {"blocks.10.mlp.W_in": torch.ones(576, 1536)})
+    with pytest.raises(ValueError, match="no residual-write tensor"):
+        subspace_sweep(reads, **SMALL)
