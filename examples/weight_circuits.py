@@ -18,7 +18,7 @@
 #   decomposition (what attention writes when it attends to PC*i*, read against ±PC*i*), per layer,
 #   as z-scores against random unit directions; base vs tuned; "is PC1 special?";
 # * **seed 001**: the full MLP pass of ±PC1 through every layer, base vs tuned, the layer where
-#   tuning changes it most, and what tuning adds there, projected on role and trait vectors.
+#   tuning changes it most, and what tuning adds, projected on role and trait vectors.
 #
 # Math and conventions: `docs/analyses/weight_circuits.md`. Every figure is a plotly `Figure`
 # built from a tidy table that is also kept (`table`, `series`, `deltas`, `summary`, `mlp_table`...).
@@ -41,7 +41,7 @@ from interp.circuits import (
     tuned_minus_base,
     weight_circuits,
 )
-from interp.personas import persona_directions, persona_prompts, role_vectors, trait_vectors
+from interp.personas import persona_directions, persona_prompts
 from interp.plots.circuits import (
     circuit_heatmap,
     mlp_delta_by_layer,
@@ -60,10 +60,11 @@ torch.set_grad_enabled(False)
 N_PCS = 5  # persona PCs analysed (the seed used 10 of a 240-role PCA; we have 30 roles)
 N_RANDOM = 20  # random unit directions for the z-score baseline (seed: 20, torch seed 42)
 RANDOM_SEED = 42
-QUESTIONS = persona_prompts().questions[:4]  # a few neutral questions per role keep this fast on a CPU
+QUESTIONS = persona_prompts().questions[:2]  # two neutral questions per role keep this fast on a CPU
 PLOT_PCS = ["PC1", "PC2", "PC3"]
 
-pair = ModelPair.default()
+if "pair" not in globals():  # tests/test_examples_weight_circuits.py hands in its already loaded pair
+    pair = ModelPair.default()
 n_layers = pair.cfg.n_layers
 PCA_LAYER = n_layers // 2  # where persona directions are read (blocks.L.hook_resid_post)
 COMPARISON_LAYERS = list(range(9, 24))  # the layers the default LoRA tunes (seed 000 used 17-27 of 46)
@@ -73,7 +74,9 @@ print(pair.name, f"{n_layers} layers, d_model {pair.cfg.d_model}, PCA layer {PCA
 # ## Probe directions: persona PCs (and their negations) plus random directions
 
 # %%
-persona = persona_directions(pair.base, layer=PCA_LAYER, n_components=N_PCS, questions=QUESTIONS)
+# PCs of the 30 packaged roles' vectors, plus the 12 trait vectors, all read at PCA_LAYER of the base model
+persona = persona_directions(pair.base, layer=PCA_LAYER, n_components=N_PCS, questions=QUESTIONS, traits=True,
+                             batch_size=32)
 random_dirs = DirectionSet.random(N_RANDOM, pair.cfg.d_model, seed=RANDOM_SEED)
 probes = persona.pcs.with_negations().concat(random_dirs)
 explained = persona.pcs.metadata["explained_variance_ratio"]
@@ -131,14 +134,16 @@ print(f"largest tuning change of PC1's MLP output at layer {PEAK_LAYER}: |Δ| = 
 mlp_delta_by_layer(mlp_table)
 
 # %% [markdown]
-# ### What tuning adds to PC1's MLP output at the peak layer, read against role and trait vectors
-# (computed at that layer, as the seed loads them per layer)
+# ### What tuning adds to PC1's MLP output, read against role and trait vectors
+#
+# The role and trait vectors live in the residual stream at `PCA_LAYER`, so the decomposition is
+# done at that layer's MLP (inside the tuned layers). The seed decomposed at its a-priori layer 18
+# with vectors read at that layer; `role_vectors(pair.base, layer=PEAK_LAYER)` does the same here,
+# at the cost of another pass over the prompts.
 
 # %%
-semantic = role_vectors(pair.base, layer=PEAK_LAYER, questions=QUESTIONS).concat(
-    trait_vectors(pair.base, layer=PEAK_LAYER, questions=QUESTIONS)
-)
-projections = delta_projections(mlp, semantic, layer=PEAK_LAYER, direction="PC1")
+semantic = persona.roles.concat(persona.traits)
+projections = delta_projections(mlp, semantic, layer=PCA_LAYER, direction="PC1")
 ends = top_bottom(projections, 8)
 print(ends[["end", "probe", "projection"]].to_string(index=False))
 

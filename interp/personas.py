@@ -8,7 +8,8 @@ system prompt::
     v_role = mean_q h_L(role, q) - mean_q h_L(default, q)
 
 Persona PCs are the principal axes of the role vectors centred across roles. Everything runs as
-batched forward passes (right padding, explicit attention mask, stopping after layer ``L``).
+batched forward passes that stop after layer ``L`` and run each system prompt's shared token
+prefix once (key-value cache).
 
 The packaged prompts (``interp/data/personas.json``: 30 roles, 12 traits, 8 questions) were written
 for interp; pass your own mappings to use others.
@@ -26,8 +27,12 @@ from typing import Any, Literal
 import einops
 import pandas as pd
 import torch
-from jaxtyping import Float, Int
-from transformer_lens import HookedTransformer
+from jaxtyping import Float
+from transformer_lens import (
+    HookedTransformer,
+    TransformerLensKeyValueCache,
+    TransformerLensKeyValueCacheEntry,
+)
 
 from interp._validate import as_layers
 from interp.directions import DirectionSet
@@ -151,16 +156,19 @@ def prompt_activations(
     *,
     layer: int,
     position: Position = "last",
-    batch_size: int = 8,
+    batch_size: int = 64,
     prompt_format: PromptFormat = "auto",
 ) -> Float[torch.Tensor, "system question d_model"]:
     """Residual stream ``h_L(s, q)`` = ``blocks.{layer}.hook_resid_post`` for every system prompt
     ``s`` and question ``q``, at the last prompt token (``position="last"``) or averaged over all
     prompt tokens (``"mean"``).
 
-    Prompts are sorted by length, right-padded into batches of ``batch_size`` with an explicit
-    attention mask, and run only up to block ``layer``; padding never reaches a real token (causal
-    attention, right padding), so the result equals one forward pass per prompt.
+    Every prompt under one system prompt starts with the same tokens (the template and the system
+    prompt), so that shared prefix is run once per system prompt and its keys and values are reused
+    for the questions (TransformerLens' key-value cache), roughly halving the tokens processed.
+    Batches hold up to ``batch_size`` prompts (prefixes left-padded, question suffixes right-padded,
+    explicit attention masks, positions counted over real tokens only) and run only up to block
+    ``layer``. The result equals one unpadded forward pass per prompt (tested).
     """
     layer = _as_layer(model, layer)
     if position not in ("last", "mean"):
@@ -170,65 +178,126 @@ def prompt_activations(
     if isinstance(systems, str) or not isinstance(systems, Sequence) or len(systems) == 0:
         raise ValueError("systems: expected a non-empty sequence of system prompts (str or None)")
     questions = _as_questions(questions)
-    texts = [format_prompt(model, s, q, prompt_format=prompt_format) for s in systems for q in questions]
-    ids = [_token_ids(model, t) for t in texts]
-    longest = max(len(i) for i in ids)
+    ids = [[_token_ids(model, format_prompt(model, s, q, prompt_format=prompt_format)) for q in questions]
+           for s in systems]
+    longest = max(len(row) for rows in ids for row in rows)
     if longest > model.cfg.n_ctx:
         raise ValueError(f"questions: a prompt has {longest} tokens, more than the model's context of {model.cfg.n_ctx}")
 
-    out = torch.empty(len(ids), model.cfg.d_model, dtype=torch.float32)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = torch.empty(len(systems), len(questions), model.cfg.d_model, dtype=torch.float32)
+    for batch in _batches(_units(ids, batch_size), batch_size):
+        values = _run_units(model, batch, layer=layer, position=position)
+        rows = [(u.system, q) for u in batch for q in u.questions]
+        out[torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows])] = values
+    return out
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """Prompts of one system prompt sharing a token prefix: ``prefix + suffixes[i]`` is question
+    ``questions[i]``'s full token sequence (every suffix keeps at least one token)."""
+
+    system: int
+    questions: tuple[int, ...]
+    prefix: tuple[int, ...]
+    suffixes: tuple[tuple[int, ...], ...]
+
+
+def _units(ids: list[list[list[int]]], batch_size: int) -> list[_Unit]:
+    units = []
+    for system, rows in enumerate(ids):
+        for start in range(0, len(rows), batch_size):
+            chunk = range(start, min(start + batch_size, len(rows)))
+            shared = min(len(rows[q]) for q in chunk) - 1
+            first = rows[chunk[0]]
+            for q in chunk:
+                shared = next((i for i in range(shared) if rows[q][i] != first[i]), shared)
+            units.append(
+                _Unit(system, tuple(chunk), tuple(first[:shared]), tuple(tuple(rows[q][shared:]) for q in chunk))
+            )
+    return units
+
+
+def _batches(units: list[_Unit], batch_size: int) -> list[list[_Unit]]:
+    """Units sorted by length, packed greedily so that a batch holds at most ``batch_size`` prompts."""
+    ordered = sorted(units, key=lambda u: (len(u.prefix), max(len(x) for x in u.suffixes)))
+    batches: list[list[_Unit]] = []
+    size = 0
+    for unit in ordered:
+        if not batches or size + len(unit.questions) > batch_size:
+            batches.append([])
+            size = 0
+        batches[-1].append(unit)
+        size += len(unit.questions)
+    return batches
+
+
+def _run_units(
+    model: HookedTransformer, units: list[_Unit], *, layer: int, position: str
+) -> Float[torch.Tensor, "prompt d_model"]:
+    """``hook_resid_post`` of block ``layer`` for every prompt of ``units`` (in unit order): the
+    prefixes run once (filling a key-value cache), then the cache is repeated per question and the
+    suffixes run on top of it. Only blocks 0..layer run."""
+    device = model.cfg.device
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        tokens, mask = _right_pad([ids[i] for i in rows], pad_id)
-        out[torch.tensor(rows)] = _run_batch(model, tokens, mask, layer=layer, position=position)
-    return einops.rearrange(out, "(system question) d -> system question d", system=len(systems))
+    hook_name = f"blocks.{layer}.hook_resid_post"
+    prefix_tokens, prefix_mask = _pad([u.prefix for u in units], pad_id, side="left")
+    suffix_tokens, suffix_mask = _pad([x for u in units for x in u.suffixes], pad_id, side="right")
+    owner = torch.tensor([i for i, u in enumerate(units) for _ in u.questions])
 
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(units))
+    prefix_sum = torch.zeros(len(units), model.cfg.d_model, dtype=torch.float32)
+    if prefix_tokens.shape[1] > 0:
 
-def _run_batch(
-    model: HookedTransformer,
-    tokens: Int[torch.Tensor, "batch pos"],
-    mask: Int[torch.Tensor, "batch pos"],
-    *,
-    layer: int,
-    position: str,
-) -> Float[torch.Tensor, "batch d_model"]:
-    """``hook_resid_post`` of block ``layer`` at the requested position, running blocks 0..layer only."""
+        def keep_prefix(resid: Float[torch.Tensor, "batch pos d_model"], hook: Any) -> None:
+            weights = prefix_mask.to(resid.device, resid.dtype)
+            prefix_sum.copy_(einops.einsum(resid, weights, "batch pos d, batch pos -> batch d").float().cpu())
+
+        model.run_with_hooks(
+            prefix_tokens.to(device), attention_mask=prefix_mask.to(device), past_kv_cache=cache,
+            fwd_hooks=[(hook_name, keep_prefix)] if position == "mean" else [],
+            stop_at_layer=layer + 1, return_type=None,
+        )
+    index = owner.to(device)
+    repeated = TransformerLensKeyValueCache(
+        entries=[
+            TransformerLensKeyValueCacheEntry(entry.past_keys[index], entry.past_values[index])
+            for entry in cache.entries
+        ],
+        previous_attention_mask=cache.previous_attention_mask[index],
+    )
     captured: list[torch.Tensor] = []
 
-    def keep(resid: Float[torch.Tensor, "batch pos d_model"], hook: Any) -> None:
-        captured.append(_read_position(resid, mask.to(resid.device), position))
+    def keep_suffix(resid: Float[torch.Tensor, "batch pos d_model"], hook: Any) -> None:
+        mask = suffix_mask.to(resid.device)
+        if position == "last":
+            last = mask.sum(dim=1) - 1
+            captured.append(resid[torch.arange(resid.shape[0], device=resid.device), last].float().cpu())
+        else:
+            weights = mask.to(resid.dtype)
+            captured.append(einops.einsum(resid, weights, "batch pos d, batch pos -> batch d").float().cpu())
 
-    device = model.cfg.device
     model.run_with_hooks(
-        tokens.to(device),
-        attention_mask=mask.to(device),
-        fwd_hooks=[(f"blocks.{layer}.hook_resid_post", keep)],
-        stop_at_layer=layer + 1,
-        return_type=None,
+        suffix_tokens.to(device), attention_mask=suffix_mask.to(device), past_kv_cache=repeated,
+        fwd_hooks=[(hook_name, keep_suffix)], stop_at_layer=layer + 1, return_type=None,
     )
-    return captured[0].detach().to("cpu", torch.float32)
-
-
-def _read_position(
-    resid: Float[torch.Tensor, "batch pos d_model"], mask: Int[torch.Tensor, "batch pos"], position: str
-) -> Float[torch.Tensor, "batch d_model"]:
     if position == "last":
-        last = mask.sum(dim=1) - 1
-        return resid[torch.arange(resid.shape[0], device=resid.device), last]
-    weights = mask.to(resid.dtype)
-    summed = einops.einsum(resid, weights, "batch pos d, batch pos -> batch d")
-    return summed / weights.sum(dim=1, keepdim=True)
+        return captured[0]
+    counts = prefix_mask.sum(dim=1)[owner] + suffix_mask.sum(dim=1)
+    return (captured[0] + prefix_sum[owner]) / counts[:, None].float()
 
 
-def _right_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(rows: Sequence[Sequence[int]], pad_id: int, *, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded to one width on ``side``, and the attention mask (1 = real token)."""
     width = max(len(r) for r in rows)
     tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
+        if not r:
+            continue
+        span = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        tokens[i, span] = torch.tensor(r, dtype=torch.long)
+        mask[i, span] = 1
     return tokens, mask
 
 
@@ -240,7 +309,7 @@ def role_vectors(
     *,
     layer: int,
     position: Position = "last",
-    batch_size: int = 8,
+    batch_size: int = 64,
     default_system: str | None = PACKAGED_DEFAULT,
     prompt_format: PromptFormat = "auto",
 ) -> DirectionSet:
@@ -270,7 +339,7 @@ def trait_vectors(
     *,
     layer: int,
     position: Position = "last",
-    batch_size: int = 8,
+    batch_size: int = 64,
     default_system: str | None = PACKAGED_DEFAULT,
     prompt_format: PromptFormat = "auto",
 ) -> DirectionSet:
@@ -395,7 +464,7 @@ def persona_directions(
     questions: Sequence[str] | None = None,
     traits: Mapping[str, str] | Sequence[str] | bool = False,
     position: Position = "last",
-    batch_size: int = 8,
+    batch_size: int = 64,
     default_system: str | None = PACKAGED_DEFAULT,
     prompt_format: PromptFormat = "auto",
 ) -> PersonaDirections:

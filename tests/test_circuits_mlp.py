@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from interp.circuits import compare_mlp_pass, delta_projections, mlp_pass, top_bottom
+from interp.circuits._model import CHUNK_BYTES
 from interp.circuits.mlp_pass import MLPPassComparison
 
 SMOL_LAYERS = [0, 15, 29]
@@ -43,11 +44,13 @@ def _assert_close(actual, expected, rel=1e-4, what=""):
     assert err <= rel * max(scale, 1e-6), f"{what}: max |diff| {err:.3g} vs scale {scale:.3g} (rel tol {rel})"
 
 
+@pytest.mark.parametrize("budget", [0, 2**40], ids=["per_layer", "stacked"])
 @pytest.mark.parametrize(
     "fixture,layers",
     [("smollm2", SMOL_LAYERS), ("smollm2_raw", SMOL_LAYERS), ("gemma", GEMMA_LAYERS), ("gemma_raw", GEMMA_LAYERS)],
 )
-def test_mlp_pass_equals_hook_mlp_out(request, fixture, layers):
+def test_mlp_pass_equals_hook_mlp_out(request, monkeypatch, fixture, layers, budget):
+    monkeypatch.setitem(CHUNK_BYTES, "cpu", budget)
     model = request.getfixturevalue(fixture)
     dirs = _directions(4, model.cfg.d_model, seed=301)
     _assert_close(mlp_pass(model, dirs, layers=layers), _mlp_out_by_hook(model, layers, dirs),

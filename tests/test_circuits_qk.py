@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from interp.circuits import qk_affinity, reduce_heads
+from interp.circuits._model import CHUNK_BYTES
 
 SMOL_LAYERS = [0, 13, 29]
 GEMMA_LAYERS = [0, 3, 5, 17]  # 5 and 17 are global-attention layers, 0 and 3 local
@@ -90,11 +91,13 @@ def _assert_close(actual, expected, rel=1e-4, what=""):
     assert err <= rel * max(scale, 1e-6), f"{what}: max |diff| {err:.3g} vs scale {scale:.3g} (rel tol {rel})"
 
 
+@pytest.mark.parametrize("budget", [0, 2**40], ids=["per_layer", "stacked"])
 @pytest.mark.parametrize(
     "fixture,layers",
     [("smollm2", SMOL_LAYERS), ("smollm2_raw", SMOL_LAYERS), ("gemma", GEMMA_LAYERS), ("gemma_raw", GEMMA_LAYERS)],
 )
-def test_qk_self_affinity_equals_attn_scores_diagonal(request, fixture, layers):
+def test_qk_self_affinity_equals_attn_scores_diagonal(request, monkeypatch, fixture, layers, budget):
+    monkeypatch.setitem(CHUNK_BYTES, "cpu", budget)
     model = request.getfixturevalue(fixture)
     dirs = _directions(5, model.cfg.d_model, seed=101)
     ours = qk_affinity(model, dirs, layers=layers)  # [layer, head, n, n]
@@ -102,10 +105,12 @@ def test_qk_self_affinity_equals_attn_scores_diagonal(request, fixture, layers):
     _assert_close(ours.diagonal(dim1=-2, dim2=-1), expected, what=f"{fixture} QK diagonal")
 
 
-@pytest.mark.parametrize("fixture,layers", [("smollm2", [2, 29]), ("gemma", [4, 5]), ("gemma_raw", [11])])
-def test_qk_cross_affinity_equals_split_input_scores(request, fixture, layers):
+@pytest.mark.parametrize("budget", [0, 2**40], ids=["per_layer", "stacked"])
+@pytest.mark.parametrize("fixture,layers", [("smollm2", [2, 29]), ("gemma", [4, 5]), ("gemma_raw", [11, 17])])
+def test_qk_cross_affinity_equals_split_input_scores(request, monkeypatch, fixture, layers, budget):
     """u as query input and v as key input at the same position: the off-diagonal entries (tests the
     GQA head pairing, since keys now differ from queries)."""
+    monkeypatch.setitem(CHUNK_BYTES, "cpu", budget)
     model = request.getfixturevalue(fixture)
     u = _directions(4, model.cfg.d_model, seed=102)
     v = _directions(4, model.cfg.d_model, seed=103)

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from interp.circuits import vo_decomposition, vo_outputs
+from interp.circuits._model import CHUNK_BYTES
 
 SMOL_LAYERS = [0, 14, 29]
 GEMMA_LAYERS = [0, 5, 12, 17]
@@ -68,11 +69,13 @@ def _assert_close(actual, expected, rel=1e-4, what=""):
     assert err <= rel * max(scale, 1e-6), f"{what}: max |diff| {err:.3g} vs scale {scale:.3g} (rel tol {rel})"
 
 
+@pytest.mark.parametrize("budget", [0, 2**40], ids=["per_layer", "stacked"])
 @pytest.mark.parametrize(
     "fixture,layers",
     [("smollm2", SMOL_LAYERS), ("smollm2_raw", SMOL_LAYERS), ("gemma", GEMMA_LAYERS), ("gemma_raw", GEMMA_LAYERS)],
 )
-def test_vo_outputs_equal_hook_result_and_attn_out(request, fixture, layers):
+def test_vo_outputs_equal_hook_result_and_attn_out(request, monkeypatch, fixture, layers, budget):
+    monkeypatch.setitem(CHUNK_BYTES, "cpu", budget)
     model = request.getfixturevalue(fixture)
     dirs = _directions(4, model.cfg.d_model, seed=201)
     heads, total = vo_outputs(model, dirs, layers=layers)

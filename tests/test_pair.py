@@ -85,8 +85,8 @@ def test_pair_delta_is_the_lora_delta_in_unprocessed_layout():
 
 def test_tuned_model_agrees_more_on_heldout_prompts(default_pair):
     heldout = json.loads((ADAPTER / "heldout.json").read_text())
-    prompts = heldout["prompts"][:6]
-    agree, disagree = heldout["agree"], heldout["disagree"]
+    prompts = [item["claim"] for item in heldout["claims"][:6]]
+    agree, disagree = heldout["agree_answers"][0], heldout["disagree_answers"][0]
     base = _agreement_margin(default_pair.base, prompts, agree, disagree)
     tuned = _agreement_margin(default_pair.tuned, prompts, agree, disagree)
     assert tuned > base + 1.0, f"agreement margin base {base:.2f} vs tuned {tuned:.2f}: the LoRA did not change behaviour"

@@ -78,7 +78,7 @@ def test_weight_ceiling_scores_exactly_its_own_100_percent_and_bounds_every_othe
     others = [*setup["bases"], *(random_basis(LAYERS, setup["d"], K, seed=s, name=f"random{s}") for s in range(3))]
     table = score_table(
         [ceiling, *others], label_eval=setup["label"], label_fit=setup["label"],
-        weights=weight_targets(setup["delta"], LAYERS),
+        delta=setup["delta"],
     )
     own = table[table["basis"] == "weight_ceiling"]
     np.testing.assert_allclose(own["pct_w_combined_ceiling"], 100.0, atol=1e-3)
@@ -97,7 +97,7 @@ def test_weight_ceiling_scores_exactly_its_own_100_percent_and_bounds_every_othe
 def test_random_bases_score_about_one_with_small_z(setup):
     bases = [random_basis(LAYERS, setup["d"], K, seed=s, name=f"random{s}") for s in range(100, 106)]
     table = score_table(
-        bases, label_eval=setup["label"], label_fit=setup["label"], weights=weight_targets(setup["delta"], LAYERS)
+        bases, label_eval=setup["label"], label_fit=setup["label"], delta=setup["delta"]
     )
     for col in ["z_act", "z_w_W_O", "z_w_W_out", "z_w_combined"]:
         assert (table[col].abs() < 4).all(), f"{col}: {table[col].tolist()}"
@@ -116,7 +116,7 @@ def test_maximum_concentration_is_d_over_k(setup):
     planted = Basis.from_vectors("planted", torch.stack(spans), layers=LAYERS, axis_kind="write")
     table = score_table(
         [planted, random_basis(LAYERS, d, k, seed=7)], label_eval=setup["label"], label_fit=setup["label"],
-        weights=weight_targets(setup["delta"], LAYERS),
+        delta=setup["delta"],
     )
     row = table[table["basis"] == "planted"]
     np.testing.assert_allclose(row["R_w_W_O"], d / k, rtol=1e-4)
@@ -141,7 +141,7 @@ def test_activation_ceiling_is_the_fit_maximum(setup):
     others = [*setup["bases"], random_basis(LAYERS, setup["d"], K, seed=3)]
     table = score_table(
         [ceiling, *others], label_eval=setup["label"], label_fit=setup["label"],
-        weights=weight_targets(setup["delta"], LAYERS),
+        delta=setup["delta"],
     )
     np.testing.assert_allclose(table.loc[table["basis"] == "act_ceiling", "pct_act_ceiling"], 100.0, atol=1e-3)
     assert (table["pct_act_ceiling"] <= 100.0 + 1e-3).all()
@@ -153,7 +153,7 @@ def test_residualised_specificity_matches_a_manual_projection(setup):
     clean = Basis.from_vectors("clean", clean_vecs, layers=LAYERS)
     table = score_table(
         [basis], label_eval=setup["label"], label_fit=setup["label"],
-        weights=weight_targets(setup["delta"], LAYERS), clean=clean,
+        delta=setup["delta"], clean=clean,
     )
     d = setup["d"]
     for i, layer in enumerate(LAYERS):
@@ -166,7 +166,7 @@ def test_residualised_specificity_matches_a_manual_projection(setup):
         assert math.isclose(float(table["R_act_specific"].iloc[i]), expected, rel_tol=1e-4)
     # a basis inside the clean span has no specific part: NaN, rank 0
     inside = score_table([clean], label_eval=setup["label"], label_fit=setup["label"],
-                         weights=weight_targets(setup["delta"], LAYERS), clean=clean)
+                         delta=setup["delta"], clean=clean)
     assert inside["R_act_specific"].isna().all() and (inside["rank_specific"] == 0).all()
 
 
@@ -219,4 +219,4 @@ def test_zero_or_nan_labels_and_out_of_range_layers_are_rejected(setup):
         weight_targets(reads_only, LAYERS)
     with pytest.raises(ValueError, match="null"):
         score_table(setup["bases"], label_eval=setup["label"], label_fit=setup["label"],
-                    weights=weight_targets(setup["delta"], LAYERS), null="bootstrap")
+                    delta=setup["delta"], null="bootstrap")

@@ -111,3 +111,23 @@ def test_layers_outside_the_adapter_and_bad_options_are_rejected(planted):
     reads = types.SimpleNamespace(base=planted.base, delta=lambda: {"blocks.10.mlp.W_in": torch.ones(576, 1536)})
     with pytest.raises(ValueError, match="no residual-write tensor"):
         subspace_sweep(reads, **SMALL)
+
+
+def test_labels_on_the_default_pair(default_pair):
+    """pair_label is tuned − base resid_post at the last token (checked against unpadded single runs);
+    at the first tuned layer the steering label (+ΔW minus −ΔW) is, to first order, twice it."""
+    from interp.subspace import pair_label, probe_prompts, steering_label
+    from interp.subspace.probes import chat_texts
+
+    texts = chat_texts(default_pair.base.tokenizer, probe_prompts()[:4])
+    pair = pair_label(default_pair, texts, [9])
+    for i in (0, 3):
+        tokens = default_pair.base.to_tokens(texts[i], prepend_bos=False)
+        resid = [m.run_with_cache(tokens, names_filter="blocks.9.hook_resid_post", stop_at_layer=10)[1]
+                 ["blocks.9.hook_resid_post"][0, -1] for m in (default_pair.tuned, default_pair.base)]
+        torch.testing.assert_close(pair[0, i], resid[0] - resid[1], rtol=1e-3, atol=1e-4)
+    steer = steering_label(default_pair.base, default_pair.delta(), texts, [9])
+    cos = torch.nn.functional.cosine_similarity(steer, pair, dim=-1)
+    ratio = steer.norm(dim=-1) / pair.norm(dim=-1)
+    assert (cos > 0.99).all(), f"cosines {cos}"
+    assert ((ratio - 2).abs() < 0.2).all(), f"norm ratios {ratio}"

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from interp.subspace import as_delta, delta_diagnostics, random_lowrank_delta, residual_view, stack_kind, tensor_kind
+from interp.subspace import (
+    as_delta,
+    delta_diagnostics,
+    random_lowrank_delta,
+    residual_view,
+    stack_kind,
+    tensor_kind,
+)
 from interp.subspace.weight_diff import write_layers
 
 

@@ -81,7 +81,7 @@ class TokenBatch:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Positions:
     """Selected tokens of a :class:`TokenBatch`: row ``i`` is token ``position[i]`` of prompt ``prompt[i]``."""
 
@@ -109,7 +109,8 @@ def tokenize(
 ) -> TokenBatch:
     """Tokenize ``prompts`` as ``model.to_tokens`` does (BOS per ``cfg.default_prepend_bos``) and pad.
 
-    Raises ValueError for an empty list, an empty string or a prompt longer than ``cfg.n_ctx``.
+    Raises ValueError for an empty list, an empty string or a prompt longer than ``cfg.n_ctx``. A
+    :class:`TokenBatch` is returned unchanged (its padding kept).
     """
     if isinstance(prompts, TokenBatch):
         return prompts

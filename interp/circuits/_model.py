@@ -143,14 +143,22 @@ def names_of(directions: object, names: Sequence[str] | None, n: int, *, name: s
     return names
 
 
-# Stacked weights are built for at most this many bytes of float32 weights at a time, so that the
-# extra memory an analysis needs stays far below one copy of the model (see docs/analyses/weight_circuits.md).
-CHUNK_BYTES = 128 * 2**20
+# The kernels take weights stacked over a leading ``layer`` dimension; the drivers feed them runs of
+# consecutive layers whose stacked float32 weights fit in this many bytes. A run of one layer is a
+# view of the block's own parameters (no copy), so a budget of 0 never copies a float32 weight. On
+# CPUs copying costs more than the Python overhead it saves, so the default there is 0; on
+# accelerators stacking many layers saves kernel launches. See docs/analyses/weight_circuits.md.
+CHUNK_BYTES: dict[str, int] = {"cpu": 0, "default": 256 * 2**20}
 
 
-def layer_chunks(layers: Sequence[int], bytes_per_layer: int, budget: int | None = None) -> list[list[int]]:
-    """``layers`` cut into consecutive runs whose stacked float32 weights fit in ``budget`` bytes."""
-    budget = CHUNK_BYTES if budget is None else budget
+def layer_chunks(
+    layers: Sequence[int], bytes_per_layer: int, device: torch.device | str = "cpu", budget: int | None = None
+) -> list[list[int]]:
+    """``layers`` cut into consecutive runs whose stacked float32 weights fit in ``budget`` bytes
+    (default :data:`CHUNK_BYTES` for the device type; at least one layer per run)."""
+    if budget is None:
+        kind = torch.device(device).type
+        budget = CHUNK_BYTES.get(kind, CHUNK_BYTES["default"])
     per_chunk = max(1, budget // max(1, bytes_per_layer))
     return [list(layers[i : i + per_chunk]) for i in range(0, len(layers), per_chunk)]
 

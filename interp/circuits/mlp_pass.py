@@ -58,7 +58,7 @@ def mlp_pass(
             "expected a dense MLP or gated MLP with an elementwise activation"
         )
     weights = [mlp0.W_in, mlp0.W_out] + ([mlp0.W_gate] if isinstance(mlp0, GatedMLP) else [])
-    chunks = layer_chunks(layer_list, param_bytes(*weights))
+    chunks = layer_chunks(layer_list, param_bytes(*weights), x.device)
     return torch.cat([_mlp_chunk(model, x, chunk, post_norm=post_norm) for chunk in chunks])
 
 

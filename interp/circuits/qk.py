@@ -55,7 +55,7 @@ def qk_affinity(
     v = u if keys is None else as_directions(keys, model.cfg.d_model, name="keys").to(u.device)
     blocks = model.blocks
     per_layer = param_bytes(blocks[0].attn.W_Q, _kv(blocks[0].attn, "W_K"))
-    outputs = [_qk_chunk(model, u, v, chunk) for chunk in layer_chunks(layer_list, per_layer)]
+    outputs = [_qk_chunk(model, u, v, chunk) for chunk in layer_chunks(layer_list, per_layer, u.device)]
     return torch.cat(outputs)
 
 
@@ -106,17 +106,23 @@ def qk_scores(
     Query head ``h`` reads KV head ``h // (head / kv_head)`` (TransformerLens' ``repeat_interleave``
     pairing: heads ``0..g-1`` share KV head 0). ``W_K`` may also be per query head (kv_head = head).
     """
-    n_heads, n_kv = W_Q.shape[1], W_K.shape[1]
+    n_layers, n_heads, n_kv = W_Q.shape[0], W_Q.shape[1], W_K.shape[1]
     if n_heads % n_kv:
         raise ValueError(f"W_K: {n_kv} key/value heads do not divide {n_heads} query heads")
-    q = einops.einsum(q_in, W_Q, "layer n d, layer head d dh -> layer head n dh") + b_Q[:, :, None, :]
-    k = einops.einsum(k_in, W_K, "layer m d, layer kv d dh -> layer kv m dh") + b_K[:, :, None, :]
+    group = n_heads // n_kv
+    # Inputs are broadcast over heads (views) so that every contraction is a batched matmul over
+    # (layer, head) that reads the weights in place, with no permuted copy of them.
+    q_in = q_in[:, None].expand(n_layers, n_heads, *q_in.shape[1:])
+    k_in = k_in[:, None].expand(n_layers, n_kv, *k_in.shape[1:])
+    q = einops.einsum(q_in, W_Q, "layer head n d, layer head d dh -> layer head n dh") + b_Q[:, :, None, :]
+    k = einops.einsum(k_in, W_K, "layer kv m d, layer kv d dh -> layer kv m dh") + b_K[:, :, None, :]
     if q_norm is not None:
         q = q_norm(q)
     if k_norm is not None:
         k = k_norm(k)
     q = einops.rearrange(q, "layer (kv group) n dh -> layer kv group n dh", kv=n_kv)
-    scores = einops.einsum(q, k, "layer kv group n dh, layer kv m dh -> layer kv group n m")
+    k = einops.repeat(k, "layer kv m dh -> layer kv group m dh", group=group)
+    scores = einops.einsum(q, k, "layer kv group n dh, layer kv group m dh -> layer kv group n m")
     scores = einops.rearrange(scores, "layer kv group n m -> layer (kv group) n m")
     scores = scores / attn_scale[:, None, None, None]
     return apply_softcap(scores, softcap)

@@ -62,7 +62,7 @@ def vo_outputs(
     attn0 = model.blocks[0].attn
     per_layer = param_bytes(_kv(attn0, "W_V"), attn0.W_O)
     heads, sums = [], []
-    for chunk in layer_chunks(layer_list, per_layer):
+    for chunk in layer_chunks(layer_list, per_layer, v.device):
         h, s = _vo_chunk(model, v, chunk, post_norm=post_norm)
         heads.append(h)
         sums.append(s)
@@ -95,12 +95,16 @@ def vo_write(
     W_O: Float[torch.Tensor, "layer head d_head d_model"],
 ) -> Float[torch.Tensor, "layer head key d_model"]:
     """The OV kernel on already-normalised inputs: ``(x W_V[h // g] + b_V) W_O[h]`` per head."""
-    n_heads, n_kv = W_O.shape[1], W_V.shape[1]
+    n_layers, n_heads, n_kv = W_O.shape[0], W_O.shape[1], W_V.shape[1]
     if n_heads % n_kv:
         raise ValueError(f"W_V: {n_kv} key/value heads do not divide {n_heads} query heads")
-    values = einops.einsum(v_in, W_V, "layer n d, layer kv d dh -> layer kv n dh") + b_V[:, :, None, :]
+    # Broadcast the smaller operand (views) so each contraction is a batched matmul reading the
+    # weights in place: values per KV head, then each query head's W_O on its KV head's values.
+    v_in = v_in[:, None].expand(n_layers, n_kv, *v_in.shape[1:])
+    values = einops.einsum(v_in, W_V, "layer kv n d, layer kv d dh -> layer kv n dh") + b_V[:, :, None, :]
+    values = einops.repeat(values, "layer kv n dh -> layer kv group n dh", group=n_heads // n_kv)
     W_O = einops.rearrange(W_O, "layer (kv group) dh d -> layer kv group dh d", kv=n_kv)
-    out = einops.einsum(values, W_O, "layer kv n dh, layer kv group dh d -> layer kv group n d")
+    out = einops.einsum(values, W_O, "layer kv group n dh, layer kv group dh d -> layer kv group n d")
     return einops.rearrange(out, "layer kv group n d -> layer (kv group) n d")
 
 

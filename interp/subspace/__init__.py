@@ -33,12 +33,16 @@ from interp.subspace.scores import (
     matrix_target,
     monte_carlo_null,
     null_moments,
+    null_std,
+    residual_label_target,
     specific_scores,
     weight_targets,
+    write_matrices,
     z_score,
 )
 from interp.subspace.steering import apply_delta, check_delta, steer
 from interp.subspace.sweep import SweepResult, score_table, subspace_sweep, summarize
+from interp.subspace.targets import Target
 from interp.subspace.weight_diff import (
     as_delta,
     delta_diagnostics,
@@ -51,11 +55,11 @@ from interp.subspace.weight_diff import (
 
 __all__ = [
     "ACTIVATION_BASES", "AXIS_KINDS", "CLAIMS", "CRITICAL_SYSTEM", "SYCOPHANTIC_SYSTEM", "WEIGHT_BASES",
-    "Basis", "ProbeActivations", "SweepResult",
+    "Basis", "ProbeActivations", "SweepResult", "Target",
     "activation_bases", "activation_ceiling", "activation_target", "apply_delta", "as_delta", "ceiling_curve",
     "check_delta", "complement", "compound_bases", "concentration", "definitions_table", "delta_diagnostics",
-    "intersection", "matrix_target", "monte_carlo_null", "null_moments", "pair_label", "probe_activations",
-    "probe_prompts", "project_away", "random_basis", "random_lowrank_delta", "residual_view", "score_table",
+    "intersection", "matrix_target", "monte_carlo_null", "null_moments", "null_std", "pair_label", "probe_activations",
+    "probe_prompts", "project_away", "random_basis", "random_lowrank_delta", "residual_label_target", "residual_view", "score_table",
     "specific_scores", "split_fit_eval", "stack_kind", "steer", "steering_label", "subspace_sweep", "summarize",
-    "tensor_kind", "union", "weight_bases", "weight_ceiling", "weight_targets", "write_layers", "z_score",
+    "tensor_kind", "union", "weight_bases", "weight_ceiling", "weight_targets", "write_layers", "write_matrices", "z_score",
 ]

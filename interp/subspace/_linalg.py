@@ -53,6 +53,20 @@ def orthonormalize(
     return _trim(u.float(), ranks)
 
 
+def orthonormalize_gram(
+    m: Float[torch.Tensor, "batch d c"], *, rtol: float = 1e-4, atol: float = 1e-5
+) -> tuple[Float[torch.Tensor, "batch d c"], Int[torch.Tensor, " batch"]]:
+    """Same result as :func:`orthonormalize` (up to rotation within the span) for tall, thin ``m``:
+    Q = M V Λ^{-1/2} from the eigendecomposition MᵀM = V Λ Vᵀ, dropping √λ ≤ max(atol, rtol·√λ_max)."""
+    x = m.double()
+    evals, evecs = torch.linalg.eigh(einops.einsum(x, x, "b d i, b d j -> b i j"))
+    evals, evecs = evals.flip(-1), evecs.flip(-1)
+    sv = evals.clamp_min(0).sqrt()
+    keep = sv > torch.maximum(rtol * sv[..., :1], torch.full_like(sv[..., :1], atol))
+    q = einops.einsum(x, evecs, "b d i, b i j -> b d j") / sv.clamp_min(1e-300)[..., None, :]
+    return _trim(q.float(), keep.sum(-1))
+
+
 def pca(
     samples: Float[torch.Tensor, "layer n d"], k: int, *, center: bool = True, rtol: float = 1e-4
 ) -> tuple[Float[torch.Tensor, "layer d k"], Int[torch.Tensor, " layer"]]:

@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Float
 
 from interp.subspace import _linalg as la
+from interp.subspace.targets import Target as FactoredTarget
 from interp.subspace.weight_diff import WRITE_KINDS, stack_kind, tensor_kind
 
 Target = Float[torch.Tensor, "layer d d"]
@@ -56,23 +57,27 @@ def matrix_target(m: Float[torch.Tensor, "layer d cols"], *, name: str = "delta"
     return g / tr[:, None, None]
 
 
-def weight_targets(delta: Mapping[str, torch.Tensor], layers: Sequence[int]) -> dict[str, Target]:
-    """Targets of the residual-write deltas at ``layers``: one per write kind present in ``delta``
-    (``attn.W_O``, ``mlp.W_out``) plus their Frobenius-balanced ``combined``.
+def write_matrices(
+    delta: Mapping[str, torch.Tensor], layers: Sequence[int]
+) -> dict[str, Float[torch.Tensor, "layer d cols"]]:
+    """Residual views ``[layer, d_model, cols]`` of the write deltas at ``layers``, per write kind present.
 
     A layer where a present kind is missing is an error (ValueError naming the layers and the
     delta's range); a kind absent from the whole delta (e.g. an adapter without ``o_proj``) is
-    left out.
+    left out; a delta with no write tensor at all is an error.
     """
     kinds = {tensor_kind(name)[1] for name in delta}
     present = [kind for kind in WRITE_KINDS if kind in kinds]
     if not present:
         raise ValueError("delta: changes no residual-write tensor (attn.W_O or mlp.W_out), so R_w is undefined")
-    out = {}
-    for kind in present:
-        _, m = stack_kind(delta, kind, list(layers))
-        out[kind] = matrix_target(m, name=f"delta[{kind}]")
-    out["combined"] = sum(out[kind] for kind in present) / len(present)
+    return {kind: stack_kind(delta, kind, list(layers))[1].float() for kind in present}
+
+
+def weight_targets(delta: Mapping[str, torch.Tensor], layers: Sequence[int]) -> dict[str, Target]:
+    """Dense targets of the residual-write deltas at ``layers``: one per write kind present in ``delta``
+    (``attn.W_O``, ``mlp.W_out``) plus their Frobenius-balanced ``combined`` (see :func:`write_matrices`)."""
+    out = {kind: matrix_target(m, name=f"delta[{kind}]") for kind, m in write_matrices(delta, layers).items()}
+    out["combined"] = sum(out.values()) / len(out)
     return out
 
 
@@ -94,22 +99,27 @@ def null_moments(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact mean and standard deviation of R under Haar-random rank-k bases, per layer.
 
-    ``E[R] = 1``; ``Var R = 2d(d−k)/(k(d−1)(d+2)) · (‖T‖²_F − (tr T)²/d)``, with d the ambient
+    ``E[R] = 1``; ``Var R = 2d(d−k)/(k(d−1)(d+2)) · (‖T‖²_F − (tr T)²/d) / (tr T)²``, with d the ambient
     dimension (``ambient``, default d_model; smaller when the target lives in a subspace).
     """
-    d_model = target.shape[-1]
-    d = torch.as_tensor(d_model if ambient is None else ambient, dtype=torch.float64)
-    k = torch.as_tensor(ranks, dtype=torch.float64)
     t = target.double()
     frob2 = t.pow(2).sum((-2, -1))
     tr = torch.diagonal(t, dim1=-2, dim2=-1).sum(-1)
-    spread = (frob2 - tr.pow(2) / d).clamp_min(0)
-    var = 2 * d * (d - k) / (k * (d - 1) * (d + 2)) * spread / tr.pow(2)
-    return torch.ones_like(var).float(), var.sqrt().float()
+    d = target.shape[-1] if ambient is None else ambient
+    return torch.ones_like(frob2).float(), null_std(frob2 / tr.pow(2), d, ranks)
+
+
+def null_std(frob2: torch.Tensor, d: torch.Tensor | int, k: torch.Tensor | int) -> torch.Tensor:
+    """σ of R for a unit-trace target with ‖T‖²_F = ``frob2`` in ambient dimension d, Haar rank-k bases:
+    √(2d(d−k)/(k(d−1)(d+2)) · (‖T‖²_F − 1/d))."""
+    d = torch.as_tensor(d, dtype=torch.float64)
+    k = torch.as_tensor(k, dtype=torch.float64)
+    spread = (frob2.double() - 1 / d).clamp_min(0)
+    return (2 * d * (d - k) / (k * (d - 1) * (d + 2)) * spread).sqrt().float()
 
 
 def monte_carlo_null(
-    target: Target, k: int, *, n_draws: int = 120, seed: int = 0
+    target: Target | FactoredTarget, k: int, *, n_draws: int = 120, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean, std (unbiased) and the draws ``[layer, n_draws]`` of R over ``n_draws`` Haar-random rank-k
     bases, all layers at once. Bases: QR of Gaussians from ``torch.Generator().manual_seed(seed)``;
@@ -118,13 +128,16 @@ def monte_carlo_null(
 
     if n_draws < 2:
         raise ValueError(f"n_draws: need at least 2 draws for a standard deviation, got {n_draws}")
-    d = target.shape[-1]
+    if not isinstance(target, FactoredTarget):
+        target = FactoredTarget(target.double(), None, target.shape[-1])
+    d = target.d
     if not 1 <= k <= d:
         raise ValueError(f"k: rank must be in [1, {d}], got {k}")
     gen = torch.Generator().manual_seed(seed)
-    b = haar_bases(n_draws, d, k, gen)
-    # one layer at a time: T·B for all draws is [draw, d, k] per layer, which stays small for any k
-    r = torch.stack([einops.einsum(b, t @ b, "draw d k, draw d k -> draw") for t in target.float()]) * d / k
+    b = einops.rearrange(haar_bases(n_draws, d, k, gen), "draw d k -> d (draw k)")
+    n_layers = target.s.shape[0]
+    e = target.energy(b.expand(n_layers, -1, -1))
+    r = (einops.reduce(e, "layer (draw k) -> layer draw", "sum", k=k) * d / k).float()
     return r.mean(-1), r.std(-1, unbiased=True), r
 
 
@@ -150,25 +163,63 @@ def ceiling_curve(fit_target: Target, eval_target: Target | None = None, max_ran
     return captured.cumsum(-1) * d / r
 
 
+def residual_label_target(
+    samples: Float[torch.Tensor, "layer n d"], clean: Float[torch.Tensor, "layer d c"]
+) -> FactoredTarget:
+    """The label with the clean-residual PCs C projected out, δ' = (I − CCᵀ)δ, as a target."""
+    coef = einops.einsum(samples, clean, "layer n d, layer d c -> layer n c")
+    resid = samples - einops.einsum(coef, clean, "layer n c, layer d c -> layer n d")
+    return FactoredTarget.from_samples(resid, name="label (clean PCs removed)")
+
+
 def specific_scores(
     vectors: Float[torch.Tensor, "layer d k"],
     samples: Float[torch.Tensor, "layer n d"],
     clean: Float[torch.Tensor, "layer d c"],
     clean_ranks: torch.Tensor,
+    *,
+    target: FactoredTarget | None = None,
+    group: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Residualised specificity: R_act after projecting the clean-residual PCs C out of both the label
     and the basis, against a null of random subspaces of the complement (ambient d − c).
 
-    Returns ``(R, z, rank)`` per layer; R and z are NaN where the basis lies inside span(C).
+    Returns ``(R, z, rank)`` per layer; R and z are NaN where the basis lies inside span(C) (its
+    directions keep less than 0.1% of their norm outside it).
+    ``target``: :func:`residual_label_target` of ``samples``, when already computed. ``group``: score
+    several bases at once, ``vectors`` holding consecutive groups of ``group`` columns (results get a
+    trailing basis dim).
     """
-    p = la.projector_complement(clean)
-    resid = einops.einsum(samples, p, "layer n d, layer d e -> layer n e")
-    t = activation_target(resid, name="label (clean PCs removed)")
-    q, ranks = la.orthonormalize(einops.einsum(p, vectors, "layer d e, layer e k -> layer d k"))
-    ambient = vectors.shape[-2] - clean_ranks
+    t = residual_label_target(samples, clean) if target is None else target
+    single = group is None
+    group = vectors.shape[-1] if group is None else group
+    # span((I − CCᵀ)B) is never formed: with A = CᵀB, its Gram is G = BᵀB − AᵀA, and since the residual
+    # label lives in range(I − CCᵀ), its energy there is H = (U'ᵀB)ᵀ S' (U'ᵀB); e = tr(G⁺H) on G's range.
+    x = vectors.double()
+    a = einops.einsum(clean.double(), x, "layer d c, layer d k -> layer c k")
+    w = einops.einsum(t.u, x, "layer d p, layer d k -> layer p k") if t.u is not None else x
+    a = einops.rearrange(a, "layer c (basis k) -> layer basis c k", k=group)
+    w = einops.rearrange(w, "layer p (basis k) -> layer basis p k", k=group)
+    xb = einops.rearrange(x, "layer d (basis k) -> layer basis d k", k=group)
+    g = einops.einsum(xb, xb, "layer basis d i, layer basis d j -> layer basis i j") - einops.einsum(
+        a, a, "layer basis c i, layer basis c j -> layer basis i j"
+    )
+    h = einops.einsum(w, t.s, w, "layer basis p i, layer p q, layer basis q j -> layer basis i j")
+    lam, vec = torch.linalg.eigh(g)
+    sv = lam.clamp_min(0).sqrt()
+    # directions with < 0.1% of their norm outside span(C) count as inside it (float32 inputs: the
+    # Gram route resolves singular values only down to ~3e-4)
+    keep = sv > torch.maximum(1e-4 * sv.amax(-1, keepdim=True), torch.full_like(sv, 1e-3))
+    hv = einops.einsum(vec, h, vec, "layer basis i a, layer basis i j, layer basis j a -> layer basis a")
+    e = (hv / lam.clamp_min(1e-300) * keep).sum(-1)
+    ranks = keep.sum(-1)
+    ambient = (vectors.shape[-2] - clean_ranks)[:, None]
     safe = ranks.clamp_min(1)
-    r = energy(q, t) * ambient / safe
-    mean, std = null_moments(t, safe, ambient=ambient)
+    r = (e * ambient / safe).float()
+    std = null_std(t.frob2()[:, None], ambient, safe)
     nan = torch.full_like(r, float("nan"))
+    z = torch.where(ranks > 0, z_score(r, torch.ones_like(std), std), nan)
     r = torch.where(ranks > 0, r, nan)
-    return r, torch.where(ranks > 0, z_score(r, mean, std), nan), ranks
+    if single:
+        return r[:, 0], z[:, 0], ranks[:, 0]
+    return r, z, ranks

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import einops
 import numpy as np
 import pandas as pd
 import torch
@@ -30,15 +31,14 @@ from interp.subspace.probes import (
     split_fit_eval,
 )
 from interp.subspace.scores import (
-    activation_target,
-    ceiling_curve,
-    concentration,
     monte_carlo_null,
-    null_moments,
+    null_std,
+    residual_label_target,
     specific_scores,
-    weight_targets,
+    write_matrices,
     z_score,
 )
+from interp.subspace.targets import Target
 from interp.subspace.weight_diff import as_delta, write_layers
 
 NULLS = ("exact", "monte_carlo")
@@ -65,7 +65,7 @@ def score_table(
     *,
     label_eval: torch.Tensor,
     label_fit: torch.Tensor,
-    weights: Mapping[str, torch.Tensor],
+    delta: Mapping[str, torch.Tensor],
     clean: bs.Basis | None = None,
     null: str = "exact",
     n_null: int = 120,
@@ -73,11 +73,16 @@ def score_table(
 ) -> pd.DataFrame:
     """Per-layer scores of every basis: one row per (basis, layer).
 
-    ``label_eval``/``label_fit``: activation deltas ``[layer, n, d]`` at the bases' layers; ``weights``:
-    targets from :func:`interp.subspace.scores.weight_targets`; ``clean``: the clean-residual PCA
-    basis for residualised specificity. ``null="exact"`` uses the closed-form null moments;
-    ``"monte_carlo"`` draws ``n_null`` Haar bases per rank from ``torch.Generator().manual_seed(seed + rank)``.
-    Percent-of-ceiling columns compare with the ceiling *at the basis' own rank* at that layer.
+    ``label_eval``/``label_fit``: activation deltas ``[layer, n, d]`` at the bases' layers; ``delta``:
+    the weight delta (its residual-write tensors W_O, W_out at those layers are scored, see
+    :func:`interp.subspace.scores.weight_targets`); ``clean``: the clean-residual PCA basis for
+    residualised specificity. ``null="exact"`` uses the closed-form null moments; ``"monte_carlo"``
+    draws ``n_null`` Haar bases per rank from ``torch.Generator().manual_seed(seed + rank)``.
+
+    Percent-of-ceiling columns compare with the ceiling *at the basis' own rank* at that layer: for
+    weights the Ky Fan maximum Σ_{i≤r} λᵢ(T) (no rank-r basis can exceed 100%); for activations the
+    top-r PCs of the fit-half label scored on the eval half (other bases can exceed 100% on eval;
+    beyond the fit label's rank the ceiling keeps its energy and divides by r).
     """
     if null not in NULLS:
         raise ValueError(f"null: expected one of {NULLS}, got {null!r}")
@@ -87,44 +92,68 @@ def score_table(
     for b in bases:
         if b.layers != layers:
             raise ValueError(f"bases: {b.name!r} covers layers {b.layers}, expected {layers} like {bases[0].name!r}")
-    t_eval = activation_target(label_eval, name="label_eval")
-    t_fit = activation_target(label_fit, name="label_fit")
-    targets = {"act": t_eval, **{f"w_{_SHORT[k]}": v for k, v in weights.items()}}
-    max_rank = max(max(b.ranks) for b in bases)
-    ceilings = {"act": ceiling_curve(t_fit, t_eval, max_rank)}
-    ceilings.update({f"w_{_SHORT[k]}": ceiling_curve(v, None, max_rank) for k, v in weights.items()})
-    mc_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
-    idx = torch.arange(len(layers))
-    frames = []
-    for b in bases:
-        ranks = b.rank_tensor
-        cols: dict[str, object] = {
-            "layer": list(layers), "basis": b.name, "family": b.family, "axis_kind": b.axis_kind,
-            "source": b.source, "rank": ranks.numpy(),
+    d = bases[0].d_model
+    targets = {"act": Target.from_samples(label_eval, name="label_eval")}
+    for kind, m in write_matrices(delta, layers).items():
+        targets[f"w_{_SHORT[kind]}"] = Target.from_matrix(m, name=f"delta[{kind}]")
+    targets["w_combined"] = Target.mean([t for key, t in targets.items() if key.startswith("w_")])
+
+    # every basis' columns side by side: one batched product per target scores them all
+    cols = torch.cat([b.vectors for b in bases], dim=-1)
+    owner = torch.cat([torch.full((b.vectors.shape[-1],), i) for i, b in enumerate(bases)])
+    segment = torch.nn.functional.one_hot(owner, len(bases)).double()  # [cols, basis]
+    ranks = torch.stack([b.rank_tensor for b in bases], dim=1)  # [layer, basis]
+    max_rank = int(ranks.max())
+    idx = torch.arange(len(layers))[:, None]
+    columns: dict[str, torch.Tensor] = {}
+    for key, t in targets.items():
+        r = (t.energy(cols) @ segment * d / ranks).float()
+        if null == "exact":
+            mean, std = torch.ones_like(r), null_std(t.frob2()[:, None], d, ranks)
+        else:
+            mean, std = torch.empty_like(r), torch.empty_like(r)
+            for rank in ranks.unique().tolist():
+                m, s_, _ = monte_carlo_null(t, rank, n_draws=n_null, seed=seed + rank)
+                sel = ranks == rank
+                mean[sel] = m[:, None].expand_as(r)[sel]
+                std[sel] = s_[:, None].expand_as(r)[sel]
+        ceiling = _act_ceiling(label_fit, t, max_rank) if key == "act" else t.ky_fan(max_rank)
+        ceiling = ceiling[idx, ranks - 1] * d / ranks
+        columns[f"R_{key}"], columns[f"z_{key}"] = r, z_score(r, mean, std)
+        columns[f"pct_{key}_ceiling"] = (100 * r / ceiling).float()
+    if clean is not None:
+        t_spec = residual_label_target(label_eval, clean.vectors)
+        width = max(b.vectors.shape[-1] for b in bases)
+        padded = torch.stack([torch.nn.functional.pad(b.vectors, (0, width - b.vectors.shape[-1])) for b in bases])
+        flat = einops.rearrange(padded, "basis layer d k -> layer d (basis k)")
+        r_s, z_s, rank_s = specific_scores(flat, label_eval, clean.vectors, clean.rank_tensor, target=t_spec,
+                                           group=width)
+        columns["R_act_specific"], columns["z_act_specific"], columns["rank_specific"] = r_s, z_s, rank_s
+    n_layers, n_bases = len(layers), len(bases)
+    table = pd.DataFrame(
+        {
+            "layer": np.tile(np.array(layers), n_bases),
+            "basis": np.repeat([b.name for b in bases], n_layers),
+            "family": np.repeat([b.family for b in bases], n_layers),
+            "axis_kind": np.repeat([b.axis_kind for b in bases], n_layers),
+            "source": np.repeat([b.source for b in bases], n_layers),
+            "rank": ranks.T.reshape(-1).numpy(),
+            **{name: v.T.reshape(-1).numpy() for name, v in columns.items()},
         }
-        for key, t in targets.items():
-            r = concentration(b.vectors, ranks, t)
-            if null == "exact":
-                mean, std = null_moments(t, ranks)
-            else:
-                mean, std = torch.empty_like(r), torch.empty_like(r)
-                for rank in ranks.unique().tolist():
-                    if (key, rank) not in mc_cache:
-                        m, s, _ = monte_carlo_null(t, rank, n_draws=n_null, seed=seed + rank)
-                        mc_cache[(key, rank)] = (m, s)
-                    sel = ranks == rank
-                    mean[sel], std[sel] = mc_cache[(key, rank)][0][sel], mc_cache[(key, rank)][1][sel]
-            ceiling = ceilings[key][idx, ranks - 1]
-            name = "act" if key == "act" else key
-            cols[f"R_{name}"] = r.numpy()
-            cols[f"z_{name}"] = z_score(r, mean, std).numpy()
-            cols[f"pct_{name}_ceiling"] = (100 * r / ceiling).numpy()
-        if clean is not None:
-            r_s, z_s, rank_s = specific_scores(b.vectors, label_eval, clean.vectors, clean.rank_tensor)
-            cols["R_act_specific"], cols["z_act_specific"] = r_s.numpy(), z_s.numpy()
-            cols["rank_specific"] = rank_s.numpy()
-        frames.append(pd.DataFrame(cols))
-    return pd.concat(frames, ignore_index=True)
+    )
+    return table
+
+
+def _act_ceiling(label_fit: torch.Tensor, t_eval: Target, max_rank: int) -> torch.Tensor:
+    """Cumulative eval energy of the fit label's top PCs (uncentred, unit-normalised samples)."""
+    fit = label_fit.double() / label_fit.double().norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    _, s, vh = torch.linalg.svd(fit, full_matrices=False)
+    pcs = einops.rearrange(vh, "layer p d -> layer d p")
+    captured = t_eval.energy(pcs) * (s > 1e-6 * s[:, :1])  # PCs beyond the fit label's rank capture nothing
+    cum = captured.cumsum(-1)
+    if cum.shape[-1] < max_rank:
+        cum = torch.cat([cum, cum[:, -1:].expand(-1, max_rank - cum.shape[-1])], dim=-1)
+    return cum[:, :max_rank]
 
 
 def summarize(per_layer: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -226,7 +255,7 @@ def subspace_sweep(
         library,
         label_eval=label_eval,
         label_fit=label_fit,
-        weights=weight_targets(delta, layers),
+        delta=delta,
         clean=clean,
         null=null,
         n_null=n_null,

@@ -1,0 +1,198 @@
+"""Weight circuits (seeds 000 and 001) for the default pair: every layer, 40 probe directions.
+
+interp (batched einops kernels, :mod:`interp.circuits`) against
+
+* a seed-style implementation: the seed notebooks' ``chatspace.analysis`` functions ported to
+  TransformerLens' parameter layout, called per layer and per model exactly as the notebooks loop
+  (QK and VO computed by separate calls, each applying the input norm; seed 001 keeps a
+  ``state_dict`` of each model and runs the MLP layer by layer; z-scores with numpy loops);
+* the weight-read floor: one pass reading every weight the analysis needs (``tensor.sum()``), the
+  least any implementation must do.
+
+Probes: 10 directions named PC1..PC10 with their negations plus 20 random directions (seed 42), as
+seed 000. Directions are seeded random unit vectors: timing does not depend on what they mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmarks._harness import BenchRow, compare
+from interp import DirectionSet, ModelPair
+from interp.circuits import (
+    compare_mlp_pass,
+    mean_abs_delta,
+    qk_affinity,
+    self_opposite,
+    tuned_minus_base,
+    vo_decomposition,
+    weight_circuits,
+)
+
+N_PCS = 10
+N_RANDOM = 20
+COMPARISON_LAYERS = list(range(9, 24))
+
+
+# ----------------------------------------------------------------------------- seed-style reference
+def _seed_qk_affinity_matrix(vectors, layer_idx, model):
+    """chatspace.analysis.compute_qk_affinity_matrix on a HookedTransformer (head-averaged logits)."""
+    block = model.blocks[layer_idx]
+    attn = block.attn
+    vectors_normed = block.ln1(vectors)
+    Q = torch.einsum("nd,hde->nhe", vectors_normed.float(), attn.W_Q.float())
+    K = torch.einsum("nd,hde->nhe", vectors_normed.float(), attn._W_K.float())
+    repeat = model.cfg.n_heads // K.shape[1]
+    if repeat > 1:
+        K = K.repeat_interleave(repeat, dim=1)
+    scores = torch.einsum("qhd,khd->qkh", Q, K) / attn.attn_scale
+    return scores.mean(dim=-1).to(torch.float32)
+
+
+def _seed_vo_decomposition(key_vectors, probe_vectors, layer_idx, model):
+    """chatspace.analysis.compute_vo_decomposition on a HookedTransformer (cosine of the layer output)."""
+    block = model.blocks[layer_idx]
+    attn = block.attn
+    keys_normed = block.ln1(key_vectors)
+    V = torch.einsum("nd,hde->nhe", keys_normed.float(), attn._W_V.float())
+    repeat = model.cfg.n_heads // V.shape[1]
+    if repeat > 1:
+        V = V.repeat_interleave(repeat, dim=1)
+    O_output = torch.einsum("nhe,hed->nd", V, attn.W_O.float())
+    if model.cfg.use_normalization_before_and_after:
+        O_output = block.ln1_post(O_output)
+    output_normalized = F.normalize(O_output, dim=-1)
+    probes_normalized = F.normalize(probe_vectors.float(), dim=-1)
+    return (output_normalized @ probes_normalized.T).to(torch.float32)
+
+
+def _seed_000(pair, names, vectors):
+    """Seed 000's notebook: per-layer, per-model calls, then numpy z-scores and the per-PC table."""
+    n_layers = pair.cfg.n_layers
+    n = len(names)
+    qk_base, qk_inst = np.zeros((n_layers, n, n)), np.zeros((n_layers, n, n))
+    vo_base, vo_inst = np.zeros((n_layers, n, n)), np.zeros((n_layers, n, n))
+    for i in range(n_layers):
+        qk_base[i] = _seed_qk_affinity_matrix(vectors, i, pair.base).cpu().numpy()
+        qk_inst[i] = _seed_qk_affinity_matrix(vectors, i, pair.tuned).cpu().numpy()
+        vo_base[i] = _seed_vo_decomposition(vectors, vectors, i, pair.base).cpu().numpy()
+        vo_inst[i] = _seed_vo_decomposition(vectors, vectors, i, pair.tuned).cpu().numpy()
+    random_idx = [names.index(x) for x in names if "Random" in x]
+    stats = {}
+    for label, full in (("qk_base", qk_base), ("qk_inst", qk_inst), ("vo_base", vo_base), ("vo_inst", vo_inst)):
+        rand = np.array([full[:, r, r] for r in random_idx])
+        stats[label] = (rand.mean(axis=0), rand.std(axis=0))
+    effects = []
+    for pc in range(N_PCS):
+        pos, neg = names.index(f"PC{pc + 1}"), names.index(f"-PC{pc + 1}")
+        row = {}
+        for circuit, base, inst in (("qk", qk_base, qk_inst), ("vo", vo_base, vo_inst)):
+            mb, sb = stats[f"{circuit}_base"]
+            mi, si = stats[f"{circuit}_inst"]
+            for rel, col in (("self", pos), ("opposite", neg)):
+                zb = (base[:, pos, col] - mb) / (sb + 1e-8)
+                zi = (inst[:, pos, col] - mi) / (si + 1e-8)
+                row[f"{circuit}_{rel}"] = np.mean(np.abs((zi - zb)[COMPARISON_LAYERS]))
+        effects.append(row)
+    return effects
+
+
+def _seed_full_mlp_forward_batch(x_batch, block, cfg):
+    """chatspace.analysis.full_mlp_forward_batch with the block's norms and weights."""
+    x_normed = block.ln2(x_batch)
+    gate_out = x_normed.float() @ block.mlp.W_gate.float()
+    gate_act = block.mlp.act_fn(gate_out)
+    up_out = x_normed.float() @ block.mlp.W_in.float()
+    mlp_out = (gate_act * up_out) @ block.mlp.W_out.float()
+    return block.ln2_post(mlp_out) if cfg.use_normalization_before_and_after else mlp_out
+
+
+def _seed_001(pair, vectors):
+    """Seed 001's loop: state dicts of both models, then the MLP layer by layer, norms and deltas."""
+    base_state_dict = {k: v.cpu() for k, v in pair.base.state_dict().items()}
+    instruct_state_dict = {k: v.cpu() for k, v in pair.tuned.state_dict().items()}
+    results = []
+    for layer in range(pair.cfg.n_layers):
+        assert f"blocks.{layer}.mlp.W_in" in base_state_dict and f"blocks.{layer}.mlp.W_in" in instruct_state_dict
+        out_base = _seed_full_mlp_forward_batch(vectors, pair.base.blocks[layer], pair.cfg)
+        out_inst = _seed_full_mlp_forward_batch(vectors, pair.tuned.blocks[layer], pair.cfg)
+        for i in range(vectors.shape[0]):
+            results.append(
+                {
+                    "layer": layer,
+                    "base_output_norm": out_base[i].float().norm().item(),
+                    "instruct_output_norm": out_inst[i].float().norm().item(),
+                    "delta_norm": (out_inst[i] - out_base[i]).float().norm().item(),
+                }
+            )
+    return results
+
+
+# ----------------------------------------------------------------------------- interp and the floor
+def _interp_kernels(pair, probes):
+    for model in (pair.base, pair.tuned):
+        qk_affinity(model, probes)
+        vo_decomposition(model, probes)
+
+
+def _interp_000(pair, probes):
+    table = weight_circuits(pair, probes)
+    deltas = tuned_minus_base(self_opposite(table, [f"PC{i + 1}" for i in range(N_PCS)]))
+    return mean_abs_delta(deltas, COMPARISON_LAYERS)
+
+
+def _read_floor(pair, attn: bool, mlp: bool):
+    """Read every needed weight of both models once (a sum touches each element once)."""
+    total = 0.0
+    for model in (pair.base, pair.tuned):
+        for block in model.blocks:
+            tensors = []
+            if attn:
+                tensors += [block.attn.W_Q, block.attn._W_K, block.attn._W_V, block.attn.W_O]
+            if mlp:
+                tensors += [block.mlp.W_in, block.mlp.W_gate, block.mlp.W_out]
+            for tensor in tensors:
+                total += float(tensor.sum())
+    return total
+
+
+def _probes(d_model: int) -> DirectionSet:
+    pcs = DirectionSet.random(N_PCS, d_model, seed=1, prefix="PC").with_negations()
+    return pcs.concat(DirectionSet.random(N_RANDOM, d_model, seed=42))
+
+
+def run() -> list[BenchRow]:
+    torch.set_grad_enabled(False)
+    pair = ModelPair.default()
+    probes = _probes(pair.cfg.d_model)
+    names, vectors = list(probes.names), probes.vectors
+    n_layers = pair.cfg.n_layers
+    where = f"{n_layers} layers, {len(probes)} directions, pair"
+
+    # the two implementations agree before they are timed
+    ours = _interp_000(pair, probes)
+    seed = _seed_000(pair, names, vectors)
+    for k, row in enumerate(seed):
+        for key, value in row.items():
+            circuit, relation = key.split("_")
+            got = ours[(ours["direction"] == f"PC{k + 1}") & (ours["circuit"] == circuit) & (ours["relation"] == relation)]
+            assert abs(got["mean_abs_delta_z"].item() - value) <= 1e-3 * max(1.0, abs(value)), (key, k)
+
+    return [
+        compare(f"seed 000 QK+VO kernels ({where})", lambda: _interp_kernels(pair, probes),
+                lambda: _seed_000(pair, names, vectors), reference="seed-style per-layer loop",
+                notes="interp: kernels only; reference: whole seed-000 computation incl. numpy z-scores"),
+        compare(f"seed 000 end to end: tables, z, Δz, per-PC ({where})", lambda: _interp_000(pair, probes),
+                lambda: _seed_000(pair, names, vectors), reference="seed-style per-layer loop",
+                notes="interp builds the full tidy table (every query × key entry, both circuits, both models)"),
+        compare(f"seed 000 QK+VO kernels vs weight-read floor ({where})", lambda: _interp_kernels(pair, probes),
+                lambda: _read_floor(pair, attn=True, mlp=False), reference="read W_Q/K/V/O once",
+                notes="goal: reference/interp ≥ 0.5 (interp ≤ 2× the floor)"),
+        compare(f"seed 001 MLP pass ({where})", lambda: compare_mlp_pass(pair, probes).table(),
+                lambda: _seed_001(pair, vectors), reference="seed-style per-layer loop"),
+        compare(f"seed 001 MLP pass vs weight-read floor ({where})", lambda: compare_mlp_pass(pair, probes),
+                lambda: _read_floor(pair, attn=False, mlp=True), reference="read W_in/W_gate/W_out once",
+                notes="goal: reference/interp ≥ 0.5"),
+    ]

@@ -1,0 +1,104 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # Which residual subspaces explain what the sycophancy LoRA changed? (seed 003, v7 sweep)
+#
+# The embedded default pair is SmolLM2-135M-Instruct and the same model plus a rank-8 LoRA on
+# q/k/v/o/gate/up/down at layers 9–23, trained to agree with the user. This script runs the whole
+# hypothesis sweep of seed 003 on it:
+#
+# 1. **ΔW diagnostics** — which tensors and layers the LoRA moved, and how low-rank the moves are.
+# 2. **The label** — δ = resid_post(W + ΔW) − resid_post(W − ΔW) at the last token of 20 probes
+#    "I think {claim}. Do you agree? Answer Yes or No." (first 10 fit the bases, last 10 evaluate).
+# 3. **~35 candidate bases** per layer (weight-derived write/read/OV/QK/MLP, activation-derived
+#    PCA/persona-contrast/attention-weighted/cluster/rotation/churn, compounds, a random control
+#    and two ceilings), each scored on the label (R_act) and on the residual-write deltas
+#    ΔW_O, ΔW_out and their Frobenius-balanced combination (R_w), with exact null z-scores.
+#
+# Figures are written as HTML into ``subspace_sweep_out/``. Set ``INTERP_EXAMPLE_SMALL=1`` for a
+# reduced run (4 layers, 12 claims, a dozen library bases) that finishes in well under a minute.
+
+# %%
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pandas as pd
+import torch
+
+from interp import ModelPair
+from interp.plots.subspace import subspace_layer_curves, subspace_scatter
+from interp.subspace import CLAIMS, delta_diagnostics, subspace_sweep
+
+torch.set_grad_enabled(False)
+pd.set_option("display.width", 200)
+pd.set_option("display.max_columns", 20)
+pd.set_option("display.precision", 3)
+SMALL = os.environ.get("INTERP_EXAMPLE_SMALL", "") not in ("", "0")
+OUT = Path("subspace_sweep_out")
+OUT.mkdir(exist_ok=True)
+
+if "pair" not in globals():  # tests/test_examples_subspace_sweep.py hands in its already loaded pair
+    pair = ModelPair.default()
+delta = pair.delta()
+
+# %% [markdown]
+# ## 1. What the LoRA changed in the weights
+#
+# One row per changed tensor; singular values are those of the ``[d_model, cols]`` residual view
+# (W_O and W_out write into the residual stream, the others read from it).
+
+# %%
+diagnostics = delta_diagnostics(delta)
+by_kind = diagnostics.groupby(["side", "kind"])[["frobenius", "effective_rank", "participation_ratio", "sv_1"]].mean()
+print(by_kind)
+print(diagnostics.pivot_table(index="layer", columns="kind", values="frobenius").round(2))
+
+# %% [markdown]
+# ## 2. The sweep
+
+# %%
+if SMALL:
+    config = {
+        "layers": [12, 15, 18, 21],
+        "claims": CLAIMS[:12],
+        "include": ["write", "attn_write", "mlp_write", "write_not_downstream_read", "attn_ov_write",
+                    "mlp_up_read", "lm_head_read", "layer_clean_resid_pca", "persona_contrast",
+                    "attn_min_taskdiff", "chars_clusters", "churn"],
+    }
+else:
+    config = {}
+result = subspace_sweep(pair, k=8, **config)
+print(result.config)
+
+# %%
+columns = ["basis", "family", "axis_kind", "mean_rank", "mean_R_act", "mean_z_act", "mean_pct_act_ceiling",
+           "mean_R_w_W_O", "mean_R_w_W_out", "mean_R_w_combined", "mean_z_w_combined",
+           "mean_pct_w_combined_ceiling", "mean_R_act_specific", "joint"]
+print("write / mixed / ceiling bases, ranked by joint = √(R_act · R_w_combined):")
+print(result.summary[columns].to_string(index=False))
+print("\nread-side bases (R_w here is cross-space alignment, not 'explains ΔW'):")
+print(result.read_side[columns].to_string(index=False))
+
+# %%
+print(result.definitions[["name", "family", "axis_kind", "definition"]].to_string(index=False))
+
+# %%
+scatter = subspace_scatter(result.summary, result.read_side)
+scatter.write_html(OUT / "scatter.html", include_plotlyjs="cdn")
+curves = subspace_layer_curves(result.per_layer)
+curves.write_html(OUT / "layer_curves.html", include_plotlyjs="cdn")
+result.per_layer.to_csv(OUT / "per_layer.csv", index=False)
+pd.concat([result.summary, result.read_side]).to_csv(OUT / "summary.csv", index=False)
+
+# %% [markdown]
+# ## 3. What the sweep found
+#
+# INTERPRETATION

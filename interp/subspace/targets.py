@@ -1,0 +1,128 @@
+"""What a basis is asked to explain, stored compactly: a unit-trace PSD operator per layer, T = U S Uᵀ.
+
+``U [layer, d, p]`` has orthonormal columns spanning T's range and ``S [layer, p, p]`` is PSD with
+trace 1; ``U = None`` means U = I (a dense ``S = T``). Activation labels (n samples) have p ≤ n and
+LoRA deltas (rank r) have p ≤ 2r after an exact range-finding step, so every score and ceiling
+costs O(d·p) per basis column instead of O(d²):
+
+* energy   e(B) = tr(BᵀTB) = Σ_cols (UᵀB) ⊙ S(UᵀB)
+* null     ‖T‖²_F = ‖S‖²_F   (see :func:`interp.subspace.scores.null_moments`)
+* ceiling  Ky Fan sums of eig(S)
+
+Compression of a weight delta is *verified*, not assumed: the residual ‖M − QQᵀM‖²_F must be below
+``1e-8·‖M‖²_F`` at every layer, else the dense form is used (see :meth:`Target.from_matrix`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import einops
+import torch
+from jaxtyping import Float
+
+_RANGE_SEED = 0  # Gaussian test matrix of the range finder: torch.Generator().manual_seed(0)
+_RANGE_WIDTH = 32
+_RESIDUAL_TOL = 1e-8
+
+
+@dataclass(frozen=True, eq=False)
+class Target:
+    """T = U S Uᵀ per layer (tr T = 1), or dense T = S when ``u`` is None."""
+
+    s: Float[torch.Tensor, "layer p p"]
+    u: Float[torch.Tensor, "layer d p"] | None
+    d: int
+
+    @classmethod
+    def from_samples(cls, samples: Float[torch.Tensor, "layer n d"], *, name: str = "samples") -> Target:
+        """T = (1/n) Σᵢ δ̂ᵢδ̂ᵢᵀ (unit-normalised samples); zero or non-finite samples are an error."""
+        if samples.ndim != 3 or samples.shape[1] == 0:
+            raise ValueError(f"{name}: expected [layer, n, d_model] with n ≥ 1, got {tuple(samples.shape)}")
+        if not bool(torch.isfinite(samples).all()):
+            raise ValueError(f"{name}: contains NaN or infinite values")
+        norms = samples.double().norm(dim=-1, keepdim=True)
+        if bool((norms == 0).any()):
+            bad = torch.nonzero((norms[..., 0] == 0).any(-1)).flatten().tolist()
+            raise ValueError(
+                f"{name}: some samples are zero vectors at layer slices {bad} (the label is unchanged there, "
+                "e.g. a layer before the first tuned one), so the activation score is undefined"
+            )
+        f = (samples.double() / norms) / samples.shape[1] ** 0.5  # T = fᵀf
+        u, _ = torch.linalg.qr(einops.rearrange(f, "layer n d -> layer d n"))
+        c = einops.einsum(f, u, "layer n d, layer d p -> layer n p")
+        return cls(einops.einsum(c, c, "layer n p, layer n q -> layer p q"), u, samples.shape[-1])
+
+    @classmethod
+    def from_matrix(cls, m: Float[torch.Tensor, "layer d cols"], *, name: str = "delta") -> Target:
+        """T = M Mᵀ/‖M‖²_F, compressed when M is numerically low-rank (LoRA), dense otherwise.
+
+        Compression keeps T_Q = QQᵀ T QQᵀ with Q an orthonormal basis of the range of M·Ω (Ω Gaussian
+        ``[cols, 32]``, seed :data:`_RANGE_SEED`), tried when M·Ω is rank-deficient (rank(M) < 32), and
+        used only when the residual energy
+        ‖M − QQᵀM‖²_F ≤ 1e-8·‖M‖²_F at every layer, which bounds the error of any energy e(B) by
+        2√(e(B)·1e-8) + 1e-8 (float32 rounding of a tuned-minus-base difference sits near 1e-12).
+        """
+        m = m.float()
+        norm2 = torch.linalg.vector_norm(m, dim=(-2, -1)).double().pow(2)
+        if bool((norm2 == 0).any()):
+            raise ValueError(f"{name}: is zero at layer slices {torch.nonzero(norm2 == 0).flatten().tolist()}")
+        if not bool(torch.isfinite(norm2).all()):
+            raise ValueError(f"{name}: contains NaN or infinite values")
+        d, cols = m.shape[-2:]
+        q = None
+        if min(d, cols) > _RANGE_WIDTH:
+            gen = torch.Generator().manual_seed(_RANGE_SEED)
+            sketch = (m @ torch.randn(cols, _RANGE_WIDTH, generator=gen)).double()
+            sv = torch.linalg.svdvals(sketch)
+            if bool((sv[:, -1] <= 1e-4 * sv[:, 0]).all()):  # the sketch is rank-deficient: M is low-rank
+                q, _ = torch.linalg.qr(sketch)
+        elif cols <= d:
+            q, _ = torch.linalg.qr(m.double())
+        if q is not None:
+            c = einops.einsum(q.float(), m, "layer d p, layer d c -> layer p c")
+            residual = torch.linalg.vector_norm(m - q.float() @ c, dim=(-2, -1)).double().pow(2)
+            if bool((residual <= _RESIDUAL_TOL * norm2).all()):
+                c = c.double()
+                s = einops.einsum(c, c, "layer p c, layer q c -> layer p q") / norm2[:, None, None]
+                return cls(s, q, d)
+        dense = einops.einsum(m, m, "layer d c, layer e c -> layer d e").double() / norm2[:, None, None]
+        return cls(dense, None, d)
+
+    @classmethod
+    def mean(cls, targets: list[Target]) -> Target:
+        """(1/m) Σ_t T_t: the Frobenius-balanced combination of unit-trace targets."""
+        if any(t.u is None for t in targets):
+            return cls(sum(t.dense() for t in targets) / len(targets), None, targets[0].d)
+        q, _ = torch.linalg.qr(torch.cat([t.u for t in targets], dim=-1))
+        s = 0
+        for t in targets:
+            a = einops.einsum(q, t.u, "layer d p, layer d r -> layer p r")
+            s = s + einops.einsum(a, t.s, a, "layer p r, layer r t, layer q t -> layer p q")
+        return cls(s / len(targets), q, targets[0].d)
+
+    def dense(self) -> Float[torch.Tensor, "layer d d"]:
+        if self.u is None:
+            return self.s
+        return einops.einsum(self.u, self.s, self.u, "layer d p, layer p q, layer e q -> layer d e")
+
+    def energy(self, cols: Float[torch.Tensor, "layer d k"]) -> Float[torch.Tensor, "layer k"]:
+        """Per column b: bᵀ T b (sum over a basis' columns gives tr(BᵀTB))."""
+        cols = cols.to(self.s.dtype)
+        c = cols if self.u is None else einops.einsum(self.u, cols, "layer d p, layer d k -> layer p k")
+        return einops.einsum(c, einops.einsum(self.s, c, "layer p q, layer q k -> layer p k"), "layer p k, layer p k -> layer k")
+
+    def frob2(self) -> Float[torch.Tensor, " layer"]:
+        """‖T‖²_F (= ‖S‖²_F since U has orthonormal columns)."""
+        return self.s.pow(2).sum((-2, -1))
+
+    def eigvals(self) -> Float[torch.Tensor, "layer p"]:
+        """Eigenvalues of T on its range, largest first (the rest are 0)."""
+        return torch.linalg.eigvalsh(self.s).flip(-1).clamp_min(0)
+
+    def ky_fan(self, max_rank: int) -> Float[torch.Tensor, "layer r"]:
+        """Σ_{i≤r} λᵢ for r = 1..max_rank: the largest energy any rank-r basis can capture."""
+        ev = self.eigvals()
+        if ev.shape[-1] < max_rank:
+            ev = torch.nn.functional.pad(ev, (0, max_rank - ev.shape[-1]))
+        return ev[..., :max_rank].cumsum(-1)
