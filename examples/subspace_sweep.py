@@ -101,4 +101,37 @@ pd.concat([result.summary, result.read_side]).to_csv(OUT / "summary.csv", index=
 # %% [markdown]
 # ## 3. What the sweep found
 #
-# INTERPRETATION
+# Numbers from the full run (15 tuned layers, 37 bases, k = 8 of d = 576 dimensions, so R ≤ 72;
+# the run is deterministic). ``INTERP_EXAMPLE_SMALL=1`` shows the same pattern on 4 layers.
+#
+# **The LoRA writes low-rank.** Every changed tensor has effective rank 4.5–6 and participation
+# ratio 1.5–2.6 out of its 8 LoRA ranks; ‖ΔW_out‖ and ‖ΔW_O‖ grow towards layer 23.
+#
+# **Its effect on the residual stream is essentially one direction.** The activation ceiling, fit on
+# the first 10 probes, captures ≈ 97 % of the other 10 probes' label energy with 8 directions
+# (R_act ≈ 70 of 72); the label's top principal direction alone carries 93–99 % of it at every tuned
+# layer. Weight steering adds a nearly prompt-independent shift whose norm grows from about a seventh
+# of the clean residual norm at layer 9 to about the full norm from layer 19 on.
+#
+# **Natural bases see part of that direction; none sees where the LoRA writes.** The best bases built
+# from the base model alone reach R_act ≈ 8–10 — 12–15 % of the label's energy in 8 of 576 dimensions,
+# z ≈ 15–20 — : ``gate_kernel``, ``persona_contrast``, ``mlp_write``, ``write``, ``global_write`` and
+# the clean-residual PCs. Yet on the weight axis all write/mixed bases sit at the random level
+# (R_w_combined ≈ 1, |z| < 2; ``global_write`` is the best at ≈ 1.5): the LoRA writes into directions
+# the base model's weights do not single out. This is seed 003's v7 finding again ("natural
+# weight-side bases fail the weight-axis test"), here on a different model and LoRA.
+#
+# **The weight view and the activation view of the change are different subspaces.** The weight
+# ceiling (top directions of ΔW_O, ΔW_out) holds only ≈ 15 % of the label (R_act ≈ 11), and the
+# activation ceiling only ≈ 8 % of ΔW (R_w ≈ 5.4). So most of the residual change is not written
+# directly by ΔW_O/ΔW_out at that layer; it comes from the changed reads (Q/K/V/gate/up) acting
+# through the base model's own write matrices, accumulated over the earlier tuned layers.
+#
+# **Persona and specificity.** The sycophantic − critical persona contrast is among the best
+# activation bases, and it keeps R ≈ 7 after the clean-residual PCs are projected out: its overlap
+# with the label is not just shared high-variance directions — consistent with a LoRA distilled from
+# a sycophantic-system-prompt teacher. The clean PCs themselves are generic (high R_act, R_w ≈ 1).
+# Among read-side bases, ``logits_null`` (directions the unembedding barely reads) has R_act ≈ 5.
+#
+# Caveats: one LoRA seed, one probe set, k = 8 — anecdote-grade rankings, as seed 003 says of its
+# own; z-scores use the exact null but the null is skewed, so read them as a scale, not p-values.

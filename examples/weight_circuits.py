@@ -60,7 +60,8 @@ torch.set_grad_enabled(False)
 N_PCS = 5  # persona PCs analysed (the seed used 10 of a 240-role PCA; we have 30 roles)
 N_RANDOM = 20  # random unit directions for the z-score baseline (seed: 20, torch seed 42)
 RANDOM_SEED = 42
-QUESTIONS = persona_prompts().questions[:2]  # two neutral questions per role keep this fast on a CPU
+QUESTIONS = persona_prompts().questions[:1]  # one neutral question per role keeps this fast on a CPU (use more for
+# steadier role vectors: the forward passes over the prompts are most of the run time)
 PLOT_PCS = ["PC1", "PC2", "PC3"]
 
 if "pair" not in globals():  # tests/test_examples_weight_circuits.py hands in its already loaded pair

@@ -195,22 +195,22 @@ def specific_scores(
     group = vectors.shape[-1] if group is None else group
     # span((I − CCᵀ)B) is never formed: with A = CᵀB, its Gram is G = BᵀB − AᵀA, and since the residual
     # label lives in range(I − CCᵀ), its energy there is H = (U'ᵀB)ᵀ S' (U'ᵀB); e = tr(G⁺H) on G's range.
-    x = vectors.double()
-    a = einops.einsum(clean.double(), x, "layer d c, layer d k -> layer c k")
-    w = einops.einsum(t.u, x, "layer d p, layer d k -> layer p k") if t.u is not None else x
+    a = einops.einsum(clean, vectors, "layer d c, layer d k -> layer c k").double()
+    w = (einops.einsum(t.u.to(vectors.dtype), vectors, "layer d p, layer d k -> layer p k") if t.u is not None
+         else vectors).double()
     a = einops.rearrange(a, "layer c (basis k) -> layer basis c k", k=group)
     w = einops.rearrange(w, "layer p (basis k) -> layer basis p k", k=group)
-    xb = einops.rearrange(x, "layer d (basis k) -> layer basis d k", k=group)
-    g = einops.einsum(xb, xb, "layer basis d i, layer basis d j -> layer basis i j") - einops.einsum(
-        a, a, "layer basis c i, layer basis c j -> layer basis i j"
-    )
-    h = einops.einsum(w, t.s, w, "layer basis p i, layer p q, layer basis q j -> layer basis i j")
+    # each basis has orthonormal columns (zero past its rank), so BᵀB is the diagonal of its column mask
+    present = einops.rearrange(vectors.pow(2).sum(-2) > 0.5, "layer (basis k) -> layer basis k", k=group)
+    g = torch.diag_embed(present.double()) - einops.einsum(a, a, "layer basis c i, layer basis c j -> layer basis i j")
+    sw = einops.einsum(t.s, w, "layer p q, layer basis q j -> layer basis p j")
+    h = einops.einsum(w, sw, "layer basis p i, layer basis p j -> layer basis i j")
     lam, vec = torch.linalg.eigh(g)
     sv = lam.clamp_min(0).sqrt()
     # directions with < 0.1% of their norm outside span(C) count as inside it (float32 inputs: the
     # Gram route resolves singular values only down to ~3e-4)
     keep = sv > torch.maximum(1e-4 * sv.amax(-1, keepdim=True), torch.full_like(sv, 1e-3))
-    hv = einops.einsum(vec, h, vec, "layer basis i a, layer basis i j, layer basis j a -> layer basis a")
+    hv = (vec * (h @ vec)).sum(-2)  # vᵀ H v per eigenvector
     e = (hv / lam.clamp_min(1e-300) * keep).sum(-1)
     ranks = keep.sum(-1)
     ambient = (vectors.shape[-2] - clean_ranks)[:, None]

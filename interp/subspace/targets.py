@@ -55,38 +55,48 @@ class Target:
 
     @classmethod
     def from_matrix(cls, m: Float[torch.Tensor, "layer d cols"], *, name: str = "delta") -> Target:
-        """T = M Mᵀ/‖M‖²_F, compressed when M is numerically low-rank (LoRA), dense otherwise.
+        """T = M Mᵀ/‖M‖²_F for a residual view M ``[layer, d, cols]`` (see :meth:`from_rows`)."""
+        return cls.from_rows(m.mT, name=name)
 
-        Compression keeps T_Q = QQᵀ T QQᵀ with Q an orthonormal basis of the range of M·Ω (Ω Gaussian
-        ``[cols, 32]``, seed :data:`_RANGE_SEED`), tried when M·Ω is rank-deficient (rank(M) < 32), and
-        used only when the residual energy
-        ‖M − QQᵀM‖²_F ≤ 1e-8·‖M‖²_F at every layer, which bounds the error of any energy e(B) by
-        2√(e(B)·1e-8) + 1e-8 (float32 rounding of a tuned-minus-base difference sits near 1e-12).
+    @classmethod
+    def from_rows(cls, x: Float[torch.Tensor, "layer rows d"], *, name: str = "delta") -> Target:
+        """T = XᵀX/‖X‖²_F: the energy of the rows of X (M = Xᵀ), compressed when X is numerically
+        low-rank (a LoRA delta), dense otherwise.
+
+        Compression keeps T_Q = QQᵀ T QQᵀ with Q an orthonormal basis of the row space of Ωᵀ X (Ω
+        Gaussian ``[rows, 32]``, seed :data:`_RANGE_SEED`), tried when that sketch is rank-deficient
+        (rank(X) < 32), and used only when the residual energy ‖X − XQQᵀ‖²_F ≤ 1e-8·‖X‖²_F at every
+        layer, which bounds the error of any energy e(B) by 2√(e(B)·1e-8) + 1e-8 (the float32 rounding
+        left in a tuned-minus-base difference sits near 1e-12).
         """
-        m = m.float()
-        norm2 = torch.linalg.vector_norm(m, dim=(-2, -1)).double().pow(2)
+        x = x.float()
+        norm2 = torch.linalg.vector_norm(x, dim=(-2, -1)).double().pow(2)
         if bool((norm2 == 0).any()):
             raise ValueError(f"{name}: is zero at layer slices {torch.nonzero(norm2 == 0).flatten().tolist()}")
         if not bool(torch.isfinite(norm2).all()):
             raise ValueError(f"{name}: contains NaN or infinite values")
-        d, cols = m.shape[-2:]
+        rows, d = x.shape[-2:]
         q = None
-        if min(d, cols) > _RANGE_WIDTH:
+        if min(d, rows) > _RANGE_WIDTH:
             gen = torch.Generator().manual_seed(_RANGE_SEED)
-            sketch = (m @ torch.randn(cols, _RANGE_WIDTH, generator=gen)).double()
+            sketch = (torch.randn(_RANGE_WIDTH, rows, generator=gen) @ x).double()  # [layer, 32, d]
             sv = torch.linalg.svdvals(sketch)
-            if bool((sv[:, -1] <= 1e-4 * sv[:, 0]).all()):  # the sketch is rank-deficient: M is low-rank
-                q, _ = torch.linalg.qr(sketch)
-        elif cols <= d:
-            q, _ = torch.linalg.qr(m.double())
+            if bool((sv[:, -1] <= 1e-4 * sv[:, 0]).all()):  # the sketch is rank-deficient: X is low-rank
+                q, _ = torch.linalg.qr(sketch.mT)
+        elif rows <= d:
+            q, _ = torch.linalg.qr(x.mT.double())
         if q is not None:
-            c = einops.einsum(q.float(), m, "layer d p, layer d c -> layer p c")
-            residual = torch.linalg.vector_norm(m - q.float() @ c, dim=(-2, -1)).double().pow(2)
+            qf = q.float()
+            c = x @ qf  # [layer, rows, p]: coordinates of the rows in span(Q)
+            # one layer at a time: the residual X − CQᵀ is as large as X, a per-layer temporary is not
+            residual = torch.stack(
+                [torch.linalg.vector_norm(torch.addmm(x[i], c[i], qf[i].T, alpha=-1)) for i in range(x.shape[0])]
+            ).double().pow(2)
             if bool((residual <= _RESIDUAL_TOL * norm2).all()):
                 c = c.double()
-                s = einops.einsum(c, c, "layer p c, layer q c -> layer p q") / norm2[:, None, None]
+                s = einops.einsum(c, c, "layer r p, layer r q -> layer p q") / norm2[:, None, None]
                 return cls(s, q, d)
-        dense = einops.einsum(m, m, "layer d c, layer e c -> layer d e").double() / norm2[:, None, None]
+        dense = einops.einsum(x, x, "layer r d, layer r e -> layer d e").double() / norm2[:, None, None]
         return cls(dense, None, d)
 
     @classmethod

@@ -95,12 +95,15 @@ def stack_kind(
     """The residual views of every ``kind`` tensor in ``delta``, stacked over layers (sorted).
 
     With ``layers`` given, every one of them must be present (ValueError naming the missing ones).
+    The raw tensors are stacked and the result is a (possibly transposed) view of that stack.
     """
     found = {}
+    name_of = {}
     for name, value in delta.items():
         layer, k, _ = tensor_kind(name)
         if k == kind and layer is not None:
-            found[layer] = residual_view(name, value.float())
+            found[layer] = value
+            name_of[layer] = name
     if layers is None:
         layers = sorted(found)
     missing = [layer for layer in layers if layer not in found]
@@ -111,7 +114,18 @@ def stack_kind(
         )
     if not layers:
         raise ValueError(f"delta: has no {kind} tensors")
-    return list(layers), torch.stack([found[layer] for layer in layers])
+    stacked = torch.stack([found[layer].float() for layer in layers])
+    return list(layers), _stacked_view(kind, stacked)
+
+
+def _stacked_view(kind: str, stacked: torch.Tensor) -> torch.Tensor:
+    if kind == "attn.W_O":
+        return einops.rearrange(stacked, "layer head d_head d_model -> layer d_model (head d_head)")
+    if kind == "mlp.W_out":
+        return einops.rearrange(stacked, "layer d_mlp d_model -> layer d_model d_mlp")
+    if kind.startswith("attn."):
+        return einops.rearrange(stacked, "layer head d_model d_head -> layer d_model (head d_head)")
+    return stacked
 
 
 def write_layers(delta: Mapping[str, torch.Tensor]) -> list[int]:
