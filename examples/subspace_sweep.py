@@ -123,9 +123,10 @@ pd.concat([result.summary, result.read_side]).to_csv(OUT / "summary.csv", index=
 #
 # **The weight view and the activation view of the change are different subspaces.** The weight
 # ceiling (top directions of ΔW_O, ΔW_out) holds only ≈ 15 % of the label (R_act ≈ 11), and the
-# activation ceiling only ≈ 8 % of ΔW (R_w ≈ 5.4). So most of the residual change is not written
-# directly by ΔW_O/ΔW_out at that layer; it comes from the changed reads (Q/K/V/gate/up) acting
-# through the base model's own write matrices, accumulated over the earlier tuned layers.
+# activation ceiling only ≈ 8 % of ΔW (R_w ≈ 5.4). Even at layer 9, the first tuned layer, only
+# 27 % of the label lies in the whole 16-dimensional span of that layer's ΔW_O and ΔW_out: most of the
+# residual change is not written by ΔW directly but by the base model's own W_O/W_out acting on what
+# the changed reads (Q/K/V/gate/up) produce, accumulated over the tuned layers.
 #
 # **Persona and specificity.** The sycophantic − critical persona contrast is among the best
 # activation bases, and it keeps R ≈ 7 after the clean-residual PCs are projected out: its overlap

@@ -119,14 +119,19 @@ def test_gemma_role_vectors_use_the_plain_format_with_bos(gemma):
     assert ours.metadata["prompt_format"] == "plain"
 
 
-def test_prompt_activations_do_not_depend_on_batching(smollm2):
-    systems = [PROMPTS.roles["chef"], None]
-    one = prompt_activations(smollm2, systems, Q2, layer=2, batch_size=1)
-    four = prompt_activations(smollm2, systems, Q2, layer=2, batch_size=4)
-    assert one.shape == (2, 2, smollm2.cfg.d_model)
-    torch.testing.assert_close(four, one, rtol=1e-4, atol=1e-4 * one.abs().max().item())
-    expected = _resid(smollm2, _chat_text(smollm2, None, Q2[1]), 2)
-    torch.testing.assert_close(one[1, 1], expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+@pytest.mark.parametrize("position", ["last", "mean"])
+def test_prompt_activations_equal_single_prompts_for_any_batching(smollm2, position):
+    """Shared prefixes, key-value-cache reuse, padding and packing must not change any entry."""
+    systems = [PROMPTS.roles["conspiracy_theorist"], None, PROMPTS.roles["chef"]]  # 3 prefix lengths
+    reference = torch.stack(
+        [torch.stack([_resid(smollm2, _chat_text(smollm2, s, q), 2, position) for q in Q2]) for s in systems]
+    )
+    scale = reference.abs().max().item()
+    for batch_size in (1, 3, 64):  # one prompt per pass; a system split over batches; all in one batch
+        ours = prompt_activations(smollm2, systems, Q2, layer=2, batch_size=batch_size, position=position)
+        assert ours.shape == (3, 2, smollm2.cfg.d_model)
+        worst = (ours - reference).abs().max().item()
+        assert worst <= 1e-4 * scale, f"batch_size={batch_size}, {position}: max abs diff {worst:.3g} (scale {scale:.3g})"
 
 
 # ---------------------------------------------------------------------------------- persona PCs

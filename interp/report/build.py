@@ -1,95 +1,223 @@
-"""Run the analyses on a pair and write the report."""
+"""Run the report's sections on a pair and write ``report.html`` (plus every table as CSV).
+
+Each section runs on its own: if its analysis raises, the section shows the error, the others are
+still written, and :attr:`Report.failed` names it (the CLI then exits with code 4).
+"""
 
 from __future__ import annotations
 
+import platform
 import time
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 from tqdm.auto import tqdm
 
 from interp.pair import DEFAULT_BASE, ModelPair, default_adapter_path
 from interp.report.html import Section, render
+from interp.report.options import ReportOptions
+from interp.report.sections import SECTIONS
+from interp.report.sections.weights import delta_norms
+
+__all__ = ["Report", "SectionOutcome", "build_report", "delta_norms", "load_pair", "run_sections", "write_report"]
 
 
-def load_pair(base: str, tuned: str | None, adapter: str | None) -> ModelPair:
-    """The pair the report is about: ``--tuned`` model, or ``--base`` + ``--adapter`` (default LoRA)."""
+@dataclass(frozen=True)
+class SectionOutcome:
+    """How one section went: its summary lines, or the error that stopped it."""
+
+    key: str
+    title: str
+    seconds: float
+    summary: tuple[str, ...]
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Report:
+    """A written report: the HTML file, the folder of CSV tables, and each section's outcome."""
+
+    path: Path
+    tables_dir: Path
+    summary: tuple[str, ...]
+    sections: tuple[SectionOutcome, ...]
+    seconds: float
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        """Keys of the sections whose analysis raised."""
+        return tuple(s.key for s in self.sections if not s.ok)
+
+
+def load_pair(base: str = DEFAULT_BASE, tuned: str | None = None, adapter: str | None = None) -> ModelPair:
+    """The pair a report is about: ``base`` and ``tuned`` by name, or ``base`` + a PEFT ``adapter``
+    (with neither, the committed default LoRA on the default base)."""
+    if tuned is not None and adapter is not None:
+        raise ValueError("tuned/adapter: give one of them, not both")
     if tuned is not None:
         return ModelPair.from_names(base, tuned)
     if adapter is None and base != DEFAULT_BASE:
-        raise ValueError("--adapter/--tuned: give one of them when --base is not the default model")
+        raise ValueError(f"adapter: give --tuned or --adapter when --base is not the default model {DEFAULT_BASE!r}")
+    if adapter is not None:
+        folder = Path(adapter).expanduser()
+        if not folder.exists():
+            raise FileNotFoundError(f"adapter: no such folder {str(folder)!r}")
+        if not (folder / "adapter_config.json").is_file():
+            raise ValueError(f"adapter: {str(folder)!r} is not a PEFT adapter folder (it has no adapter_config.json)")
     return ModelPair.from_lora(base, adapter or default_adapter_path())
 
 
-def delta_norms(pair: ModelPair) -> pd.DataFrame:
-    """One row per changed parameter: layer, tensor, ‖ΔW‖_F and ‖ΔW‖_F / ‖W‖_F."""
-    base_params = dict(pair.base.named_parameters())
-    rows = []
-    for name, delta in pair.delta().items():
-        parts = name.split(".")
-        layer = int(parts[1]) if parts[0] == "blocks" else -1
-        weight_norm = base_params[name].norm().item()
-        rows.append({
-            "layer": layer,
-            "tensor": ".".join(parts[2:]) if layer >= 0 else name,
-            "delta_fro": delta.norm().item(),
-            "relative": delta.norm().item() / weight_norm if weight_norm else float("nan"),
-        })
-    return pd.DataFrame(rows).sort_values(["layer", "tensor"]).reset_index(drop=True)
+def _short_error(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = "".join(traceback.format_list(frames[-3:]))
+    return f"{type(exc).__name__}: {exc}\n\nwhere it was raised:\n{where}"
 
 
-def _weights_section(pair: ModelPair) -> tuple[Section, list[str]]:
-    table = delta_norms(pair)
-    section = Section("What changed in the weights")
-    if table.empty:
-        section.paragraphs.append("The two models have identical weights.")
-        return section, ["The two models have identical weights."]
-    grid = table.pivot(index="tensor", columns="layer", values="relative")
-    figure = go.Figure(go.Heatmap(z=grid.values, x=list(grid.columns), y=list(grid.index), colorscale="Viridis",
-                                  colorbar={"title": "‖ΔW‖/‖W‖"}))
-    figure.update_layout(title="Relative weight change per layer and tensor", xaxis_title="layer",
-                         yaxis_title="tensor", height=380)
-    section.paragraphs.append(
-        f"{len(table)} tensors differ, in layers {table.layer.min()}–{table.layer.max()}. "
-        "Relative change is ‖ΔW‖_F / ‖W_base‖_F in TransformerLens' (processed) layout."
-    )
-    section.tables.append(("Largest relative changes", table.nlargest(10, "relative")))
-    section.figures.append(figure)
-    top = table.loc[table.relative.idxmax()]
-    summary = [
-        f"{len(table)} weight tensors changed (layers {table.layer.min()}–{table.layer.max()}); the largest "
-        f"relative change is {top.relative:.3%} in layer {top.layer} {top.tensor}."
-    ]
-    return section, summary
+def run_sections(
+    pair: ModelPair, options: ReportOptions, *, bar: tqdm | None = None
+) -> list[tuple[Section, SectionOutcome]]:
+    """Run every section in ``options.sections`` (report order), catching each one's errors."""
+    out = []
+    for key in (k for k in SECTIONS if k in options.sections):
+        title, builder = SECTIONS[key]
+        if bar is not None:
+            bar.set_description(f"report: {key}")
+        started = time.perf_counter()
+        try:
+            section, lines = builder(pair, options)
+            error = None
+        except Exception as exc:  # noqa: BLE001 - a failed analysis must not lose the rest of the report
+            section, lines, error = Section(title, key=key), [], _short_error(exc)
+            section.error = error
+        seconds = time.perf_counter() - started
+        section.seconds = seconds
+        out.append((section, SectionOutcome(key, title, seconds, tuple(lines), error)))
+        if bar is not None:
+            bar.update(1)
+    return out
 
 
-SectionBuilder = Callable[[ModelPair], tuple[Section, list[str]]]
-SECTIONS: list[tuple[str, SectionBuilder]] = [("weights", _weights_section)]
+def _config_section(pair: ModelPair, options: ReportOptions, outcomes: Sequence[SectionOutcome],
+                    load_seconds: float | None) -> Section:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    section = Section("Run configuration", key="configuration")
+    cfg = pair.cfg
+    facts = {
+        "pair": pair.name, "architecture": cfg.original_architecture, "layers": cfg.n_layers,
+        "d_model": cfg.d_model, "heads (query / key-value)": f"{cfg.n_heads} / {cfg.n_key_value_heads or cfg.n_heads}",
+        "d_head": cfg.d_head, "d_mlp": cfg.d_mlp,
+        "interp": installed("interp"), "transformer_lens": installed("transformer-lens"),
+        "torch": torch.__version__, "python": platform.python_version(), "torch threads": torch.get_num_threads(),
+    }
+    if load_seconds is not None:
+        facts["loading the pair (s)"] = f"{load_seconds:.1f}"
+    facts.update({f"section {o.key} (s)": f"{o.seconds:.1f}" + (" FAILED" if o.error else "") for o in outcomes})
+    section.add_table("facts", "Models, versions and timings", pd.DataFrame({"item": list(facts),
+                                                                              "value": [str(v) for v in facts.values()]}))
+    settings = options.describe()
+    section.add_table("options", "Report settings (interp.report.ReportOptions)",
+                      pd.DataFrame({"option": list(settings), "value": [str(v) for v in settings.values()]}))
+    return section
+
+
+def write_report(
+    out_dir: str | Path, title: str, summary: list[str], sections: list[Section], *, subtitle: str = ""
+) -> tuple[Path, Path]:
+    """Write ``out_dir/report.html`` and ``out_dir/tables/<table>.csv``; returns both paths."""
+    out = Path(out_dir)
+    tables_dir = out / "tables"
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    for section in sections:
+        for table in section.tables:
+            table.frame.to_csv(tables_dir / f"{table.name}.csv", index=False)
+    path = out / "report.html"
+    path.write_text(render(title, summary, sections, subtitle=subtitle), encoding="utf-8")
+    return path, tables_dir
 
 
 def build_report(
+    pair: ModelPair | None = None,
     *,
     base: str = DEFAULT_BASE,
     tuned: str | None = None,
     adapter: str | None = None,
-    directions: str | None = None,
-    layers: Sequence[int] | None = None,
+    options: ReportOptions | None = None,
     out_dir: str | Path = "reports",
     quiet: bool = False,
-) -> Path:
-    """Run every analysis on the pair and write ``out_dir/report.html``; returns its path."""
-    started = time.time()
-    pair = load_pair(base, tuned, adapter)
-    sections, summary = [], []
-    for _name, builder in tqdm(SECTIONS, desc="report", disable=quiet):
-        section, lines = builder(pair)
-        sections.append(section)
-        summary += lines
-    summary.append(f"Built in {time.time() - started:.0f} s.")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "report.html"
-    path.write_text(render(f"interp report: {pair.name}", summary, sections))
-    return path
+) -> Report:
+    """Run every analysis on the pair and write ``out_dir/report.html``.
+
+    ``pair``: an already loaded :class:`interp.ModelPair`; else one is loaded from ``base`` and
+    ``tuned``/``adapter`` (see :func:`load_pair`; nothing given = the embedded default pair).
+    ``options``: what to compute (default :class:`ReportOptions`, with persona directions cached under
+    ``interp.cache_dir()/report``). ``quiet`` turns progress bars off.
+    """
+    started = time.perf_counter()
+    if options is None:
+        from interp.report.cache import default_cache_dir
+
+        options = ReportOptions(cache_dir=default_cache_dir())
+    if not isinstance(options, ReportOptions):
+        raise TypeError(f"options: expected a ReportOptions, got {type(options).__name__}")
+    if quiet:
+        options = options.replace(progress=False)
+    n_stages = len(options.sections) + (pair is None) + 1
+    with tqdm(total=n_stages, desc="report", unit="stage", disable=not options.progress) as bar:
+        load_seconds = None
+        if pair is None:
+            bar.set_description("report: loading the pair")
+            pair = load_pair(base, tuned, adapter)
+            load_seconds = time.perf_counter() - started
+            bar.update(1)
+        elif not isinstance(pair, ModelPair):
+            raise TypeError(f"pair: expected an interp.ModelPair, got {type(pair).__name__}")
+        check_options(pair, options)
+        results = run_sections(pair, options, bar=bar)
+        sections = [s for s, _ in results]
+        outcomes = tuple(o for _, o in results)
+        summary = [line for o in outcomes for line in o.summary]
+        failed = [o.title for o in outcomes if o.error]
+        if failed:
+            summary.append(f"{len(failed)} section(s) failed and show their error below: {', '.join(failed)}.")
+        sections.append(_config_section(pair, options, outcomes, load_seconds))
+        bar.set_description("report: writing HTML")
+        elapsed = time.perf_counter() - started
+        subtitle = (f"base vs tuned · {pair.cfg.n_layers} layers, d_model {pair.cfg.d_model} · built in "
+                    f"{elapsed:.0f} s on {platform.node() or 'this machine'} · "
+                    f"{time.strftime('%Y-%m-%d %H:%M')}")
+        path, tables_dir = write_report(out_dir, f"interp report: {pair.name}", summary, sections, subtitle=subtitle)
+        bar.update(1)
+    return Report(path, tables_dir, tuple(summary), outcomes, time.perf_counter() - started)
+
+
+def check_options(pair: ModelPair, options: ReportOptions) -> None:
+    """Arguments that depend on the model: layer indices in range, directions of width d_model."""
+    from interp._validate import as_layers
+
+    n_layers, d_model = pair.cfg.n_layers, pair.cfg.d_model
+    for name in ("layers", "sweep_layers"):
+        value = getattr(options, name)
+        if value is not None:
+            as_layers(list(value), n_layers, name=name)
+    if options.persona_layer is not None:
+        as_layers(options.persona_layer, n_layers, name="persona_layer")
+    if options.directions is not None and options.directions.d_model != d_model:
+        raise ValueError(
+            f"directions: the vectors have width {options.directions.d_model} but the model's d_model is {d_model}"
+        )

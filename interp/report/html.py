@@ -1,56 +1,132 @@
-"""Assemble report sections (text, tables, plotly figures) into one offline HTML file."""
+"""Assemble report sections (text, tables, plotly figures) into one offline HTML file.
+
+Layout only: sections arrive with their numbers already computed. plotly.js is inlined once, in the
+first figure, so the file opens with no network; every table is also written as CSV next to it.
+"""
 
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
+__all__ = ["Section", "Table", "render", "slug"]
+
+#: A figure, or a row of figures drawn side by side.
+FigureRow = go.Figure | list[go.Figure]
+
+
+@dataclass
+class Table:
+    """A captioned table; ``name`` is its stable id (HTML ``data-table`` attribute and CSV file name)."""
+
+    name: str
+    caption: str
+    frame: pd.DataFrame
+    note: str = ""
+
 
 @dataclass
 class Section:
-    """One titled part of the report: paragraphs, then tables, then figures."""
+    """One titled part of the report: paragraphs, then tables, then figures (or rows of figures).
+
+    ``error`` is set when the analysis behind the section raised: the section then shows the message
+    instead of its results, and the rest of the report is unaffected.
+    """
 
     title: str
+    key: str = ""
     paragraphs: list[str] = field(default_factory=list)
-    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
-    figures: list[go.Figure] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[FigureRow] = field(default_factory=list)
+    error: str | None = None
+    seconds: float | None = None
+
+    def add_table(self, name: str, caption: str, frame: pd.DataFrame, note: str = "") -> pd.DataFrame:
+        """Append a table (returns ``frame`` so a builder can keep using it)."""
+        self.tables.append(Table(slug(f"{self.key}-{name}" if self.key else name), caption, frame, note))
+        return frame
+
+
+def slug(text: str) -> str:
+    """``text`` lower-cased with runs of other characters replaced by ``-`` (a file-name-safe id)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
 
 
 _STYLE = """
-body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1100px; margin: 2em auto;
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1180px; margin: 2em auto;
        color: #222; line-height: 1.45; padding: 0 1em; }
-h1 { border-bottom: 2px solid #444; } h2 { margin-top: 2em; border-bottom: 1px solid #bbb; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
+h1 { border-bottom: 2px solid #444; margin-bottom: 0.2em; } .subtitle { color: #555; margin-top: 0; }
+h2 { margin-top: 2.2em; border-bottom: 1px solid #bbb; }
+table { border-collapse: collapse; font-size: 0.82em; margin: 0.4em 0 1.4em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; } th { background: #f2f2f2; }
-.summary { background: #f6f8fa; border-left: 4px solid #4a7; padding: 0.5em 1em; }
-.caption { font-weight: 600; margin-top: 1em; }
+td.text, th.text { text-align: left; }
+.summary { background: #f6f8fa; border-left: 4px solid #4a7; padding: 0.4em 1.2em; }
+.summary li { margin: 0.25em 0; }
+.caption { font-weight: 600; margin-top: 1em; } .note { color: #555; font-size: 0.85em; margin-top: -1em; }
+.error { background: #fff0f0; border-left: 4px solid #c33; padding: 0.6em 1em; white-space: pre-wrap;
+         font-family: monospace; font-size: 0.85em; }
+.toc { columns: 2; font-size: 0.92em; } .timing { color: #777; font-size: 0.8em; font-weight: normal; }
+.row { display: flex; flex-wrap: wrap; gap: 0.5em; } .row > div { flex: 1 1 360px; min-width: 0; }
+.figure { margin: 0.6em 0 1.2em; }
 """
 
 
-def render(title: str, summary: list[str], sections: list[Section]) -> str:
+def _table_html(table: Table) -> str:
+    frame = table.frame
+    text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    body = frame.to_html(index=False, float_format=lambda x: f"{x:.4g}", border=0, na_rep="–")
+    for column in text_columns:  # left-align text columns (pandas gives no per-column classes)
+        body = body.replace(f"<th>{html.escape(str(column))}</th>", f"<th class='text'>{html.escape(str(column))}</th>")
+    body = body.replace("<table", f"<table data-table='{table.name}'", 1)
+    parts = [f"<div class='caption'>{html.escape(table.caption)}</div>", body]
+    if table.note:
+        parts.append(f"<p class='note'>{html.escape(table.note)}</p>")
+    return "\n".join(parts)
+
+
+def render(title: str, summary: list[str], sections: list[Section], *, subtitle: str = "") -> str:
     """The whole report as one HTML string; plotly.js is inlined once (no CDN, works offline)."""
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style>",
         "</head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        "<div class='summary'><h3>Summary</h3><ul>",
-        *[f"<li>{html.escape(line)}</li>" for line in summary],
-        "</ul></div>",
     ]
+    if subtitle:
+        parts.append(f"<p class='subtitle'>{html.escape(subtitle)}</p>")
+    parts += ["<div class='summary'><h3>Summary: the strongest effects</h3><ul>",
+              *[f"<li>{html.escape(line)}</li>" for line in summary], "</ul></div>",
+              "<h3>Contents</h3><ol class='toc'>"]
+    parts += [f"<li><a href='#{slug(s.key or s.title)}'>{html.escape(s.title)}</a>"
+              + (" (failed)" if s.error else "") + "</li>" for s in sections]
+    parts.append("</ol>")
     include_js: bool | str = True
+    config = {"displaylogo": False, "responsive": True}
     for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        timing = "" if section.seconds is None else f" <span class='timing'>({section.seconds:.0f} s)</span>"
+        parts.append(f"<h2 id='{slug(section.key or section.title)}'>{html.escape(section.title)}{timing}</h2>")
+        if section.error is not None:
+            parts.append("<p>This analysis failed; the rest of the report is unaffected.</p>")
+            parts.append(f"<div class='error'>{html.escape(section.error)}</div>")
+            continue
         parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
-        for caption, table in section.tables:
-            parts.append(f"<div class='caption'>{html.escape(caption)}</div>")
-            parts.append(table.to_html(index=False, float_format=lambda x: f"{x:.4g}", border=0))
-        for figure in section.figures:
-            parts.append(pio.to_html(figure, full_html=False, include_plotlyjs=include_js))
-            include_js = False
+        parts += [_table_html(table) for table in section.tables]
+        for row in section.figures:
+            figures = row if isinstance(row, list) else [row]
+            cells = []
+            for figure in figures:
+                cells.append(
+                    "<div class='figure'>"
+                    + pio.to_html(figure, full_html=False, include_plotlyjs=include_js, config=config)
+                    + "</div>"
+                )
+                include_js = False
+            parts.append(cells[0] if len(cells) == 1 else "<div class='row'>" + "".join(
+                f"<div>{c}</div>" for c in cells) + "</div>")
     parts.append("</body></html>")
     return "\n".join(parts)
