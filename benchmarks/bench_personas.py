@@ -2,9 +2,9 @@
 approach (one prompt at a time through the whole model with ``run_with_cache``, the residual read
 from the cache, averaged in Python loops over roles and questions, then an SVD).
 
-Both compute the same numbers (tests/test_personas.py checks this); interp batches the prompts
-(right padding + attention mask), keeps only the last-token residual inside a hook and stops the
-forward pass after the requested layer.
+Both compute the same numbers (tests/test_personas.py checks this); interp runs each system
+prompt's shared token prefix once (key-value cache), batches the prompts, keeps only the last-token
+residual inside a hook and stops the forward pass after the requested layer.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from benchmarks._harness import BenchRow, compare
 from interp.loading import load_model
 from interp.personas import persona_directions, persona_prompts
 
-N_ROLES, N_QUESTIONS, N_COMPONENTS = 8, 4, 3  # small: the reference runs every prompt alone
+N_ROLES, N_QUESTIONS, N_COMPONENTS = 6, 3, 3  # small: the reference runs every prompt alone
 
 
 def _seed_style(model, roles: dict[str, str], questions, default: str, layer: int, k: int) -> torch.Tensor:  # noqa: ANN001

@@ -22,7 +22,7 @@
 #    ΔW_O, ΔW_out and their Frobenius-balanced combination (R_w), with exact null z-scores.
 #
 # Figures are written as HTML into ``subspace_sweep_out/``. Set ``INTERP_EXAMPLE_SMALL=1`` for a
-# reduced run (4 layers, 12 claims, a dozen library bases) that finishes in well under a minute.
+# reduced run (4 layers, 8 claims, a dozen library bases) that finishes in well under a minute.
 
 # %%
 import os
@@ -68,7 +68,7 @@ print(diagnostics.pivot_table(index="layer", columns="kind", values="frobenius")
 if SMALL:
     config = {
         "layers": [12, 15, 18, 21],
-        "claims": CLAIMS[:12],
+        "claims": CLAIMS[:8],
         "include": ["write", "attn_write", "mlp_write", "write_not_downstream_read", "attn_ov_write",
                     "mlp_up_read", "lm_head_read", "layer_clean_resid_pca", "persona_contrast",
                     "attn_min_taskdiff", "chars_clusters", "churn"],

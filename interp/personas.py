@@ -250,8 +250,8 @@ def _run_units(
     if prefix_tokens.shape[1] > 0:
 
         def keep_prefix(resid: Float[torch.Tensor, "batch pos d_model"], hook: Any) -> None:
-            weights = prefix_mask.to(resid.device, resid.dtype)
-            prefix_sum.copy_(einops.einsum(resid, weights, "batch pos d, batch pos -> batch d").float().cpu())
+            weights = prefix_mask.to(resid.device, torch.float32)
+            prefix_sum.copy_(einops.einsum(resid.float(), weights, "batch pos d, batch pos -> batch d").cpu())
 
         model.run_with_hooks(
             prefix_tokens.to(device), attention_mask=prefix_mask.to(device), past_kv_cache=cache,
@@ -274,8 +274,8 @@ def _run_units(
             last = mask.sum(dim=1) - 1
             captured.append(resid[torch.arange(resid.shape[0], device=resid.device), last].float().cpu())
         else:
-            weights = mask.to(resid.dtype)
-            captured.append(einops.einsum(resid, weights, "batch pos d, batch pos -> batch d").float().cpu())
+            weights = mask.to(torch.float32)
+            captured.append(einops.einsum(resid.float(), weights, "batch pos d, batch pos -> batch d").cpu())
 
     model.run_with_hooks(
         suffix_tokens.to(device), attention_mask=suffix_mask.to(device), past_kv_cache=repeated,

@@ -124,6 +124,11 @@ def test_vo_decomposition_reads_outputs_against_probes(request, fixture):
     torch.testing.assert_close(result.head_cos.double(), torch.from_numpy(head_cos), atol=1e-5, rtol=1e-4)
     assert result.layers == tuple(layers)
     assert result.post_norm == model.cfg.use_normalization_before_and_after
+    # per_head=False sums the heads in one contraction and skips the per-head readings
+    summed = vo_decomposition(model, keys, probes, layers=layers, per_head=False)
+    assert summed.head_dot is None and summed.head_cos is None
+    _assert_close(summed.sum_dot.double(), torch.from_numpy(sum_dot), what="sum_dot (per_head=False)")
+    torch.testing.assert_close(summed.sum_cos.double(), torch.from_numpy(sum_cos), atol=1e-5, rtol=1e-4)
 
 
 def test_vo_default_probes_are_the_keys(smollm2):

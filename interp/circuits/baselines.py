@@ -147,10 +147,10 @@ def self_opposite(table: pd.DataFrame, directions: Sequence[str] | None = None) 
             raise ValueError(f"directions: {missing[:10]} (or their negations '-NAME') are not keys of the table")
     if not directions:
         raise ValueError("directions: none given and no query X has a key -X in the table")
-    wanted = set(directions)
-    self_rows = table[(table["query"] == table["key"]) & table["query"].isin(wanted)].assign(relation="self")
-    negated = table["query"].map(_negation)
-    opp_rows = table[(table["key"] == negated) & table["query"].isin(wanted)].assign(relation="opposite")
+    rows = table[table["query"].isin(set(directions))]
+    self_rows = rows[rows["query"] == rows["key"]].assign(relation="self")
+    negated = {q: _negation(q) for q in directions}
+    opp_rows = rows[rows["key"] == rows["query"].map(negated)].assign(relation="opposite")
     out = pd.concat([self_rows, opp_rows], ignore_index=True)
     order = {d: i for i, d in enumerate(directions)}
     out["_order"] = out["query"].map(order)

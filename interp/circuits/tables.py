@@ -52,7 +52,7 @@ def weight_circuits(
     tables = []
     for label, m in models.items():
         qk = qk_affinity(m, directions, layers=layer_list)
-        vo = vo_decomposition(m, directions, layers=layer_list)
+        vo = vo_decomposition(m, directions, layers=layer_list, per_head=per_head)
         labels = names_of(directions, names, qk.shape[-1])
         if per_head:
             vo_values = vo.head_cos if vo_metric == "cos" else vo.head_dot

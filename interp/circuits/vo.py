@@ -35,11 +35,12 @@ class VODecomposition:
     against probe ``p``; ``sum_*[l, j, p]`` reads the whole layer's output (sum over heads plus
     ``b_O``, then the post-attention norm when ``post_norm``), which is what the seed computes.
     ``*_dot`` is the projection on the unit probe, ``*_cos`` the cosine. Row ``k`` is ``layers[k]``.
+    ``head_*`` are None when computed with ``per_head=False``.
     """
 
     layers: tuple[int, ...]
-    head_dot: Float[torch.Tensor, "layer head key probe"]
-    head_cos: Float[torch.Tensor, "layer head key probe"]
+    head_dot: Float[torch.Tensor, "layer head key probe"] | None
+    head_cos: Float[torch.Tensor, "layer head key probe"] | None
     sum_dot: Float[torch.Tensor, "layer key probe"]
     sum_cos: Float[torch.Tensor, "layer key probe"]
     post_norm: bool
@@ -58,29 +59,40 @@ def vo_outputs(
     ``post(sum_h + b_O)`` (``hook_attn_out``; ``post`` is the post-attention norm if the model has
     one and ``post_norm``). Float32, rows in ``layers`` order (default all layers).
     """
+    heads, total = _vo(model, keys, layers, post_norm=post_norm, per_head=True)
+    return heads, total
+
+
+def _vo(
+    model: HookedTransformer, keys: object, layers: object, *, post_norm: bool, per_head: bool
+) -> tuple[torch.Tensor | None, torch.Tensor]:
     model, v, layer_list = prepare(model, keys, layers, name="keys")
     attn0 = model.blocks[0].attn
     per_layer = param_bytes(_kv(attn0, "W_V"), attn0.W_O)
     heads, sums = [], []
     for chunk in layer_chunks(layer_list, per_layer, v.device):
-        h, s = _vo_chunk(model, v, chunk, post_norm=post_norm)
+        h, s = _vo_chunk(model, v, chunk, post_norm=post_norm, per_head=per_head)
         heads.append(h)
         sums.append(s)
-    return torch.cat(heads), torch.cat(sums)
+    return (torch.cat(heads) if per_head else None), torch.cat(sums)
 
 
 def _vo_chunk(
-    model: HookedTransformer, v: torch.Tensor, layers: list[int], *, post_norm: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
+    model: HookedTransformer, v: torch.Tensor, layers: list[int], *, post_norm: bool, per_head: bool
+) -> tuple[torch.Tensor | None, torch.Tensor]:
     blocks = [model.blocks[layer] for layer in layers]
     ln1 = norm_stack([b.ln1 for b in blocks], name="model")
-    heads = vo_write(
-        ln1(v.expand(len(layers), *v.shape)),
+    weights = dict(
         W_V=stack_blocks(model, layers, lambda b: _kv(b.attn, "W_V")),
         b_V=stack_blocks(model, layers, lambda b: _kv(b.attn, "b_V")),
         W_O=stack_blocks(model, layers, lambda b: b.attn.W_O),
     )
-    total = einops.reduce(heads, "layer head n d -> layer n d", "sum")
+    v_in = ln1(v.expand(len(layers), *v.shape))
+    heads = vo_write(v_in, **weights) if per_head else None
+    if heads is not None:
+        total = einops.reduce(heads, "layer head n d -> layer n d", "sum")
+    else:
+        total = vo_write(v_in, **weights, sum_heads=True)
     total = total + stack_blocks(model, layers, lambda b: b.attn.b_O)[:, None, :]
     if post_norm and model.cfg.use_normalization_before_and_after:
         total = norm_stack([b.ln1_post for b in blocks], name="model")(total)
@@ -93,8 +105,10 @@ def vo_write(
     W_V: Float[torch.Tensor, "layer kv_head d_model d_head"],
     b_V: Float[torch.Tensor, "layer kv_head d_head"],
     W_O: Float[torch.Tensor, "layer head d_head d_model"],
-) -> Float[torch.Tensor, "layer head key d_model"]:
-    """The OV kernel on already-normalised inputs: ``(x W_V[h // g] + b_V) W_O[h]`` per head."""
+    sum_heads: bool = False,
+) -> Float[torch.Tensor, "layer head key d_model"] | Float[torch.Tensor, "layer key d_model"]:
+    """The OV kernel on already-normalised inputs: ``(x W_V[h // g] + b_V) W_O[h]`` per head, or its
+    sum over heads (``sum_heads``: one contraction over (head, d_head), no per-head outputs)."""
     n_layers, n_heads, n_kv = W_O.shape[0], W_O.shape[1], W_V.shape[1]
     if n_heads % n_kv:
         raise ValueError(f"W_V: {n_kv} key/value heads do not divide {n_heads} query heads")
@@ -104,6 +118,8 @@ def vo_write(
     values = einops.einsum(v_in, W_V, "layer kv n d, layer kv d dh -> layer kv n dh") + b_V[:, :, None, :]
     values = einops.repeat(values, "layer kv n dh -> layer kv group n dh", group=n_heads // n_kv)
     W_O = einops.rearrange(W_O, "layer (kv group) dh d -> layer kv group dh d", kv=n_kv)
+    if sum_heads:
+        return einops.einsum(values, W_O, "layer kv group n dh, layer kv group dh d -> layer n d")
     out = einops.einsum(values, W_O, "layer kv group n dh, layer kv group dh d -> layer kv group n d")
     return einops.rearrange(out, "layer kv group n d -> layer (kv group) n d")
 
@@ -115,24 +131,28 @@ def vo_decomposition(
     *,
     layers: int | Iterable[int] | None = None,
     post_norm: bool = True,
+    per_head: bool = True,
 ) -> VODecomposition:
     """Per-head and summed VO outputs of ``keys`` read against ``probes`` (default: the keys).
 
     ``dot[.., j, p] = out_j · p̂`` and ``cos[.., j, p] = out_j · p̂ / |out_j|`` with ``p̂ = p / |p|``;
     ``out`` as in :func:`vo_outputs`. ``sum_cos`` is the seed's ``compute_vo_decomposition``.
+    ``per_head=False`` skips the per-head readings (``head_dot``/``head_cos`` are then None).
     """
-    heads, total = vo_outputs(model, keys, layers=layers, post_norm=post_norm)
-    p = as_directions(keys if probes is None else probes, model.cfg.d_model, name="probes").to(heads.device)
+    heads, total = _vo(model, keys, layers, post_norm=post_norm, per_head=per_head)
+    p = as_directions(keys if probes is None else probes, model.cfg.d_model, name="probes").to(total.device)
     p_hat = p / p.norm(dim=-1, keepdim=True)
-    head_dot = einops.einsum(heads, p_hat, "layer head n d, p d -> layer head n p")
     sum_dot = einops.einsum(total, p_hat, "layer n d, p d -> layer n p")
     tiny = torch.finfo(torch.float32).tiny
+    head_dot = head_cos = None
+    if per_head:
+        head_dot = einops.einsum(heads, p_hat, "layer head n d, p d -> layer head n p")
+        head_cos = head_dot / heads.norm(dim=-1).clamp_min(tiny)[..., None]
     return VODecomposition(
         layers=tuple(as_layers(layers, model.cfg.n_layers)),
         head_dot=head_dot,
-        head_cos=head_dot / heads.norm(dim=-1).clamp_min(tiny)[..., None],
+        head_cos=head_cos,
         sum_dot=sum_dot,
         sum_cos=sum_dot / total.norm(dim=-1).clamp_min(tiny)[..., None],
         post_norm=bool(post_norm and model.cfg.use_normalization_before_and_after),
     )
-

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from interp.pair import DEFAULT_BASE, ModelPair, default_adapter_path
@@ -91,7 +92,8 @@ def run_sections(
             bar.set_description(f"report: {key}")
         started = time.perf_counter()
         try:
-            section, lines = builder(pair, options)
+            with torch.no_grad():  # the analyses read weights and activations; no graph is needed
+                section, lines = builder(pair, options)
             error = None
         except Exception as exc:  # noqa: BLE001 - a failed analysis must not lose the rest of the report
             section, lines, error = Section(title, key=key), [], _short_error(exc)
@@ -107,8 +109,6 @@ def run_sections(
 def _config_section(pair: ModelPair, options: ReportOptions, outcomes: Sequence[SectionOutcome],
                     load_seconds: float | None) -> Section:
     from importlib.metadata import PackageNotFoundError, version
-
-    import torch
 
     def installed(package: str) -> str:
         try:

@@ -10,6 +10,7 @@ import html
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -63,8 +64,8 @@ body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max
 h1 { border-bottom: 2px solid #444; margin-bottom: 0.2em; } .subtitle { color: #555; margin-top: 0; }
 h2 { margin-top: 2.2em; border-bottom: 1px solid #bbb; }
 table { border-collapse: collapse; font-size: 0.82em; margin: 0.4em 0 1.4em; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; } th { background: #f2f2f2; }
-td.text, th.text { text-align: left; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; } th { background: #f2f2f2; }
+.num { text-align: right; font-variant-numeric: tabular-nums; } .text { text-align: left; }
 .summary { background: #f6f8fa; border-left: 4px solid #4a7; padding: 0.4em 1.2em; }
 .summary li { margin: 0.25em 0; }
 .caption { font-weight: 600; margin-top: 1em; } .note { color: #555; font-size: 0.85em; margin-top: -1em; }
@@ -76,14 +77,36 @@ td.text, th.text { text-align: left; }
 """
 
 
+def _cell(value: object) -> tuple[str, bool]:
+    """Display text of one table cell and whether it is numeric (right-aligned)."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)), False
+    if isinstance(value, (int, np.integer)):
+        return str(int(value)), True
+    if isinstance(value, (float, np.floating)):
+        return ("–" if not np.isfinite(value) else f"{float(value):.4g}"), True
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–", False
+    return str(value), False
+
+
 def _table_html(table: Table) -> str:
+    """A plain HTML table: numbers to 4 significant digits, right-aligned; text left-aligned."""
     frame = table.frame
-    text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
-    body = frame.to_html(index=False, float_format=lambda x: f"{x:.4g}", border=0, na_rep="–")
-    for column in text_columns:  # left-align text columns (pandas gives no per-column classes)
-        body = body.replace(f"<th>{html.escape(str(column))}</th>", f"<th class='text'>{html.escape(str(column))}</th>")
-    body = body.replace("<table", f"<table data-table='{table.name}'", 1)
-    parts = [f"<div class='caption'>{html.escape(table.caption)}</div>", body]
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+               for c in frame.columns]
+    head = "".join(f"<th class='{'num' if n else 'text'}'>{html.escape(str(c))}</th>"
+                   for c, n in zip(frame.columns, numeric, strict=True))
+    rows = []
+    for record in frame.itertuples(index=False, name=None):
+        cells = []
+        for value in record:
+            text, is_number = _cell(value)
+            cells.append(f"<td class='{'num' if is_number else 'text'}'>{html.escape(text)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    parts = [f"<div class='caption'>{html.escape(table.caption)}</div>",
+             f"<table data-table='{html.escape(table.name)}'><thead><tr>{head}</tr></thead>"
+             f"<tbody>{''.join(rows)}</tbody></table>"]
     if table.note:
         parts.append(f"<p class='note'>{html.escape(table.note)}</p>")
     return "\n".join(parts)

@@ -149,8 +149,8 @@ def delta_diagnostics(delta: Mapping[str, torch.Tensor] | object, *, top_k: int 
         _, _, side = tensor_kind(name)
         view = residual_view(name, value.float()) if side != "other" else value.float().reshape(1, -1)
         by_shape.setdefault(tuple(view.shape), []).append((name, view))
-    for group in by_shape.values():  # one batched SVD per shape
-        sv = torch.linalg.svdvals(torch.stack([view for _, view in group]))
+    for group in by_shape.values():  # one batched decomposition per shape
+        sv = _singular_values(torch.stack([view for _, view in group]))
         for (name, _view), s in zip(group, sv, strict=True):
             layer, kind, side = tensor_kind(name)
             rows.append(
@@ -174,6 +174,20 @@ def frobenius_by_layer(diagnostics: pd.DataFrame) -> pd.DataFrame:
     """Long table ``layer, kind, frobenius`` from :func:`delta_diagnostics` (block tensors only)."""
     table = diagnostics.dropna(subset=["layer"])
     return table[["layer", "kind", "side", "frobenius"]].reset_index(drop=True)
+
+
+def _singular_values(m: Float[torch.Tensor, "batch d cols"]) -> Float[torch.Tensor, "batch r"]:
+    """Singular values, largest first: from the exact low-rank compression of
+    :meth:`interp.subspace.targets.Target.from_matrix` when it applies (LoRA deltas), else an SVD."""
+    from interp.subspace.targets import Target
+
+    if m.shape[-2] == 1 or bool((m.pow(2).sum((-2, -1)) == 0).any()):
+        return torch.linalg.svdvals(m)
+    t = Target.from_matrix(m)
+    if t.u is None:
+        return torch.linalg.svdvals(m)
+    norm2 = torch.linalg.vector_norm(m.float(), dim=(-2, -1)).double().pow(2)
+    return (t.eigvals() * norm2[:, None]).sqrt().float()
 
 
 def _rank_measures(s: torch.Tensor) -> dict[str, float]:
