@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import operator
 import pickle
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,11 +66,8 @@ class DirectionSet:
         duplicates = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
         if duplicates:
             raise ValueError(f"names: must be unique, duplicated: {duplicates[:10]}")
-        raw = self.vectors
-        if isinstance(raw, torch.Tensor) and raw.ndim != 2:
-            raise ValueError(f"vectors: expected shape [n, d_model], got {tuple(raw.shape)}")
-        width = raw.shape[-1] if hasattr(raw, "shape") and len(raw.shape) >= 1 else 0
-        vectors = as_directions(raw, int(width), name="vectors", allow_zero=True).clone().contiguous()
+        vectors = _as_matrix(self.vectors, "vectors", "[n, d_model]")
+        vectors = as_directions(vectors, vectors.shape[1], name="vectors", allow_zero=True).clone().contiguous()
         if vectors.shape[0] != len(names):
             raise ValueError(f"names: {len(names)} names for {vectors.shape[0]} rows of vectors (need one per row)")
         if self.layer is not None and (not isinstance(self.layer, int) or isinstance(self.layer, bool)):
@@ -105,6 +103,11 @@ class DirectionSet:
                 return self.vectors[self.names.index(key)]
             except ValueError:
                 raise KeyError(f"no direction named {key!r}; names: {_preview(self.names)}") from None
+        if not isinstance(key, bool):
+            try:
+                key = operator.index(key)  # ints, numpy ints, 0-d integer tensors
+            except TypeError:
+                pass
         if isinstance(key, int) and not isinstance(key, bool):
             if not -len(self) <= key < len(self):
                 raise IndexError(f"row {key} is out of range for a DirectionSet of {len(self)} directions")
@@ -271,10 +274,8 @@ class DirectionSet:
         """
         if isinstance(activations, DirectionSet):
             activations = activations.vectors
-        if isinstance(activations, torch.Tensor) and activations.ndim != 2:
-            raise ValueError(f"activations: expected shape [n_samples, d_model], got {tuple(activations.shape)}")
-        width = activations.shape[-1] if hasattr(activations, "shape") and len(activations.shape) else 0
-        samples = as_directions(activations, int(width), name="activations", allow_zero=True).double()
+        samples = _as_matrix(activations, "activations", "[n_samples, d_model]")
+        samples = as_directions(samples, samples.shape[1], name="activations", allow_zero=True).double()
         n_samples, d_model = samples.shape
         if not isinstance(n_components, int) or isinstance(n_components, bool):
             raise TypeError(f"n_components: expected an int, got {n_components!r}")
@@ -380,6 +381,20 @@ class DirectionSet:
 
 
 # ---------------------------------------------------------------------- helpers
+def _as_matrix(x: object, name: str, shape: str) -> torch.Tensor:
+    """``x`` as a 2-D tensor with at least one column, or a TypeError/ValueError naming ``name``."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except Exception as exc:
+            raise TypeError(f"{name}: expected a tensor of shape {shape}, got {type(x).__name__}") from exc
+    if x.ndim != 2:
+        raise ValueError(f"{name}: expected shape {shape}, got {tuple(x.shape)}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{name}: has width 0 (expected shape {shape} with d_model >= 1)")
+    return x
+
+
 def _negated(name: str) -> str:
     return name[1:] if name.startswith("-") else f"-{name}"
 

@@ -135,11 +135,11 @@ def test_weight_circuits_on_default_pair(default_pair):
     qk = reduce_heads(qk_affinity(default_pair.tuned, probes, layers=layers), "mean")
     rows = table[(table["circuit"] == "qk") & (table["model"] == "tuned") & (table["layer"] == 16)]
     got = rows.pivot(index="query", columns="key", values="value").loc[list(probes.names), list(probes.names)]
-    np.testing.assert_allclose(got.to_numpy(), qk[1].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(got.to_numpy(), qk[1].numpy(), rtol=1e-5, atol=1e-6)
     vo = vo_decomposition(default_pair.base, probes, layers=layers).sum_cos
     rows = table[(table["circuit"] == "vo") & (table["model"] == "base") & (table["layer"] == 8)]
     got = rows.pivot(index="query", columns="key", values="value").loc[list(probes.names), list(probes.names)]
-    np.testing.assert_allclose(got.to_numpy(), vo[0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(got.to_numpy(), vo[0].numpy(), rtol=1e-5, atol=1e-6)  # heads summed in another order
     # layer 8 is outside the LoRA (layers 9-23): base and tuned circuits agree exactly there
     deltas = tuned_minus_base(table)
     assert deltas[deltas["layer"] == 8]["delta_value"].abs().max() == 0

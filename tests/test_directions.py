@@ -46,6 +46,8 @@ def test_construction_stores_a_float32_copy(small):
     assert ds.vectors.tolist() == [[1.0, 2.0]], "DirectionSet must not alias the caller's tensor"
     assert ds.names == ("x",) and isinstance(ds.names, tuple)
     assert len(small) == 3 and small.d_model == 3
+    from_lists = DirectionSet(("p", "q"), [[1, 2], [3, 4]])
+    assert from_lists.vectors.dtype == torch.float32 and from_lists.vectors.tolist() == [[1.0, 2.0], [3.0, 4.0]]
     with pytest.raises(AttributeError):
         small.layer = 3  # frozen
 
@@ -61,6 +63,8 @@ def test_construction_stores_a_float32_copy(small):
         (("a",), torch.tensor([[float("inf"), 1.0]]), ValueError, ["vectors", "infinite"]),
         (("a",), torch.ones(1, 2, 3), ValueError, ["vectors", "[n, d_model]"]),
         ((), torch.ones(0, 4), ValueError, ["vectors", "empty"]),
+        (("a",), torch.ones(1, 0), ValueError, ["vectors", "width 0"]),
+        (("a",), "not numbers", TypeError, ["vectors", "[n, d_model]"]),
     ],
 )
 def test_construction_rejects_bad_fields(names, vectors, error, words):
@@ -88,6 +92,7 @@ def test_getitem_iter_and_contains(small):
     assert torch.equal(small["b"], torch.tensor([0.0, 0.0, 2.0]))
     assert torch.equal(small[0], torch.tensor([3.0, 4.0, 0.0]))
     assert torch.equal(small[-1], torch.tensor([1.0, 1.0, 1.0]))
+    assert torch.equal(small[np.int64(1)], small.vectors[1])
     pairs = list(small)
     assert [n for n, _ in pairs] == ["a", "b", "c"]
     assert torch.equal(torch.stack([v for _, v in pairs]), small.vectors)

@@ -1,7 +1,9 @@
 """examples/weight_circuits.py (seeds 000 and 001 end to end) runs, quickly, on the default pair.
 
 The example is run with runpy in a temporary directory; the session's already loaded default pair is
-handed in (the example loads ``ModelPair.default()`` itself when run on its own).
+handed in (the example loads ``ModelPair.default()`` itself when run on its own). The time limit is
+on the CPU time the run uses (all threads of this process): wall time on a shared machine measures
+what else is running.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ TIME_LIMIT_S = 60.0
 
 def test_weight_circuits_example_reproduces_seeds_000_and_001(default_pair, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     ns = runpy.run_path(str(EXAMPLE), init_globals={"pair": default_pair}, run_name="__main__")
-    elapsed = time.perf_counter() - start
-    assert elapsed < TIME_LIMIT_S, f"the example took {elapsed:.1f} s (limit {TIME_LIMIT_S} s)"
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    assert cpu < TIME_LIMIT_S, f"the example used {cpu:.1f} s of CPU ({wall:.1f} s wall; limit {TIME_LIMIT_S} s)"
 
     pcs = [f"PC{i}" for i in range(1, ns["N_PCS"] + 1)]
     n_layers = default_pair.cfg.n_layers

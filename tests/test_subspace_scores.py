@@ -220,3 +220,31 @@ def test_zero_or_nan_labels_and_out_of_range_layers_are_rejected(setup):
     with pytest.raises(ValueError, match="null"):
         score_table(setup["bases"], label_eval=setup["label"], label_fit=setup["label"],
                     delta=setup["delta"], null="bootstrap")
+
+
+def test_compressed_targets_equal_the_dense_ones(setup):
+    """Target.from_matrix compresses a low-rank delta exactly and keeps a full-rank one dense; both
+    give the same energies, ‖T‖²_F and Ky Fan sums as the dense T = M Mᵀ/‖M‖²."""
+    from interp.subspace import Target, ceiling_curve, matrix_target, write_matrices
+
+    gen = torch.Generator().manual_seed(31)
+    low = write_matrices(setup["delta"], LAYERS)["mlp.W_out"]  # rank 4 (synthetic LoRA-like delta)
+    full = torch.randn(2, 96, 200, generator=gen)
+    for m, compressed in [(low, True), (full, False)]:
+        t = Target.from_matrix(m)
+        assert (t.u is not None) == compressed
+        md = m.double()
+        dense = torch.einsum("ldc,lec->lde", md, md) / md.pow(2).sum((-2, -1))[:, None, None]  # float64 reference
+        d = m.shape[1]
+        cols = torch.linalg.qr(torch.randn(2, d, 12, generator=gen, dtype=torch.float64))[0]
+        expected = torch.einsum("ldk,lde,lek->lk", cols, dense, cols)
+        torch.testing.assert_close(t.energy(cols), expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(t.frob2(), dense.pow(2).sum((-2, -1)), rtol=1e-4, atol=0)
+        ky_fan = torch.linalg.eigvalsh(dense).flip(-1)[:, :6].cumsum(-1)
+        torch.testing.assert_close(t.ky_fan(6), ky_fan, rtol=0, atol=1e-6)
+        torch.testing.assert_close(ceiling_curve(matrix_target(m), None, 6), (ky_fan * d / torch.arange(1, 7)).float(),
+                                   rtol=1e-4, atol=1e-4)
+    samples = setup["label"]
+    t = Target.from_samples(samples)
+    assert t.u.shape[-1] == samples.shape[1]
+    torch.testing.assert_close(t.dense().float(), activation_target(samples), rtol=1e-4, atol=1e-7)

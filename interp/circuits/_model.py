@@ -73,13 +73,13 @@ def norm_stack(modules: Sequence[nn.Module], *, name: str) -> NormStack:
         elif isinstance(module, LayerNorm):
             kinds.add(("layernorm", True, True))
         else:
-            raise NotImplementedError(
+            raise ValueError(
                 f"{name}: norm module {type(module).__name__} is not supported (expected TransformerLens "
                 "RMSNorm, RMSNormPre, LayerNorm, LayerNormPre or Identity)"
             )
         eps.add(float(module.eps))
     if len(kinds) != 1 or len(eps) > 1:
-        raise NotImplementedError(f"{name}: the layers use different kinds of norm ({sorted(kinds)}, eps {sorted(eps)})")
+        raise ValueError(f"{name}: the layers use different kinds of norm ({sorted(kinds)}, eps {sorted(eps)})")
     kind, has_w, has_b = kinds.pop()
     return NormStack(
         kind=kind,
@@ -107,13 +107,13 @@ def check_model(model: object, *, name: str = "model") -> HookedTransformer:
         raise TypeError(f"{name}: expected a transformer_lens.HookedTransformer, got {type(model).__name__}")
     cfg = model.cfg
     if cfg.original_architecture in ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM"):
-        raise NotImplementedError(f"{name}: OLMo-style post-norm / full-width qk-norm blocks are not supported")
+        raise ValueError(f"{name}: OLMo-style post-norm / full-width qk-norm blocks are not supported")
     if cfg.use_logn_attn or cfg.clip_qkv is not None or cfg.use_attention_sinks:
-        raise NotImplementedError(
+        raise ValueError(
             f"{name}: position-dependent query scaling, QKV clipping and attention sinks are not supported"
         )
     if cfg.parallel_attn_mlp:
-        raise NotImplementedError(f"{name}: parallel attention/MLP blocks are not supported")
+        raise ValueError(f"{name}: parallel attention/MLP blocks are not supported")
     return model
 
 

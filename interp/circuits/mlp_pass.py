@@ -53,7 +53,7 @@ def mlp_pass(
     model, x, layer_list = prepare(model, directions, layers)
     mlp0 = model.blocks[0].mlp
     if not isinstance(mlp0, (MLP, GatedMLP)) or model.cfg.is_layer_norm_activation():
-        raise NotImplementedError(
+        raise ValueError(
             f"model: MLP type {type(mlp0).__name__} (act_fn {model.cfg.act_fn!r}) is not supported; "
             "expected a dense MLP or gated MLP with an elementwise activation"
         )

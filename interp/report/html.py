@@ -72,7 +72,7 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; } th { background: #f2f2f2; }
 .error { background: #fff0f0; border-left: 4px solid #c33; padding: 0.6em 1em; white-space: pre-wrap;
          font-family: monospace; font-size: 0.85em; }
 .toc { columns: 2; font-size: 0.92em; } .timing { color: #777; font-size: 0.8em; font-weight: normal; }
-.row { display: flex; flex-wrap: wrap; gap: 0.5em; } .row > div { flex: 1 1 360px; min-width: 0; }
+.row { display: grid; gap: 0.5em; } .row > div { min-width: 0; }
 .figure { margin: 0.6em 0 1.2em; }
 """
 
@@ -149,7 +149,10 @@ def render(title: str, summary: list[str], sections: list[Section], *, subtitle:
                     + "</div>"
                 )
                 include_js = False
-            parts.append(cells[0] if len(cells) == 1 else "<div class='row'>" + "".join(
+            # a grid with a fixed column template: each cell has its final width before its figure is
+            # drawn (plotly sizes a figure once, when its script runs, before later cells exist)
+            columns = f"grid-template-columns: repeat({len(cells)}, minmax(0, 1fr))"
+            parts.append(cells[0] if len(cells) == 1 else f"<div class='row' style='{columns}'>" + "".join(
                 f"<div>{c}</div>" for c in cells) + "</div>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -26,10 +26,10 @@ from interp.subspace import _linalg as la
 from interp.subspace.targets import Target as FactoredTarget
 from interp.subspace.weight_diff import WRITE_KINDS, stack_kind, tensor_kind
 
-Target = Float[torch.Tensor, "layer d d"]
+Gram = Float[torch.Tensor, "layer d d"]  # a dense unit-trace target
 
 
-def activation_target(samples: Float[torch.Tensor, "layer n d"], *, name: str = "samples") -> Target:
+def activation_target(samples: Float[torch.Tensor, "layer n d"], *, name: str = "samples") -> Gram:
     """T = (1/n) Σᵢ δ̂ᵢδ̂ᵢᵀ per layer, from activation deltas δ (zero deltas are an error)."""
     if samples.ndim != 3:
         raise ValueError(f"{name}: expected [layer, n, d_model], got {tuple(samples.shape)}")
@@ -48,7 +48,7 @@ def activation_target(samples: Float[torch.Tensor, "layer n d"], *, name: str = 
     return einops.einsum(unit, unit, "layer n d, layer n e -> layer d e") / samples.shape[1]
 
 
-def matrix_target(m: Float[torch.Tensor, "layer d cols"], *, name: str = "delta") -> Target:
+def matrix_target(m: Float[torch.Tensor, "layer d cols"], *, name: str = "delta") -> Gram:
     """T = M Mᵀ / ‖M‖²_F per layer, from the residual view of a weight delta."""
     g = la.gram(m.float())
     tr = torch.diagonal(g, dim1=-2, dim2=-1).sum(-1)
@@ -73,7 +73,7 @@ def write_matrices(
     return {kind: stack_kind(delta, kind, list(layers))[1].float() for kind in present}
 
 
-def weight_targets(delta: Mapping[str, torch.Tensor], layers: Sequence[int]) -> dict[str, Target]:
+def weight_targets(delta: Mapping[str, torch.Tensor], layers: Sequence[int]) -> dict[str, Gram]:
     """Dense targets of the residual-write deltas at ``layers``: one per write kind present in ``delta``
     (``attn.W_O``, ``mlp.W_out``) plus their Frobenius-balanced ``combined`` (see :func:`write_matrices`)."""
     out = {kind: matrix_target(m, name=f"delta[{kind}]") for kind, m in write_matrices(delta, layers).items()}
@@ -81,13 +81,13 @@ def weight_targets(delta: Mapping[str, torch.Tensor], layers: Sequence[int]) -> 
     return out
 
 
-def energy(vectors: Float[torch.Tensor, "layer d k"], target: Target) -> Float[torch.Tensor, " layer"]:
+def energy(vectors: Float[torch.Tensor, "layer d k"], target: Gram) -> Float[torch.Tensor, " layer"]:
     """e(B) = tr(BᵀTB) per layer (zero-padded columns contribute nothing)."""
     return einops.einsum(vectors, target, vectors, "layer d k, layer d e, layer e k -> layer")
 
 
 def concentration(
-    vectors: Float[torch.Tensor, "layer d k"], ranks: torch.Tensor, target: Target
+    vectors: Float[torch.Tensor, "layer d k"], ranks: torch.Tensor, target: Gram
 ) -> Float[torch.Tensor, " layer"]:
     """R = tr(BᵀTB) / (k/d): 1 for a random subspace on average, d/k at most."""
     d = vectors.shape[-2]
@@ -95,7 +95,7 @@ def concentration(
 
 
 def null_moments(
-    target: Target, ranks: torch.Tensor | int, *, ambient: torch.Tensor | int | None = None
+    target: Gram, ranks: torch.Tensor | int, *, ambient: torch.Tensor | int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact mean and standard deviation of R under Haar-random rank-k bases, per layer.
 
@@ -119,7 +119,7 @@ def null_std(frob2: torch.Tensor, d: torch.Tensor | int, k: torch.Tensor | int) 
 
 
 def monte_carlo_null(
-    target: Target | FactoredTarget, k: int, *, n_draws: int = 120, seed: int = 0
+    target: Gram | FactoredTarget, k: int, *, n_draws: int = 120, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean, std (unbiased) and the draws ``[layer, n_draws]`` of R over ``n_draws`` Haar-random rank-k
     bases, all layers at once. Bases: QR of Gaussians from ``torch.Generator().manual_seed(seed)``;
@@ -146,7 +146,7 @@ def z_score(r: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Ten
     return torch.where(std > 0, (r - mean) / std.clamp_min(1e-30), torch.full_like(r, float("nan")))
 
 
-def ceiling_curve(fit_target: Target, eval_target: Target | None = None, max_rank: int = 8) -> Float[torch.Tensor, "layer rank"]:
+def ceiling_curve(fit_target: Gram, eval_target: Gram | None = None, max_rank: int = 8) -> Float[torch.Tensor, "layer rank"]:
     """R at every rank r = 1..max_rank of the top-r eigenvectors of ``fit_target``, scored on
     ``eval_target`` (default: the same target). For the same target this is the exact maximum of R
     over rank-r bases (Ky Fan): Σ_{i≤r} λᵢ / (r/d)."""

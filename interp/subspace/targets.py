@@ -33,6 +33,7 @@ class Target:
     s: Float[torch.Tensor, "layer p p"]
     u: Float[torch.Tensor, "layer d p"] | None
     d: int
+    scale: Float[torch.Tensor, " layer"] | None = None  # ‖M‖²_F that T was normalised by (from_matrix)
 
     @classmethod
     def from_samples(cls, samples: Float[torch.Tensor, "layer n d"], *, name: str = "samples") -> Target:
@@ -94,10 +95,13 @@ class Target:
             ).double().pow(2)
             if bool((residual <= _RESIDUAL_TOL * norm2).all()):
                 c = c.double()
-                s = einops.einsum(c, c, "layer r p, layer r q -> layer p q") / norm2[:, None, None]
-                return cls(s, q, d)
-        dense = einops.einsum(x, x, "layer r d, layer r e -> layer d e").double() / norm2[:, None, None]
-        return cls(dense, None, d)
+                s = einops.einsum(c, c, "layer r p, layer r q -> layer p q")
+                # ‖X‖² = ‖XQ‖² + ‖X − XQQᵀ‖²: accurate, where a float32 norm of a large X is not
+                scale = torch.diagonal(s, dim1=-2, dim2=-1).sum(-1) + residual
+                return cls(s / scale[:, None, None], q, d, scale)
+        dense = einops.einsum(x, x, "layer r d, layer r e -> layer d e").double()
+        scale = torch.diagonal(dense, dim1=-2, dim2=-1).sum(-1)
+        return cls(dense / scale[:, None, None], None, d, scale)
 
     @classmethod
     def mean(cls, targets: list[Target]) -> Target:

@@ -186,8 +186,7 @@ def _singular_values(m: Float[torch.Tensor, "batch d cols"]) -> Float[torch.Tens
     t = Target.from_matrix(m)
     if t.u is None:
         return torch.linalg.svdvals(m)
-    norm2 = torch.linalg.vector_norm(m.float(), dim=(-2, -1)).double().pow(2)
-    return (t.eigvals() * norm2[:, None]).sqrt().float()
+    return (t.eigvals() * t.scale[:, None]).sqrt().float()
 
 
 def _rank_measures(s: torch.Tensor) -> dict[str, float]:

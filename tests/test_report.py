@@ -1,0 +1,201 @@
+"""The report on the default pair: every section present, offline HTML, and numbers that equal the
+analyses computed directly (plain torch, TransformerLens forward passes, interp's analysis functions)."""
+
+from __future__ import annotations
+
+import re
+
+import _report_fixture
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from _report_fixture import html_table
+
+from interp import DirectionSet
+from interp.report import ReportOptions, build_report, check_options
+from interp.report.sections import SECTIONS
+
+quick_report = _report_fixture.quick_report  # the session's one quick report, shared with test_report_browser.py
+
+
+def _csv(built, name: str) -> pd.DataFrame:
+    return pd.read_csv(built.report.tables_dir / f"{name}.csv")
+
+
+# ------------------------------------------------------------------------------------ structure
+def test_every_section_runs_and_is_titled(quick_report):
+    report = quick_report.report
+    assert report.failed == (), "sections failed:\n" + "\n".join(s.error or "" for s in report.sections)
+    assert [s.key for s in report.sections] == list(SECTIONS)
+    for title, _ in SECTIONS.values():
+        assert f">{title}<" in quick_report.html or f">{title} <" in quick_report.html, f"section {title!r} missing"
+    assert "Run configuration" in quick_report.html
+    assert report.path.name == "report.html" and report.path.is_file()
+
+
+def test_report_is_offline_with_one_plotly_bundle(quick_report):
+    html = quick_report.html
+    assert "<script src=" not in html, "a script is loaded from a URL (CDN)"
+    assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["']?(https?:)?//""", html), "a resource is fetched"
+    bundles = re.findall(r"plotly\.js v\d+\.\d+\.\d+", html)
+    assert len(bundles) == 1, f"expected plotly.js inlined once, found {len(bundles)} bundle headers"
+    n_divs = html.count('class="plotly-graph-div"')
+    assert n_divs >= 12, f"expected at least 12 figures, found {n_divs}"
+    assert html.count("Plotly.newPlot(") == n_divs
+
+
+def test_summary_names_the_strongest_effect_of_every_section(quick_report):
+    summary = quick_report.report.summary
+    for prefix in ("Weights:", "QK:", "VO:", "MLP:", "Attention:", "Heads whose entropy", "Head types:", "Subspaces:"):
+        assert any(line.startswith(prefix) for line in summary), f"no summary line starting {prefix!r}: {summary}"
+    summary_html = quick_report.html.split("<div class='summary'>", 1)[1].split("</div>", 1)[0]
+    assert all(line.split(":")[0] in summary_html for line in summary)
+
+
+def test_every_table_is_also_written_as_csv(quick_report):
+    names = re.findall(r"<table data-table='([^']+)'>", quick_report.html)
+    assert len(names) == len(set(names)) >= 10
+    for name in names:
+        header, rows = html_table(quick_report.html, name)
+        frame = _csv(quick_report, name)
+        assert list(frame.columns) == header, f"{name}: CSV columns {list(frame.columns)} vs HTML {header}"
+        assert len(frame) == len(rows), f"{name}: {len(frame)} CSV rows vs {len(rows)} HTML rows"
+
+
+# ------------------------------------------------------------------------------------ numbers
+def test_weight_change_table_equals_plain_torch_norms(quick_report, default_pair):
+    base = dict(default_pair.base.named_parameters())
+    tuned = dict(default_pair.tuned.named_parameters())
+    expected = []
+    for name, b in base.items():
+        if torch.equal(tuned[name], b):
+            continue
+        delta = tuned[name].detach().double() - b.detach().double()
+        parts = name.split(".")
+        layer, tensor = (int(parts[1]), ".".join(parts[2:])) if parts[0] == "blocks" else (-1, name)
+        expected.append((layer, tensor, delta.norm().item(), delta.norm().item() / b.double().norm().item()))
+    expected.sort(key=lambda row: -row[3])
+    top = expected[:10]
+    frame = _csv(quick_report, "weights-largest")
+    assert list(zip(frame["layer"], frame["tensor"], strict=True)) == [(r[0], r[1]) for r in top]
+    np.testing.assert_allclose(frame["relative"], [r[3] for r in top], rtol=1e-4)
+    np.testing.assert_allclose(frame["delta_fro"], [r[2] for r in top], rtol=1e-4)
+    _, rows = html_table(quick_report.html, "weights-largest")
+    assert [row[3] for row in rows] == [f"{v:.4g}" for v in frame["relative"]], "HTML shows other numbers than the CSV"
+    assert f"{top[0][3]:.3%}" in quick_report.report.summary[0]
+
+
+def test_entropy_of_most_changed_heads_matches_a_forward_pass(quick_report, default_pair):
+    """Entropy of the last token's attention, from ``hook_pattern`` of an unbatched forward pass per prompt."""
+    tokenizer = default_pair.base.tokenizer
+    texts = []
+    for system, user in quick_report.options.variants.values():
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        texts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    frame = _csv(quick_report, "activations-entropy-heads")
+    layers = sorted(set(frame["layer"]))
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in layers]
+    expected = {}
+    for label, model in (("base", default_pair.base), ("tuned", default_pair.tuned)):
+        per_prompt = []
+        for text in texts:
+            tokens = model.to_tokens(text)
+            _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names, stop_at_layer=max(layers) + 1)
+            last = torch.stack([cache[name][0, :, -1, :] for name in names])  # [layer, head, key]
+            per_prompt.append(-(torch.special.xlogy(last, last)).sum(-1))
+        expected[label] = torch.stack(per_prompt).mean(0)
+    for row in frame.itertuples():
+        i = layers.index(row.layer)
+        base, tuned = expected["base"][i, row.head].item(), expected["tuned"][i, row.head].item()
+        assert row.base == pytest.approx(base, abs=2e-4), f"L{row.layer}H{row.head} base entropy"
+        assert row.tuned == pytest.approx(tuned, abs=2e-4), f"L{row.layer}H{row.head} tuned entropy"
+        assert row.delta == pytest.approx(tuned - base, abs=3e-4)
+    # the table lists the heads with the largest |Δ| first, and they are the largest overall
+    delta = (expected["tuned"] - expected["base"]).abs()
+    assert abs(frame["delta"].iloc[0]) <= delta.max().item() + 3e-4
+
+
+def test_per_pc_table_equals_the_circuit_analysis(quick_report, default_pair):
+    """The mean |Δz| table is what interp.circuits computes on the same probes (recomputed here)."""
+    from interp.circuits import mean_abs_delta, self_opposite, tuned_minus_base, weight_circuits
+    from interp.personas import persona_directions, persona_prompts
+
+    options = quick_report.options
+    layer = default_pair.cfg.n_layers // 2
+    persona = persona_directions(default_pair.base, layer=layer, n_components=options.n_components,
+                                 roles=list(options.roles), questions=list(persona_prompts().questions[: options.n_questions]))
+    probes = persona.pcs.with_negations().concat(DirectionSet.random(options.n_random, 576, seed=options.random_seed))
+    deltas = tuned_minus_base(self_opposite(weight_circuits(default_pair, probes), list(persona.pcs.names)))
+    expected = mean_abs_delta(deltas, list(range(9, 24)))
+    frame = _csv(quick_report, "circuits-mean-abs-delta-z").set_index("direction")
+    for row in expected.itertuples():
+        column = f"{row.circuit.upper()} {row.relation}"
+        assert frame.loc[row.direction, column] == pytest.approx(row.mean_abs_delta_z, rel=1e-3, abs=1e-5), \
+            f"{row.direction} {column}"
+    ratios = persona.pcs.metadata["explained_variance_ratio"]
+    np.testing.assert_allclose(frame["explained_variance"], ratios, rtol=1e-5)
+
+
+def test_sweep_summary_is_ranked_by_joint_geometric_mean(quick_report):
+    frame = _csv(quick_report, "subspace-sweep-summary")
+    np.testing.assert_allclose(frame["joint"], np.sqrt(frame["mean_R_act"] * frame["mean_R_w_combined"]), rtol=1e-6)
+    assert (np.diff(frame["joint"].to_numpy()) <= 1e-12).all(), "summary is not sorted by joint"
+    assert {"weight_ceiling", "act_ceiling", "random"} <= set(frame["basis"])
+    random_joint = frame.loc[frame["basis"] == "random", "joint"].item()
+    assert 0.2 < random_joint < 5, f"the random control basis should score near 1, got {random_joint}"
+
+
+# ------------------------------------------------------------------------------------ behaviour
+def test_a_failing_section_is_shown_and_the_rest_is_written(default_pair, tmp_path, monkeypatch):
+    def broken(pair, options):
+        raise RuntimeError("the analysis broke on purpose")
+
+    title, _ = SECTIONS["circuits"]
+    monkeypatch.setitem(SECTIONS, "circuits", (title, broken))
+    options = ReportOptions.quick(sections=("weights", "circuits"), cache_dir=None, progress=False)
+    report = build_report(default_pair, options=options, out_dir=tmp_path, quiet=True)
+    assert report.failed == ("circuits",)
+    html = report.path.read_text()
+    assert "RuntimeError: the analysis broke on purpose" in html
+    assert "What changed in the weights" in html and "weights-largest" in html
+    assert any("1 section(s) failed" in line for line in report.summary)
+
+
+def test_user_directions_replace_the_persona_pcs(default_pair, tmp_path):
+    generator = torch.Generator().manual_seed(7)  # seed 7: three arbitrary probe directions
+    mine = DirectionSet(("alpha", "beta", "gamma"), torch.randn(3, 576, generator=generator), source="test probes")
+    options = ReportOptions.quick(sections=("circuits",), directions=mine, cache_dir=None, progress=False,
+                                  layers=tuple(range(8, 16)))
+    report = build_report(default_pair, options=options, out_dir=tmp_path, quiet=True)
+    assert report.failed == (), report.sections[0].error
+    frame = pd.read_csv(report.tables_dir / "circuits-mean-abs-delta-z.csv")
+    assert list(frame["direction"]) == ["alpha", "beta", "gamma"]
+    peaks = pd.read_csv(report.tables_dir / "circuits-mlp-peak.csv")
+    assert set(peaks["layer"]) <= set(range(8, 16))
+    assert "3 directions from test probes" in report.path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"sections": ("weights", "nope")}, "sections"),
+        ({"n_random": 1}, "n_random"),
+        ({"n_components": 0}, "n_components"),
+        ({"variants": {}}, "variants"),
+        ({"variants": {"a": "no system prompt"}}, "variants"),
+        ({"sweep_claims": 2}, "sweep_claims"),
+    ],
+)
+def test_bad_options_name_the_argument(changes, message):
+    with pytest.raises(ValueError, match=message):
+        ReportOptions(**changes)
+
+
+def test_model_dependent_options_are_checked_against_the_pair(default_pair):
+    with pytest.raises(ValueError, match=r"layers: layer 30 is out of range"):
+        check_options(default_pair, ReportOptions(layers=(3, 30)))
+    with pytest.raises(ValueError, match=r"directions: the vectors have width 64 but the model's d_model is 576"):
+        check_options(default_pair, ReportOptions(directions=DirectionSet.random(2, 64)))
+    with pytest.raises(TypeError, match="options"):
+        build_report(default_pair, options={"layers": [1]})  # type: ignore[arg-type]
