@@ -213,18 +213,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out: {str(out)!r} exists and is not a folder")
     try:
-        with _maybe_silenced(args.quiet):  # TransformerLens prints "Moving model to device" per model
-            pair = report_build.load_pair(args.base, args.tuned, args.adapter)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        raise InputError(str(exc)) from None
-    try:
-        report_build.check_options(pair, options)
-    except ValueError as exc:
+        report = report_build.build_report(base=args.base, tuned=args.tuned, adapter=args.adapter, options=options,
+                                           out_dir=out, quiet=args.quiet)
+    except report_build.ReportInputError as exc:
         message = str(exc)
-        for field, flag in (("layers:", "--layers:"), ("directions:", "--directions:")):
-            message = message.replace(field, flag, 1) if message.startswith(field) else message
+        for field in ("layers", "sweep_layers", "directions", "adapter", "tuned/adapter"):
+            if message.startswith(f"{field}:"):
+                message = f"--{message}"
+                break
         raise InputError(message) from None
-    report = report_build.build_report(pair, options=options, out_dir=out, quiet=args.quiet)
     if not args.quiet:
         print("\n".join(f"  - {line}" for line in report.summary))
     print(f"report written to {report.path.resolve()} ({report.seconds:.0f} s; tables in {report.tables_dir})")

@@ -70,13 +70,15 @@ def _transformers_gguf_model(name: str):
     return model.eval()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def smollm2_hf():
-    """Independent reference: SmolLM2 loaded by transformers from the same GGUF file (eager attention)."""
+    """Independent reference: SmolLM2 loaded by transformers from the same GGUF file (eager attention).
+
+    Module-scoped so that the reference models do not stay in memory for the whole session."""
     return _transformers_gguf_model("smollm2-135m-instruct")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gemma_hf():
     """Independent reference: Gemma 3 270M loaded by transformers from the same GGUF file (eager attention)."""
     return _transformers_gguf_model("gemma-3-270m")

@@ -6,6 +6,8 @@ still written, and :attr:`Report.failed` names it (the CLI then exits with code 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import platform
 import time
 import traceback
@@ -23,7 +25,12 @@ from interp.report.options import ReportOptions
 from interp.report.sections import SECTIONS
 from interp.report.sections.weights import delta_norms
 
-__all__ = ["Report", "SectionOutcome", "build_report", "delta_norms", "load_pair", "run_sections", "write_report"]
+__all__ = ["Report", "ReportInputError", "SectionOutcome", "build_report", "check_options", "delta_norms", "load_pair",
+           "run_sections", "write_report"]
+
+
+class ReportInputError(ValueError):
+    """The pair could not be loaded or the options do not fit it (raised before any section runs)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,7 @@ def _config_section(pair: ModelPair, options: ReportOptions, outcomes: Sequence[
         try:
             return version(package)
         except PackageNotFoundError:
-            return "not installed"
+            return "source tree (not pip-installed)"
 
     section = Section("Run configuration", key="configuration")
     cfg = pair.cfg
@@ -166,7 +173,9 @@ def build_report(
     ``pair``: an already loaded :class:`interp.ModelPair`; else one is loaded from ``base`` and
     ``tuned``/``adapter`` (see :func:`load_pair`; nothing given = the embedded default pair).
     ``options``: what to compute (default :class:`ReportOptions`, with persona directions cached under
-    ``interp.cache_dir()/report``). ``quiet`` turns progress bars off.
+    ``interp.cache_dir()/report``). ``quiet`` turns progress bars off. A pair that cannot be loaded or
+    options that do not fit it raise :class:`ReportInputError` before any analysis runs; an analysis
+    that raises only marks its section as failed (see :attr:`Report.failed`).
     """
     started = time.perf_counter()
     if options is None:
@@ -182,12 +191,21 @@ def build_report(
         load_seconds = None
         if pair is None:
             bar.set_description("report: loading the pair")
-            pair = load_pair(base, tuned, adapter)
+            # TransformerLens prints "Moving model to device" per model; keep stdout clean when quiet
+            silenced = contextlib.nullcontext() if options.progress else contextlib.redirect_stdout(io.StringIO())
+            try:
+                with silenced:
+                    pair = load_pair(base, tuned, adapter)
+            except (ValueError, TypeError, FileNotFoundError) as exc:
+                raise ReportInputError(str(exc)) from exc
             load_seconds = time.perf_counter() - started
             bar.update(1)
         elif not isinstance(pair, ModelPair):
             raise TypeError(f"pair: expected an interp.ModelPair, got {type(pair).__name__}")
-        check_options(pair, options)
+        try:
+            check_options(pair, options)
+        except (ValueError, TypeError) as exc:
+            raise ReportInputError(str(exc)) from exc
         results = run_sections(pair, options, bar=bar)
         sections = [s for s, _ in results]
         outcomes = tuple(o for _, o in results)

@@ -1,6 +1,6 @@
 """Assemble report sections (text, tables, plotly figures) into one offline HTML file.
 
-Layout only: sections arrive with their numbers already computed. plotly.js is inlined once, in the
+Layout only: sections arrive with their numbers already computed, as an ordered list of blocks. plotly.js is inlined once, in the
 first figure, so the file opens with no network; every table is also written as CSV next to it.
 """
 
@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-__all__ = ["Section", "Table", "render", "slug"]
+__all__ = ["Heading", "Section", "Table", "render", "slug"]
 
 #: A figure, or a row of figures drawn side by side.
 FigureRow = go.Figure | list[go.Figure]
@@ -31,9 +31,16 @@ class Table:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Heading:
+    """A sub-heading inside a section."""
+
+    text: str
+
+
 @dataclass
 class Section:
-    """One titled part of the report: paragraphs, then tables, then figures (or rows of figures).
+    """One titled part of the report: text, sub-headings, tables and figures, in the order added.
 
     ``error`` is set when the analysis behind the section raised: the section then shows the message
     instead of its results, and the rest of the report is unaffected.
@@ -41,16 +48,40 @@ class Section:
 
     title: str
     key: str = ""
-    paragraphs: list[str] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    figures: list[FigureRow] = field(default_factory=list)
+    blocks: list[str | Heading | Table | FigureRow] = field(default_factory=list)
     error: str | None = None
     seconds: float | None = None
 
+    def add_text(self, text: str) -> None:
+        """Append a paragraph."""
+        self.blocks.append(str(text))
+
+    def add_heading(self, text: str) -> None:
+        """Append a sub-heading."""
+        self.blocks.append(Heading(text))
+
     def add_table(self, name: str, caption: str, frame: pd.DataFrame, note: str = "") -> pd.DataFrame:
         """Append a table (returns ``frame`` so a builder can keep using it)."""
-        self.tables.append(Table(slug(f"{self.key}-{name}" if self.key else name), caption, frame, note))
+        self.blocks.append(Table(slug(f"{self.key}-{name}" if self.key else name), caption, frame, note))
         return frame
+
+    def add_figure(self, *figures: go.Figure) -> None:
+        """Append one figure, or several drawn side by side in one row."""
+        if not figures or not all(isinstance(f, go.Figure) for f in figures):
+            raise TypeError("figures: expected one or more plotly Figures")
+        self.blocks.append(figures[0] if len(figures) == 1 else list(figures))
+
+    @property
+    def paragraphs(self) -> list[str]:
+        return [b for b in self.blocks if isinstance(b, str)]
+
+    @property
+    def tables(self) -> list[Table]:
+        return [b for b in self.blocks if isinstance(b, Table)]
+
+    @property
+    def figures(self) -> list[FigureRow]:
+        return [b for b in self.blocks if isinstance(b, (go.Figure, list))]
 
 
 def slug(text: str) -> str:
@@ -137,22 +168,27 @@ def render(title: str, summary: list[str], sections: list[Section], *, subtitle:
             parts.append("<p>This analysis failed; the rest of the report is unaffected.</p>")
             parts.append(f"<div class='error'>{html.escape(section.error)}</div>")
             continue
-        parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
-        parts += [_table_html(table) for table in section.tables]
-        for row in section.figures:
-            figures = row if isinstance(row, list) else [row]
-            cells = []
-            for figure in figures:
-                cells.append(
-                    "<div class='figure'>"
-                    + pio.to_html(figure, full_html=False, include_plotlyjs=include_js, config=config)
-                    + "</div>"
-                )
-                include_js = False
-            # a grid with a fixed column template: each cell has its final width before its figure is
-            # drawn (plotly sizes a figure once, when its script runs, before later cells exist)
-            columns = f"grid-template-columns: repeat({len(cells)}, minmax(0, 1fr))"
-            parts.append(cells[0] if len(cells) == 1 else f"<div class='row' style='{columns}'>" + "".join(
-                f"<div>{c}</div>" for c in cells) + "</div>")
+        for block in section.blocks:
+            if isinstance(block, str):
+                parts.append(f"<p>{html.escape(block)}</p>")
+            elif isinstance(block, Heading):
+                parts.append(f"<h3>{html.escape(block.text)}</h3>")
+            elif isinstance(block, Table):
+                parts.append(_table_html(block))
+            else:
+                figures = block if isinstance(block, list) else [block]
+                cells = []
+                for figure in figures:
+                    cells.append(
+                        "<div class='figure'>"
+                        + pio.to_html(figure, full_html=False, include_plotlyjs=include_js, config=config)
+                        + "</div>"
+                    )
+                    include_js = False
+                # a grid with a fixed column template: each cell has its final width before its figure
+                # is drawn (plotly sizes a figure once, when its script runs, before later cells exist)
+                columns = f"grid-template-columns: repeat({len(cells)}, minmax(0, 1fr))"
+                parts.append(cells[0] if len(cells) == 1 else f"<div class='row' style='{columns}'>" + "".join(
+                    f"<div>{c}</div>" for c in cells) + "</div>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -48,12 +48,18 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
                                       layers=layers, progress=options.progress)
     layer_frame = compared.layer_frame()
     heads = compared.to_frame()
-    section.paragraphs.append(
+    section.add_heading("Attention at the last prompt token, per prompt variant (seed 004)")
+    section.add_text(
         f"Prompt variants ({', '.join(texts)}) of one question, in the model's chat format. Per head, at the "
         "last prompt token: entropy of the attention distribution (nats), its maximum, and the attention on the "
         "first token (the sink, averaged over all queries). Δ = tuned − base on the same prompts."
     )
     delta_heads = heads[heads["model"] == "delta"]
+    section.add_figure(
+        _entropy_lines(layer_frame),
+        entropy_by_layer(layer_frame[layer_frame["model"] == "delta"], value="entropy", by="label",
+                         title="Δ entropy by layer (tuned − base)"),
+    )
     by_layer = (layer_frame[layer_frame["model"] == "delta"].groupby("layer")["entropy"]
                 .agg(mean_abs_delta=lambda s: s.abs().mean(), mean_delta="mean").reset_index())
     section.add_table("entropy-layers", "Layers whose attention entropy changed most (mean over heads and variants)",
@@ -61,6 +67,14 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
     head_change = _head_changes(heads, "entropy").nlargest(options.n_top_heads, "abs_delta")
     section.add_table("entropy-heads", "Heads whose last-token entropy changed most (mean over variants)",
                       head_change.drop(columns="abs_delta"))
+    section.add_figure(
+        head_metric_heatmap(heads[heads["model"] == "base"], "entropy", title="Entropy per head (base, mean over variants)"),
+        head_metric_heatmap(delta_heads, "entropy", colorscale="RdBu", zmid=0, title="Δ entropy per head (tuned − base)"),
+    )
+    section.add_figure(
+        head_metric_heatmap(heads[heads["model"] == "base"], "max_attention", title="Max attention per head (base)"),
+        head_metric_heatmap(heads[heads["model"] == "base"], "mean_sink", title="First-token sink per head (base)"),
+    )
     keywords = compared.keyword_frame()
     if len(keywords):
         kw = (keywords[keywords["n_tokens"] > 0].groupby(["model", "label", "keyword"])["attention"].mean()
@@ -69,25 +83,12 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
             section.add_table("keywords", "Attention from the last token to keywords (mean over layers and heads)",
                               kw[["label", "keyword", "base", "tuned", "delta"]])
 
-    section.figures.append([
-        _entropy_lines(layer_frame),
-        entropy_by_layer(layer_frame[layer_frame["model"] == "delta"], value="entropy", by="label",
-                         title="Δ entropy by layer (tuned − base)"),
-    ])
-    section.figures.append([
-        head_metric_heatmap(heads[heads["model"] == "base"], "entropy", title="Entropy per head (base, mean over variants)"),
-        head_metric_heatmap(delta_heads, "entropy", colorscale="RdBu", zmid=0, title="Δ entropy per head (tuned − base)"),
-    ])
-    section.figures.append([
-        head_metric_heatmap(heads[heads["model"] == "base"], "max_attention", title="Max attention per head (base)"),
-        head_metric_heatmap(heads[heads["model"] == "base"], "mean_sink", title="First-token sink per head (base)"),
-    ])
-
+    section.add_heading("Head types: previous-token, duplicate-token, induction")
     types = pair_head_type_scores(pair, length=options.head_type_length, n_sequences=options.head_type_sequences,
                                   seed=options.head_type_seed, layers=layers, progress=options.progress)
-    section.paragraphs.append(
-        f"Head types on {options.head_type_sequences} sequences of {options.head_type_length} random tokens repeated "
-        f"twice (seed {options.head_type_seed}): the share of each head's attention that matches the previous-token, "
+    section.add_text(
+        f"{options.head_type_sequences} sequences of {options.head_type_length} random tokens, each repeated twice "
+        f"(seed {options.head_type_seed}): the share of each head's attention that matches the previous-token, "
         "duplicate-token and induction patterns (TransformerLens head_detector's measure; a perfect induction head "
         "scores about 0.5 on this probe)."
     )
@@ -98,11 +99,11 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
     counts = (strong.assign(strong=strong["score"] > 0.3).groupby(["type", "model"])["strong"].sum()
               .unstack("model").reset_index().rename(columns={"base": "heads > 0.3 (base)", "tuned": "heads > 0.3 (tuned)"}))
     section.add_table("head-type-counts", "Heads scoring above 0.3 per type", counts)
-    section.figures.append([
+    section.add_figure(*[
         head_metric_heatmap(types[types["model"] == "base"], kind, title=f"{_TYPE_TITLE[kind]} score (base)")
         for kind in HEAD_TYPES
     ])
-    section.figures.append([
+    section.add_figure(*[
         head_metric_heatmap(types[types["model"] == "delta"], kind, colorscale="RdBu", zmid=0,
                             title=f"Δ {_TYPE_TITLE[kind]} (tuned − base)")
         for kind in HEAD_TYPES

@@ -69,13 +69,14 @@ def circuits_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
     named, semantic, where = probe_directions(pair, options)
     randoms = DirectionSet.random(options.n_random, pair.cfg.d_model, seed=options.random_seed)
     probes = named.with_negations().concat(randoms)
-    section.paragraphs.append(
+    section.add_text(
         f"Probes: {where}, each with its negation, plus {options.n_random} random unit directions "
         f"(torch.Generator seed {options.random_seed}) whose self-entries give each layer's baseline mean and "
         "std. QK: pre-softmax affinity q(x)·k(y)/√d_head averaged over heads; VO: cosine of the layer's "
         "summed OV output for key x with probe y. z = (value − random mean) / random std; Δz = z_tuned − z_base. "
         f"Tuned layers averaged over: {layer_span(tuned_layers)}."
     )
+    section.add_heading("QK affinity and VO decomposition (seed 000)")
     table = weight_circuits(pair, probes, layers=layers)
     names = list(named.names)
     series = self_opposite(table, names)
@@ -98,14 +99,15 @@ def circuits_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
 
     shown = names[: options.n_plot_directions]
     pca_layer = named.layer if named.layer in layers else None
-    section.figures.append(zscore_lines(series, shown, pca_layer=pca_layer))
-    section.figures.append(zscore_delta_lines(deltas, shown))
+    section.add_figure(zscore_lines(series, shown, pca_layer=pca_layer))
+    section.add_figure(zscore_delta_lines(deltas, shown))
     numbered = per_pc[per_pc["number"] >= 1]
     if numbered["direction"].nunique() >= 2:
-        section.figures.append(pc_comparison(numbered))
+        section.add_figure(pc_comparison(numbered))
 
     # seed 001: the MLP pass of ±(first direction) through every analysed layer
     first = names[0]
+    section.add_heading(f"MLP pass of ±{first} (seed 001)")
     mlp = compare_mlp_pass(pair, named.subset([first]).with_negations(), layers=layers)
     mlp_table = mlp.table()
     first_rows = mlp_table[mlp_table["direction"] == first].sort_values("delta_norm", ascending=False)
@@ -125,7 +127,7 @@ def circuits_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
         lines.append(f"MLP: tuning adds to {first}'s MLP output at layer {layer} mostly along '{top.probe}' "
                      f"(Δ·v̂ = {top.projection:+.3g}) and against '{ends.iloc[-1].probe}' "
                      f"({ends.iloc[-1].projection:+.3g}).")
-    section.figures.append(mlp_figures if len(mlp_figures) > 1 else mlp_figures[0])
+    section.add_figure(*mlp_figures)
     return section, lines
 
 

@@ -37,7 +37,7 @@ def subspace_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
     claims = None if options.sweep_claims is None else list(CLAIMS[: options.sweep_claims])
     result = subspace_sweep(pair, k=options.sweep_k, layers=layers, include=options.sweep_bases, claims=claims)
     n_claims = len(claims) if claims is not None else len(CLAIMS)
-    section.paragraphs.append(
+    section.add_text(
         f"Each candidate basis (rank ≤ {options.sweep_k}) is scored at {layers_text(layers)} on the activation "
         f"label δ = resid(W + ΔW) − resid(W − ΔW) at the last token of {n_claims} 'I think …, do you agree?' probes "
         "(half fit the activation-derived bases, half evaluate: R_act) and on the residual-write weight deltas "
@@ -51,11 +51,11 @@ def subspace_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
                       note="effective_rank: exp(entropy of the normalised singular values) of the residual view.")
     columns = [c for c in _COLUMNS if c in result.summary.columns]
     section.add_table("sweep-summary", "Write, mixed and ceiling bases ranked by joint score", result.summary[columns])
+    section.add_figure(subspace_scatter(result.summary, result.read_side))
     if len(result.read_side):
         section.add_table("sweep-read-side", "Read-side bases (their R_w is cross-space alignment, not 'explains ΔW')",
                           result.read_side[columns])
-    section.figures.append(subspace_scatter(result.summary, result.read_side))
-    section.figures.append(subspace_layer_curves(result.per_layer))
+    section.add_figure(subspace_layer_curves(result.per_layer))
 
     candidates = result.summary[~result.summary["axis_kind"].isin(["ceiling"]) & (result.summary["basis"] != "random")]
     best = candidates.head(3)

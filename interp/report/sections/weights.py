@@ -42,7 +42,7 @@ def weights_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, l
     if options.layers is not None:
         table = table[table.layer.isin(analysed_layers(pair, options)) | (table.layer < 0)].reset_index(drop=True)
     if table.empty:
-        section.paragraphs.append("The two models have identical weights (in the analysed layers).")
+        section.add_text("The two models have identical weights (in the analysed layers).")
         return section, ["The two models have identical weights (in the analysed layers)."]
     grid = table.pivot(index="tensor", columns="layer", values="relative")
     figure = go.Figure(go.Heatmap(z=grid.values, x=[str(c) for c in grid.columns], y=list(grid.index),
@@ -50,7 +50,7 @@ def weights_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, l
     figure.update_layout(title="Relative weight change per layer and tensor", xaxis_title="layer",
                          yaxis_title="tensor", height=380)
     in_blocks = table[table.layer >= 0]
-    section.paragraphs.append(
+    section.add_text(
         f"{len(table)} tensors differ, in layers {layer_span(in_blocks.layer)}. Relative change is "
         "‖W_tuned − W_base‖_F / ‖W_base‖_F, in TransformerLens' layout (after any weight processing, so a "
         "LoRA on W_Q shows up in W_Q and, for GQA, in the shared _W_K/_W_V of its key-value head)."
@@ -60,7 +60,7 @@ def weights_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, l
                 .reset_index().sort_values("total_delta_fro", ascending=False))
     section.add_table("by-tensor", "Change per tensor kind (‖ΔW‖_F summed in quadrature over layers)", per_kind)
     section.add_table("largest", "Largest relative changes", table.nlargest(10, "relative"))
-    section.figures.append(figure)
+    section.add_figure(figure)
     top = table.loc[table.relative.idxmax()]
     by_layer = in_blocks.groupby("layer")["delta_fro"].apply(lambda s: (s**2).sum() ** 0.5)
     summary = [
