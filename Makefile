@@ -21,8 +21,10 @@ $(STAMP): $(PY) pyproject.toml
 
 install: $(STAMP)
 
+# one torch thread: on a busy 2-core machine the demo took 87 s with it and 240 s with two (docs/report.md)
+DEMO_ARGS ?= --threads 1
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/interp report
+	HF_HUB_OFFLINE=1 $(VENV)/bin/interp report $(DEMO_ARGS)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -29,13 +29,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from interp import load_model
+from interp import ModelPair, load_model
 from interp.activations import (
     attention_pattern,
     compare_prompt_variants,
     few_shot_answer_attention,
     head_type_scores,
     pair_attention_metrics,
+    pair_head_type_scores,
     qkv_similarity_study,
 )
 from interp.plots.activations import (
@@ -54,7 +55,9 @@ def save(fig, name: str) -> None:
     fig.write_html(OUT / f"{name}.html", include_plotlyjs="cdn")
 
 
-smollm2 = load_model("smollm2-135m-instruct")
+# tests/test_examples_activation_analyses.py hands in its already loaded models
+if "smollm2" not in globals():
+    smollm2 = load_model("smollm2-135m-instruct")
 tokenizer = smollm2.tokenizer
 
 
@@ -140,21 +143,26 @@ save(attention_heatmap(attention_pattern(smollm2, types.tokens[0], layer=top_lay
      "induction_head_pattern")
 
 # %% [markdown]
-# ## Base vs tuned (the default ModelPair), when its LoRA is available
+# ## Base vs tuned: the default ModelPair (SmolLM2 + its sycophancy-persona LoRA on layers 9-23)
+# Every metric for both models, with ``model`` = base / tuned / delta (tuned − base).
 
 # %%
-from interp.pair import ModelPair, default_adapter_path  # noqa: E402
-
-if (default_adapter_path() / "adapter_config.json").exists():
+if "pair" not in globals():
     pair = ModelPair.default()
-    compared = pair_attention_metrics(pair, list(VARIANTS.values()), labels=list(VARIANTS))
-    delta = compared.layer_frame().query("model == 'delta'")
-    print("layers whose head-mean entropy changed most with tuning:")
-    print(delta.groupby("layer")["entropy"].apply(lambda s: s.abs().mean()).nlargest(5).round(4).to_string())
-    save(head_metric_heatmap(compared.to_frame().query("model == 'delta'"), "entropy", colorscale="RdBu", zmid=0,
-                             title="Δ entropy (tuned − base)"), "pair_entropy_delta")
-else:
-    print("default LoRA not found; skipping the base-vs-tuned section")
+compared = pair_attention_metrics(pair, list(VARIANTS.values()), labels=list(VARIANTS), keywords=KEYWORDS)
+pair_layers = compared.layer_frame()
+delta = pair_layers[pair_layers["model"] == "delta"]
+change = delta.groupby("layer")["entropy"].apply(lambda s: s.abs().mean())
+print("mean |Δ entropy| per layer (nats), largest five:")
+print(change.nlargest(5).round(4).to_string())
+print(f"largest |Δ| outside the LoRA's layers 9-23: {change.drop(range(9, 24)).max():.2e} "
+      "(layers before 9 cannot change; later ones can, through their inputs)")
+pair_types = pair_head_type_scores(pair, length=40, n_sequences=4, seed=0)
+print("induction score, base vs tuned, for the top heads:")
+print(pair_types.pivot_table(index=["layer", "head"], columns="model", values="induction")
+      .nlargest(4, "base").round(3).to_string())
+save(head_metric_heatmap(compared.to_frame().query("model == 'delta'"), "entropy", colorscale="RdBu", zmid=0,
+                         title="Δ last-token entropy (tuned − base)"), "pair_entropy_delta")
 
 # %% [markdown]
 # ## Seed 002: Q/K/V neuron similarities at " her" vs the token before it
@@ -171,7 +179,8 @@ SENTENCES = [
     "The jury found her not guilty.", "I remembered her from school.", "They elected her as president.",
 ]
 
-gemma = load_model("gemma-3-270m")
+if "gemma" not in globals():
+    gemma = load_model("gemma-3-270m")
 for name, model, layer in (("smollm2", smollm2, 6), ("gemma", gemma, 6)):
     study = qkv_similarity_study(model, SENTENCES, " her", layer=layer, kind="cosine", seed=0)
     frame = study.histograms

@@ -161,6 +161,15 @@ def test_few_shot_attention_to_example_answers_equals_transformers(smollm2, hf_s
                 np.testing.assert_allclose(got, expected, atol=ATOL)
 
 
+def test_long_prompt_lists_run_in_batches_with_a_progress_bar(smollm2, capsys):
+    prompts = [f"Number {i} is here." for i in range(5)]
+    batched = attention_metrics(smollm2, prompts, layers=[0, 1], batch_size=2, progress=True)
+    assert "attention metrics" in capsys.readouterr().err  # tqdm's bar, one step per batch
+    whole = attention_metrics(smollm2, prompts, layers=[0, 1], batch_size=5)
+    torch.testing.assert_close(batched.entropy, whole.entropy, atol=2e-5, rtol=0)
+    assert batched.entropy.shape == (5, 2, 9)
+
+
 def test_attention_pattern_of_one_head_equals_transformers(smollm2, hf_smollm2):
     pattern = attention_pattern(smollm2, VARIANTS["cot"], layer=14, head=4)
     att, ids = hf_attentions(hf_smollm2, smollm2, VARIANTS["cot"])

@@ -199,3 +199,38 @@ def test_model_dependent_options_are_checked_against_the_pair(default_pair):
         check_options(default_pair, ReportOptions(directions=DirectionSet.random(2, 64)))
     with pytest.raises(TypeError, match="options"):
         build_report(default_pair, options={"layers": [1]})  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------ layout (no model)
+def test_render_keeps_block_order_escapes_text_and_formats_numbers():
+    import plotly.graph_objects as go
+
+    from interp.report import Section, render
+
+    section = Section("Demo <section>", key="demo")
+    section.add_text("a < b & c")
+    section.add_heading("Part two")
+    section.add_table("t", "Numbers", pd.DataFrame({"name": ["x", "<y>"], "value": [1234.5678, float("nan")],
+                                                    "n": [3, 4]}))
+    section.add_figure(go.Figure(go.Scatter(x=[0, 1], y=[1, 0])), go.Figure(go.Bar(x=[1], y=[2])))
+    html = render("Title", ["first finding"], [section])
+    order = [html.index(s) for s in ("a &lt; b &amp; c", "<h3>Part two</h3>", "data-table='demo-t'", "plotly-graph-div")]
+    assert order == sorted(order), "blocks are not rendered in the order they were added"
+    header, rows = html_table(html, "demo-t")
+    assert header == ["name", "value", "n"]
+    assert rows == [["x", "1235", "3"], ["<y>", "–", "4"]]
+    assert "<td class='text'>&lt;y&gt;</td>" in html, "table text is not escaped"
+    assert "grid-template-columns: repeat(2, minmax(0, 1fr))" in html, "two figures share one row"
+    assert len(re.findall(r"plotly\.js v\d+", html)) == 1
+    with pytest.raises(AttributeError):
+        section.paragraphs.append("ignored")  # read-only views: use add_text
+    with pytest.raises(TypeError, match="figures"):
+        section.add_figure("not a figure")
+
+
+def test_layer_span_compresses_runs():
+    from interp.report.sections._common import layer_span, layers_text
+
+    assert layer_span([9, 10, 11, 14, 16, 17]) == "9–11, 14, 16–17"
+    assert layer_span([]) == "none"
+    assert layers_text([15]) == "layer 15" and layers_text(range(9, 24)) == "layers 9–23"

@@ -6,6 +6,7 @@ fixture installs it with apt-get (package registries are reachable; the report i
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -31,7 +32,7 @@ def chromium() -> Path:
         steps = [["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]]
         for step in steps:
             result = subprocess.run(step, capture_output=True, text=True, timeout=900,
-                                    env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+                                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
             if result.returncode != 0:
                 pytest.fail(f"could not install chromium: `{' '.join(step)}` exited {result.returncode}:\n"
                             f"{result.stderr[-2000:]}")

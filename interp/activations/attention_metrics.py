@@ -324,15 +324,22 @@ def few_shot_answer_attention(
     query_cols = _query_positions(batch, query)
     reduced = reduce_attention(model, batch, layers=layer_list, query=query_cols, key_groups=groups,
                                batch_size=batch_size, progress=progress)
-    attention = reduced["group_attention"]
-    rows = []
+    attention = reduced["group_attention"]  # [prompt, layer, head, example]
+    n_tokens = groups.sum(dim=-1).cpu()  # [prompt, example]
+    frames = []
     for p, prompt_answers in enumerate(answers):
-        for li, layer in enumerate(layer_list):
-            for h in range(model.cfg.n_heads):
-                for e, (text, _) in enumerate(prompt_answers):
-                    rows.append((p, labels[p], layer, h, e, text, float(attention[p, li, h, e]),
-                                 int(groups[p, e].sum())))
-    return pd.DataFrame(rows, columns=["prompt", "label", "layer", "head", "example", "answer", "attention", "n_tokens"])
+        if not prompt_answers:
+            continue
+        index = pd.MultiIndex.from_product([layer_list, range(model.cfg.n_heads), range(len(prompt_answers))],
+                                           names=["layer", "head", "example"]).to_frame(index=False)
+        index.insert(0, "prompt", p)
+        index.insert(1, "label", labels[p])
+        index["answer"] = [prompt_answers[e][0] for e in index["example"]]
+        index["attention"] = attention[p, :, :, : len(prompt_answers)].flatten().numpy()
+        index["n_tokens"] = n_tokens[p, torch.as_tensor(index["example"].to_numpy().copy())].numpy()
+        frames.append(index)
+    columns = ["prompt", "label", "layer", "head", "example", "answer", "attention", "n_tokens"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 @dataclass(frozen=True)

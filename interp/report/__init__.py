@@ -5,12 +5,26 @@
 >>> report.path, report.failed          # reports/quick/report.html, () when every section ran
 
 Sections (one module each in :mod:`interp.report.sections`): weight changes, weight circuits of
-persona directions, activations (attention metrics and head types), subspace scoring.
+persona directions, activations (attention metrics and head types), subspace scoring. Each is a
+function ``(pair, options) -> (Section, summary_lines)``; :func:`build_report` runs them, catching
+each one's errors, and :func:`interp.report.html.render` lays them out.
 """
 
-from interp.report.build import Report, SectionOutcome, build_report, check_options, load_pair
-from interp.report.html import Section, Table, render
-from interp.report.options import SECTION_NAMES, ReportOptions
+from interp.report.build import (
+    Report,
+    ReportInputError,
+    SectionOutcome,
+    build_report,
+    check_options,
+    load_pair,
+    run_sections,
+    write_report,
+)
+from interp.report.html import Heading, Section, Table, render
+from interp.report.options import DEFAULT_SWEEP_BASES, DEFAULT_VARIANTS, SECTION_NAMES, ReportOptions
 
-__all__ = ["SECTION_NAMES", "Report", "ReportOptions", "Section", "SectionOutcome", "Table", "build_report",
-           "check_options", "load_pair", "render"]
+__all__ = [
+    "DEFAULT_SWEEP_BASES", "DEFAULT_VARIANTS", "SECTION_NAMES", "Heading", "Report", "ReportInputError",
+    "ReportOptions", "Section", "SectionOutcome", "Table", "build_report", "check_options", "load_pair", "render",
+    "run_sections", "write_report",
+]

@@ -71,17 +71,18 @@ class Section:
             raise TypeError("figures: expected one or more plotly Figures")
         self.blocks.append(figures[0] if len(figures) == 1 else list(figures))
 
+    # read-only views (tuples, so that appending to them fails loudly: use the add_* methods)
     @property
-    def paragraphs(self) -> list[str]:
-        return [b for b in self.blocks if isinstance(b, str)]
+    def paragraphs(self) -> tuple[str, ...]:
+        return tuple(b for b in self.blocks if isinstance(b, str))
 
     @property
-    def tables(self) -> list[Table]:
-        return [b for b in self.blocks if isinstance(b, Table)]
+    def tables(self) -> tuple[Table, ...]:
+        return tuple(b for b in self.blocks if isinstance(b, Table))
 
     @property
-    def figures(self) -> list[FigureRow]:
-        return [b for b in self.blocks if isinstance(b, (go.Figure, list))]
+    def figures(self) -> tuple[FigureRow, ...]:
+        return tuple(b for b in self.blocks if isinstance(b, (go.Figure, list)))
 
 
 def slug(text: str) -> str:

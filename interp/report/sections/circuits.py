@@ -115,19 +115,18 @@ def circuits_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
     section.add_table("mlp-peak", f"MLP pass of {first}: layers where tuning changed the output most",
                       first_rows.head(5)[["layer", "base_norm", "tuned_norm", "delta_norm", "one_minus_cos"]])
     lines = _summary(per_pc, deltas, tuned_layers, first, peak)
-    mlp_figures = [mlp_delta_by_layer(mlp_table)]
+    section.add_figure(mlp_delta_by_layer(mlp_table))
     if semantic is not None:
         layer = named.layer if named.layer in mlp.layers else int(peak["layer"])
         projections = delta_projections(mlp, semantic, layer=layer, direction=first)
         ends = top_bottom(projections, min(options.n_projections, max(1, len(projections) // 2)))
         section.add_table("mlp-projections", f"What tuning adds to {first}'s MLP output at layer {layer}, read "
                           "against role and trait vectors (Δ·v̂)", ends[["end", "probe", "projection", "rank_abs"]])
-        mlp_figures.append(projection_bars(ends))
+        section.add_figure(projection_bars(ends))
         top = ends.iloc[0]
         lines.append(f"MLP: tuning adds to {first}'s MLP output at layer {layer} mostly along '{top.probe}' "
                      f"(Δ·v̂ = {top.projection:+.3g}) and against '{ends.iloc[-1].probe}' "
                      f"({ends.iloc[-1].projection:+.3g}).")
-    section.add_figure(*mlp_figures)
     return section, lines
 
 
@@ -139,12 +138,18 @@ def _summary(per_pc: pd.DataFrame, deltas: pd.DataFrame, tuned_layers: list[int]
         if rows.empty:
             continue
         best = rows.loc[rows["mean_abs_delta_z"].idxmax()]
+        if best.mean_abs_delta_z < 1e-9:
+            lines.append(f"{_CIRCUIT[circuit]}: unchanged by tuning (Δz = 0 for every direction in "
+                         f"{layers_text(tuned_layers)}).")
+            continue
         layer_rows = deltas[(deltas["circuit"] == circuit) & deltas["layer"].isin(tuned_layers)]
         by_layer = layer_rows.groupby("layer")["delta_z"].apply(lambda s: s.abs().mean())
+        relation = f"{best.direction} → {best.direction}" if best.relation == "self" else \
+            f"{best.direction} → −{best.direction}"
         lines.append(
-            f"{_CIRCUIT[circuit]}: tuning changed {best.direction} most ({best.relation}, mean |Δz| = "
-            f"{best.mean_abs_delta_z:.3g} over {layers_text(tuned_layers)}); the layer with the largest mean "
-            f"|Δz| across directions is {int(by_layer.idxmax())} ({by_layer.max():.3g})."
+            f"{_CIRCUIT[circuit]}: tuning moved {best.direction} most ({relation}: mean |Δz| = "
+            f"{best.mean_abs_delta_z:.3g} over {layers_text(tuned_layers)}); across directions the largest mean "
+            f"|Δz| is at layer {int(by_layer.idxmax())} ({by_layer.max():.3g})."
         )
     lines.append(f"MLP: {first}'s MLP output changes most at layer {int(peak['layer'])} "
                  f"(‖Δ‖ = {peak['delta_norm']:.3g}, base norm {peak['base_norm']:.3g}).")
