@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from interp import ModelPair, load_raw
 from interp.activations import (
     HEAD_TYPES,
     attention_metrics,
@@ -189,44 +188,43 @@ def test_gemma_metrics_equal_transformer_lens_patterns(gemma):
             torch.testing.assert_close(metrics.mean_entropy[i, j], entropy(p[:, 1:]).mean(-1), atol=2e-5, rtol=0)
 
 
-@pytest.fixture(scope="module")
-def perturbed_pair(smollm2):
-    """A real pair whose tuned model differs only in layer 20's query weights (scaled by 1.5)."""
-    raw = load_raw("smollm2-135m-instruct")
-    state = dict(raw.state_dict)
-    state["blocks.20.attn.W_Q"] = state["blocks.20.attn.W_Q"] * 1.5
-    tuned = raw.build(processed=True, state_dict=state)
-    return ModelPair(smollm2, tuned)
+# The default pair's LoRA touches layers 9-23 only: nothing in layers 0-8 can change.
+UNCHANGED, CHANGED = [5, 8], [12, 20]
 
 
-def test_pair_metrics_have_model_column_and_delta(perturbed_pair):
+def test_pair_metrics_have_model_column_and_delta(default_pair):
     prompts = list(VARIANTS.values())[:2]
-    result = pair_attention_metrics(perturbed_pair, prompts, layers=[10, 19, 20, 21], keywords=["plus"])
+    layers = UNCHANGED + CHANGED
+    result = pair_attention_metrics(default_pair, prompts, layers=layers, keywords=["plus"])
     frame = result.to_frame()
     assert set(frame["model"]) == {"base", "tuned", "delta"}
-    base = attention_metrics(perturbed_pair.base, prompts, layers=[10, 19, 20, 21])
+    # base rows are the base model's metrics, checked on TransformerLens' cached pattern
+    _, cache = default_pair.base.run_with_cache(prompts[1], names_filter=["blocks.12.attn.hook_pattern"],
+                                                stop_at_layer=13)
+    base12 = frame.query("model == 'base' and prompt == 1 and layer == 12").sort_values("head")["entropy"]
+    np.testing.assert_allclose(base12.to_numpy(), entropy(cache["blocks.12.attn.hook_pattern"][0, :, -1]).numpy(),
+                               atol=2e-5)
     delta = frame[frame["model"] == "delta"].set_index(["prompt", "layer", "head"]).sort_index()
-    expected = (result.tuned.entropy - base.entropy).flatten().numpy()
+    expected = (result.tuned.entropy - result.base.entropy).flatten().numpy()
     np.testing.assert_allclose(delta["entropy"].to_numpy(), expected, atol=1e-6)
-    before = delta.query("layer in (10, 19)")[["entropy", "max_attention", "sink", "mean_entropy"]]
-    assert before.abs().to_numpy().max() < 1e-5, "layers before the perturbed one cannot change"
-    assert delta.query("layer == 20")["entropy"].abs().max() > 1e-2, "scaling W_Q of layer 20 sharpens its attention"
+    before = delta.query(f"layer in {UNCHANGED}")[["entropy", "max_attention", "sink", "mean_entropy"]]
+    assert before.abs().to_numpy().max() == 0, "layers before the LoRA's cannot change"
+    assert delta.query(f"layer in {CHANGED}")["entropy"].abs().max() > 1e-3
     assert set(result.keyword_frame()["model"]) == {"base", "tuned", "delta"}
-    layer_frame = result.layer_frame()
-    assert len(layer_frame) == 3 * 2 * 4
-    few = pair_few_shot_answer_attention(perturbed_pair, FEWSHOT[:1], layers=[20])
+    assert len(result.layer_frame()) == 3 * 2 * 4
+    few = pair_few_shot_answer_attention(default_pair, FEWSHOT[:1], layers=[20])
     assert set(few["model"]) == {"base", "tuned", "delta"} and len(few) == 3 * 9
 
 
-def test_pair_head_type_scores_share_the_probe_and_delta(perturbed_pair):
-    frame = pair_head_type_scores(perturbed_pair, length=12, n_sequences=2, seed=3, layers=[19, 20])
+def test_pair_head_type_scores_share_the_probe_and_delta(default_pair):
+    frame = pair_head_type_scores(default_pair, length=12, n_sequences=2, seed=3, layers=[8, 17])
     assert set(frame["model"]) == {"base", "tuned", "delta"} and len(frame) == 3 * 2 * 9
-    tuned = head_type_scores(perturbed_pair.tuned, length=12, n_sequences=2, seed=3, layers=[19, 20])
+    tuned = head_type_scores(default_pair.tuned, length=12, n_sequences=2, seed=3, layers=[8, 17])
     got = frame[frame["model"] == "tuned"].sort_values(["layer", "head"])["induction"].to_numpy()
     np.testing.assert_allclose(got, tuned.induction.flatten().numpy(), atol=1e-6)
     delta = frame[frame["model"] == "delta"]
-    assert delta.query("layer == 19")[list(HEAD_TYPES)].abs().to_numpy().max() < 1e-6
-    assert delta.query("layer == 20")[list(HEAD_TYPES)].abs().to_numpy().max() > 1e-4
+    assert delta.query("layer == 8")[list(HEAD_TYPES)].abs().to_numpy().max() == 0
+    assert delta.query("layer == 17")[list(HEAD_TYPES)].abs().to_numpy().max() > 1e-4
 
 
 def test_bad_inputs_raise_clear_errors(smollm2):
