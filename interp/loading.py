@@ -24,6 +24,10 @@ from interp._gguf import read_gguf
 
 CACHE_ENV = "INTERP_CACHE_DIR"
 _CACHE_FORMAT = 1
+# TransformerLens keeps an [n_ctx, n_ctx] causal-mask buffer per layer: at the GGUF models' 8192
+# tokens that is 2 GB for SmolLM2 alone. Offline models are built with this context unless the
+# caller asks for more (``n_ctx=8192`` restores the checkpoint's full context).
+DEFAULT_N_CTX = 2048
 
 
 def cache_dir() -> Path:
@@ -256,10 +260,14 @@ def _build(
     processed: bool,
     dtype: torch.dtype,
     device: str | torch.device,
+    n_ctx: int | None = None,
 ) -> HookedTransformer:
     """A HookedTransformer from an unprocessed TL state dict, processed as ``from_pretrained`` would."""
     cfg_dict = dict(cfg_dict)
     cfg_dict.update(dtype=dtype, device=str(device))
+    if n_ctx is not None and (not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1):
+        raise ValueError(f"n_ctx: expected a positive int, got {n_ctx!r}")
+    cfg_dict["n_ctx"] = min(int(cfg_dict["n_ctx"]), n_ctx or DEFAULT_N_CTX)
     if processed and cfg_dict["normalization_type"] in ("RMS", "RMSPre"):
         cfg_dict["normalization_type"] = "RMSPre"
     elif processed and cfg_dict["normalization_type"] in ("LN", "LNPre"):
@@ -295,8 +303,12 @@ class RawModel:
         dtype: torch.dtype | str = torch.float32,
         device: str | torch.device = "cpu",
         state_dict: dict[str, torch.Tensor] | None = None,
+        n_ctx: int | None = None,
     ) -> HookedTransformer:
-        """A HookedTransformer from these weights (or from ``state_dict``, same layout)."""
+        """A HookedTransformer from these weights (or from ``state_dict``, same layout).
+
+        ``n_ctx``: the longest sequence the model accepts (default ``DEFAULT_N_CTX`` = 2048, capped at
+        the checkpoint's own context)."""
         return _build(
             self.cfg_dict,
             self.state_dict if state_dict is None else state_dict,
@@ -304,6 +316,7 @@ class RawModel:
             processed=processed,
             dtype=_resolve_dtype(dtype),
             device=device,
+            n_ctx=n_ctx,
         )
 
 
@@ -332,6 +345,7 @@ def load_model(
     processed: bool = True,
     dtype: torch.dtype | str = torch.float32,
     device: str | torch.device = "cpu",
+    n_ctx: int | None = None,
 ) -> HookedTransformer:
     """Load a model into ``HookedTransformer``.
 
@@ -339,14 +353,16 @@ def load_model(
     ``gemma-3-270m``), a path to a ``.gguf`` file, a local Hugging Face folder, or any model name
     TransformerLens knows (``gpt2``, ``google/gemma-2-2b``...; needs a network or the HF cache).
     ``processed=True`` folds norms and centres weights as ``HookedTransformer.from_pretrained``
-    does; ``processed=False`` keeps the checkpoint's weights as they are.
+    does; ``processed=False`` keeps the checkpoint's weights as they are. ``n_ctx`` caps the context
+    of offline/GGUF models (default 2048: TransformerLens allocates an n_ctx × n_ctx mask per layer;
+    pass ``n_ctx=8192`` for the checkpoints' full context).
     """
     if not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"name: expected a model name or path (str), got {type(name).__name__}")
     key = str(name)
     torch_dtype = _resolve_dtype(dtype)
     if key in OFFLINE_MODELS or key.endswith(".gguf"):
-        return load_raw(key).build(processed=processed, dtype=torch_dtype, device=device)
+        return load_raw(key).build(processed=processed, dtype=torch_dtype, device=device, n_ctx=n_ctx)
     return _load_hub_or_folder(key, processed=processed, dtype=torch_dtype, device=device)
 
 
