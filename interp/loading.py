@@ -220,7 +220,7 @@ def _cache_key(path: Path) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def _cached_conversion(path: Path, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], Any]:
+def _cached_conversion(path: Path, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], Any, Path]:
     """Convert once, then read config, weights and tokenizer from the cache."""
     from safetensors.torch import load_file, save_file
     from transformers import AutoTokenizer
@@ -231,7 +231,7 @@ def _cached_conversion(path: Path, name: str) -> tuple[dict[str, Any], dict[str,
         cfg_dict = json.loads((folder / "config.json").read_text())
         state = load_file(str(folder / "model.safetensors"))
         tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
-        return cfg_dict, state, tokenizer
+        return cfg_dict, state, tokenizer, folder
     cfg_dict, state = _convert_gguf(path, name)
     tokenizer = _gguf_tokenizer(path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -239,7 +239,7 @@ def _cached_conversion(path: Path, name: str) -> tuple[dict[str, Any], dict[str,
     (folder / "config.json").write_text(json.dumps(cfg_dict, default=str, indent=1))
     tokenizer.save_pretrained(str(folder / "tokenizer"))
     done.write_text(json.dumps({"source": str(path), "written": time.time()}))
-    return cfg_dict, state, tokenizer
+    return cfg_dict, state, tokenizer, folder
 
 
 def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -261,10 +261,17 @@ def _build(
     dtype: torch.dtype,
     device: str | torch.device,
     n_ctx: int | None = None,
+    cache_folder: Path | None = None,
 ) -> HookedTransformer:
-    """A HookedTransformer from an unprocessed TL state dict, processed as ``from_pretrained`` would."""
+    """A HookedTransformer from an unprocessed TL state dict, processed as ``from_pretrained`` would.
+
+    TransformerLens' own ``load_and_process_state_dict`` loads one key at a time (≈4 s of module
+    traversal for SmolLM2) after randomly initialising every weight; here the model is built without
+    an initialisation, the state dict is processed by TransformerLens' ``ProcessWeights`` (or read
+    back from ``cache_folder`` where that processing was saved before) and assigned in one call.
+    """
     cfg_dict = dict(cfg_dict)
-    cfg_dict.update(dtype=dtype, device=str(device))
+    cfg_dict.update(dtype=dtype, device=str(device), init_weights=False)
     if n_ctx is not None and (not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1):
         raise ValueError(f"n_ctx: expected a positive int, got {n_ctx!r}")
     cfg_dict["n_ctx"] = min(int(cfg_dict["n_ctx"]), n_ctx or DEFAULT_N_CTX)
@@ -274,17 +281,54 @@ def _build(
         cfg_dict["normalization_type"] = "LNPre"
     cfg = HookedTransformerConfig.from_dict(cfg_dict)
     model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="right")
-    model.load_and_process_state_dict(
-        dict(state),  # TransformerLens rewrites entries of the dict it is given
-        fold_ln=processed,
-        center_writing_weights=processed,
-        center_unembed=processed and cfg.output_logits_soft_cap <= 0,
-        fold_value_biases=processed,
-        refactor_factored_attn_matrices=False,
-    )
-    model.to(device)
+    weights = _model_weights(model, state, processed=processed, cache_folder=cache_folder)
+    model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=False, assign=True)
+    if torch.device(device) != torch.device("cpu"):
+        model.to(device)
     model.eval()
     return model
+
+
+def _processed_name() -> str:
+    """Processed weights depend on TransformerLens' processing code, so its version names the file."""
+    from importlib.metadata import version
+
+    return f"weights-processed-tl{version('transformer-lens')}.safetensors"
+
+
+def _model_weights(
+    model: HookedTransformer, state: dict[str, torch.Tensor], *, processed: bool, cache_folder: Path | None
+) -> dict[str, torch.Tensor]:
+    """Every parameter of ``model`` (fp32), processed when asked; cached in ``cache_folder``."""
+    from safetensors.torch import load_file, save_file
+
+    cached = None if cache_folder is None or not processed else cache_folder / _processed_name()
+    if cached is not None and cached.is_file():
+        weights = load_file(str(cached))
+    else:
+        from transformer_lens.weight_processing import ProcessWeights
+
+        weights = model.fill_missing_keys(dict(state))
+        if processed:
+            weights = ProcessWeights.process_weights(
+                weights,
+                model.cfg,
+                fold_ln=True,
+                center_writing_weights=True,
+                center_unembed=model.cfg.output_logits_soft_cap <= 0,
+                fold_value_biases=True,
+                refactor_factored_attn_matrices=False,
+            )
+        names = [name for name, _ in model.named_parameters()]
+        missing = [name for name in names if name not in weights]
+        if missing:
+            raise ValueError(f"state_dict: no weights for {missing[:5]} ({len(missing)} parameters missing)")
+        weights = {name: weights[name].detach().to(torch.float32).contiguous() for name in names}
+        if cached is not None:
+            partial = cached.with_suffix(".partial")
+            save_file({k: v.clone() for k, v in weights.items()}, str(partial))
+            partial.replace(cached)
+    return weights
 
 
 @dataclass(frozen=True)
@@ -295,6 +339,7 @@ class RawModel:
     cfg_dict: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
     tokenizer: Any
+    cache_folder: Path | None = None  # where processed weights of ``state_dict`` may be cached
 
     def build(
         self,
@@ -317,6 +362,7 @@ class RawModel:
             dtype=_resolve_dtype(dtype),
             device=device,
             n_ctx=n_ctx,
+            cache_folder=self.cache_folder if state_dict is None else None,
         )
 
 
@@ -335,8 +381,8 @@ def load_raw(name: str | os.PathLike[str]) -> RawModel:
         raise ValueError(
             f"name: {key!r} is neither an offline registry name ({', '.join(OFFLINE_MODELS)}) nor a .gguf path"
         )
-    cfg_dict, state, tokenizer = _cached_conversion(path, label)
-    return RawModel(label, cfg_dict, state, tokenizer)
+    cfg_dict, state, tokenizer, folder = _cached_conversion(path, label)
+    return RawModel(label, cfg_dict, state, tokenizer, cache_folder=folder)
 
 
 def load_model(

@@ -147,3 +147,53 @@ def test_bad_dtype_and_name_type():
 def test_known_models_lists_both_offline_models():
     names = interp.known_models()
     assert {"smollm2-135m-instruct", "gemma-3-270m"} <= set(names)
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma-3-270m"])
+def test_fast_build_equals_transformerlens_own_processing(name, request):
+    """interp assigns (cached) processed weights in one call; TransformerLens' own
+    ``load_and_process_state_dict`` on a randomly initialised model must give the same parameters."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from interp.loading import load_raw
+
+    fast = request.getfixturevalue("smollm2" if name.startswith("smollm2") else "gemma")
+    raw = load_raw(name)
+    cfg_dict = dict(raw.cfg_dict, n_ctx=fast.cfg.n_ctx, normalization_type="RMSPre")
+    reference = HookedTransformer(HookedTransformerConfig.from_dict(cfg_dict), raw.tokenizer, move_to_device=False)
+    reference.load_and_process_state_dict(
+        dict(raw.state_dict),
+        center_unembed=reference.cfg.output_logits_soft_cap <= 0,
+        refactor_factored_attn_matrices=False,
+    )
+    expected = dict(reference.named_parameters())
+    got = dict(fast.named_parameters())
+    assert sorted(got) == sorted(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=lambda m, k=key: f"{k}: {m}")
+    tokens = fast.to_tokens(["Paris is the capital of", "One, two, three,"], padding_side="right")
+    torch.testing.assert_close(fast(tokens), reference(tokens), rtol=0, atol=0)
+
+
+def test_second_load_reads_processed_weights_from_cache(tmp_path, monkeypatch):
+    """The first processed load writes the processed weights next to the converted ones; the second
+    reads them and gives bit-identical parameters."""
+    import shutil
+
+    from interp.loading import _processed_name, load_raw
+
+    raw = load_raw("smollm2-135m-instruct")
+    folder = tmp_path / "converted"
+    shutil.copytree(raw.cache_folder, folder, ignore=shutil.ignore_patterns("weights-processed*"))
+    copy = type(raw)(raw.name, raw.cfg_dict, raw.state_dict, raw.tokenizer, cache_folder=folder)
+    first = copy.build()
+    assert (folder / _processed_name()).is_file()
+    from transformer_lens.weight_processing import ProcessWeights
+
+    def no_processing(*args, **kwargs):
+        raise AssertionError("the second load processed the weights again instead of reading the cache")
+
+    monkeypatch.setattr(ProcessWeights, "process_weights", no_processing)
+    second = copy.build()
+    for (key, a), (_, b) in zip(first.named_parameters(), second.named_parameters(), strict=True):
+        assert torch.equal(a, b), key
