@@ -12,8 +12,8 @@ import ctypes
 import gc
 import os
 import resource
-import threading
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -25,6 +25,7 @@ from interp.circuits import (
     compare_mlp_pass,
     mean_abs_delta,
     qk_affinity,
+    qk_mean_affinity,
     self_opposite,
     tuned_minus_base,
     vo_decomposition,
@@ -132,9 +133,17 @@ def _seed_001(pair, vectors):
 
 # ----------------------------------------------------------------------------- interp and the floor
 def _interp_kernels(pair, probes):
+    """The seed's outputs: head-averaged QK and the head-summed VO read against the probes."""
+    for model in (pair.base, pair.tuned):
+        qk_mean_affinity(model, probes)
+        vo_decomposition(model, probes, per_head=False)
+
+
+def _interp_per_head_kernels(pair, probes):
+    """Per-head QK and VO (more than the seed computes: [layer, head, n, n] each)."""
     for model in (pair.base, pair.tuned):
         qk_affinity(model, probes)
-        vo_decomposition(model, probes, per_head=False)  # the seed's outputs: head-summed VO
+        vo_decomposition(model, probes, per_head=True)
 
 
 def _interp_000(pair, probes):

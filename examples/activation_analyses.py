@@ -134,7 +134,7 @@ print(per_prompt.groupby("label", group_keys=False).nlargest(3).round(4).to_stri
 # ## Head types on repeated random tokens (seeded)
 
 # %%
-types = head_type_scores(smollm2, length=40, n_sequences=8, seed=0)
+types = head_type_scores(smollm2, length=40, n_sequences=4, seed=0)  # the docs' table uses 8 sequences
 print("induction heads (score > 0.3, a perfect head scores 0.49):", types.heads_above("induction", 0.3))
 print("previous-token heads (score > 0.5):", types.heads_above("previous_token", 0.5))
 save(head_metric_heatmap(types.to_frame(), "induction", title="Induction score"), "induction_heads")
@@ -157,7 +157,7 @@ print("mean |Δ entropy| per layer (nats), largest five:")
 print(change.nlargest(5).round(4).to_string())
 print(f"largest |Δ| outside the LoRA's layers 9-23: {change.drop(range(9, 24)).max():.2e} "
       "(layers before 9 cannot change; later ones can, through their inputs)")
-pair_types = pair_head_type_scores(pair, length=40, n_sequences=4, seed=0)
+pair_types = pair_head_type_scores(pair, tokens=types.tokens)  # the same probe as above
 print("induction score, base vs tuned, for the top heads:")
 print(pair_types.pivot_table(index=["layer", "head"], columns="model", values="induction")
       .nlargest(4, "base").round(3).to_string())

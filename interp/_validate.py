@@ -31,7 +31,7 @@ def as_directions(x: object, d_model: int, *, name: str = "directions", allow_ze
         )
     if not (vectors.is_floating_point() or vectors.is_complex()):
         vectors = vectors.float()
-    vectors = vectors.detach().to(torch.float32)
+    vectors = vectors.to(torch.float32)  # not detached: the weight kernels are differentiable in the directions
     finite = torch.isfinite(vectors).all(dim=1)
     if not bool(finite.all()):
         bad = torch.nonzero(~finite).flatten().tolist()

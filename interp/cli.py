@@ -88,23 +88,13 @@ def _check_model_name(name: str, flag: str) -> None:
 
 def _peek_dims(name: str) -> tuple[int, int] | None:
     """``(n_layers, d_model)`` from a cached or local config without loading weights; None if unknown."""
-    from interp.loading import OFFLINE_MODELS, cache_dir
+    from interp.loading import cached_config
 
-    configs: list[Path] = []
-    if name in OFFLINE_MODELS:
-        converted = cache_dir() / "converted"
-        configs = sorted(converted.glob(f"{name}-*/config.json")) if converted.is_dir() else []
-    elif Path(name).expanduser().is_dir():
-        configs = [Path(name).expanduser() / "config.json"]
-    for config in configs:
-        try:
-            data = json.loads(config.read_text())
-        except (OSError, ValueError):
-            continue
-        n_layers = data.get("n_layers", data.get("num_hidden_layers"))
-        d_model = data.get("d_model", data.get("hidden_size"))
-        if isinstance(n_layers, int) and isinstance(d_model, int):
-            return n_layers, d_model
+    data = cached_config(name) or {}
+    n_layers = data.get("n_layers", data.get("num_hidden_layers"))
+    d_model = data.get("d_model", data.get("hidden_size"))
+    if isinstance(n_layers, int) and isinstance(d_model, int):
+        return n_layers, d_model
     return None
 
 

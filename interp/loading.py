@@ -13,9 +13,10 @@ import importlib.util
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -220,12 +221,37 @@ def _cache_key(path: Path) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+def _converted_folder(path: Path, name: str) -> Path:
+    return cache_dir() / "converted" / f"{name}-{_cache_key(path)}"
+
+
+def cached_config(name: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The TransformerLens config of a model without loading its weights, where that is cheap: an
+    offline model or GGUF file already converted into the cache, or a local Hugging Face folder
+    (its ``config.json``). None otherwise (nothing is converted or downloaded)."""
+    key = str(name)
+    if key in OFFLINE_MODELS:  # locating Gemma's GGUF may assemble it: take the newest conversion instead
+        converted = sorted((cache_dir() / "converted").glob(f"{key}-*/config.json"), key=lambda p: p.stat().st_mtime)
+        if not converted:
+            return None
+        config = converted[-1]
+    elif key.endswith(".gguf") and Path(key).expanduser().is_file():
+        path = Path(key).expanduser()
+        config = _converted_folder(path, path.stem) / "config.json"
+    else:
+        config = Path(key).expanduser() / "config.json"
+    try:
+        return json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _cached_conversion(path: Path, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], Any, Path]:
     """Convert once, then read config, weights and tokenizer from the cache."""
     from safetensors.torch import load_file, save_file
     from transformers import AutoTokenizer
 
-    folder = cache_dir() / "converted" / f"{name}-{_cache_key(path)}"
+    folder = _converted_folder(path, name)
     done = folder / "done.json"
     if done.is_file():
         cfg_dict = json.loads((folder / "config.json").read_text())

@@ -132,7 +132,7 @@ def lora_delta(adapter: LoraAdapter, cfg: HookedTransformerConfig) -> dict[str, 
     n_kv = cfg.n_key_value_heads or n_heads
     kv_prefix = "_" if cfg.n_key_value_heads is not None else ""
     expected = {
-        "q_proj": ((n_heads * d_head, d_model), f"attn.W_Q", "(n h) m -> n m h", n_heads),
+        "q_proj": ((n_heads * d_head, d_model), "attn.W_Q", "(n h) m -> n m h", n_heads),
         "k_proj": ((n_kv * d_head, d_model), f"attn.{kv_prefix}W_K", "(n h) m -> n m h", n_kv),
         "v_proj": ((n_kv * d_head, d_model), f"attn.{kv_prefix}W_V", "(n h) m -> n m h", n_kv),
         "o_proj": ((d_model, n_heads * d_head), "attn.W_O", "m (n h) -> n h m", n_heads),

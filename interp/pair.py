@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer
 
-from interp.lora import lora_delta, read_lora_adapter
 from interp.loading import OFFLINE_MODELS, RawModel, load_model, load_raw
+from interp.lora import lora_delta, read_lora_adapter
 
 DEFAULT_BASE = "smollm2-135m-instruct"
 

@@ -232,6 +232,7 @@ def _batches(units: list[_Unit], batch_size: int) -> list[list[_Unit]]:
     return batches
 
 
+@torch.no_grad()  # activations are measured, never differentiated
 def _run_units(
     model: HookedTransformer, units: list[_Unit], *, layer: int, position: str
 ) -> Float[torch.Tensor, "prompt d_model"]:

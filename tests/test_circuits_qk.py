@@ -14,7 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from interp.circuits import qk_affinity, reduce_heads
+from interp.circuits import qk_affinity, qk_mean_affinity, reduce_heads
 from interp.circuits._model import CHUNK_BYTES
 
 SMOL_LAYERS = [0, 13, 29]
@@ -207,6 +207,39 @@ def test_qk_biases_and_negation_identity(smollm2):
     _assert_close(both[0], bias_term[:, :, None].expand_as(both[0]), what="QK(u,v)+QK(u,-v)")
     assert bias_term.abs().max() > 1e-2  # the identity is not vacuous
 
+
+
+@pytest.mark.parametrize("budget", [0, 2**40], ids=["per_layer", "stacked"])
+@pytest.mark.parametrize(
+    "fixture,layers", [("smollm2", SMOL_LAYERS), ("smollm2_raw", SMOL_LAYERS), ("gemma", GEMMA_LAYERS)]
+)
+def test_qk_mean_affinity_equals_head_mean_of_attn_scores(request, monkeypatch, fixture, layers, budget):
+    """The grouped head-mean (SmolLM2: 3 query heads per KV head summed before projecting; Gemma:
+    qk-norm, so per-head then mean) equals the mean over heads of hook_attn_scores' diagonal, and
+    ``reduce_heads(qk_affinity(...), "mean")`` off the diagonal."""
+    monkeypatch.setitem(CHUNK_BYTES, "cpu", budget)
+    model = request.getfixturevalue(fixture)
+    u = _directions(4, model.cfg.d_model, seed=111)
+    v = _directions(3, model.cfg.d_model, seed=112)
+    ours = qk_mean_affinity(model, u, layers=layers)
+    expected = _diag_scores_by_hook(model, layers, u).mean(1)
+    _assert_close(ours.diagonal(dim1=-2, dim2=-1), expected, what=f"{fixture} head-mean QK diagonal")
+    cross = qk_mean_affinity(model, u, v, layers=layers)
+    _assert_close(cross, reduce_heads(qk_affinity(model, u, v, layers=layers), "mean"), what="head-mean QK")
+
+
+def test_qk_mean_affinity_with_biases(smollm2):
+    """Summing grouped query heads carries their biases: still the mean of the per-head scores."""
+    layer = 11
+    u = _directions(3, smollm2.cfg.d_model, seed=113)
+    v = _directions(5, smollm2.cfg.d_model, seed=114)
+    with _perturbed_biases(smollm2, layer, seed=115):
+        ours = qk_mean_affinity(smollm2, u, v, layers=[layer])
+        expected = qk_affinity(smollm2, u, v, layers=[layer]).mean(1)
+        diagonal = _diag_scores_by_hook(smollm2, [layer], u).mean(1)
+        own_diagonal = qk_mean_affinity(smollm2, u, layers=[layer]).diagonal(dim1=-2, dim2=-1)
+    _assert_close(ours, expected, what="head-mean QK with biases")
+    _assert_close(own_diagonal, diagonal, what="head-mean QK diagonal with biases vs hook")
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31 - 1), log_scale=st.floats(0.0, 3.0))

@@ -84,6 +84,26 @@ def test_vo_outputs_equal_hook_result_and_attn_out(request, monkeypatch, fixture
     _assert_close(total, expected_out, what=f"{fixture} layer VO vs hook_attn_out")
 
 
+
+@pytest.mark.parametrize("budget", [0, 2**40], ids=["per_layer", "stacked"])
+@pytest.mark.parametrize(
+    "fixture,layers", [("smollm2", SMOL_LAYERS), ("smollm2_raw", SMOL_LAYERS), ("gemma", GEMMA_LAYERS)]
+)
+def test_vo_head_sum_path_reads_hook_attn_out(request, monkeypatch, fixture, layers, budget):
+    """``per_head=False`` sums W_O over the query heads of each KV head before projecting (1/g of the
+    work for GQA); its readings equal hook_attn_out's cosine and projection with the probes."""
+    monkeypatch.setitem(CHUNK_BYTES, "cpu", budget)
+    model = request.getfixturevalue(fixture)
+    keys = _directions(4, model.cfg.d_model, seed=208)
+    probes = _directions(3, model.cfg.d_model, seed=209)
+    fast = vo_decomposition(model, keys, probes, layers=layers, per_head=False)
+    _, attn_out = _vo_by_hook(model, layers, keys)
+    p_hat = probes / probes.norm(dim=-1, keepdim=True)
+    dot = torch.einsum("lnd,pd->lnp", attn_out, p_hat)
+    _assert_close(fast.sum_dot, dot, what=f"{fixture} summed VO projection vs hook_attn_out")
+    _assert_close(fast.sum_cos, dot / attn_out.norm(dim=-1, keepdim=True), what=f"{fixture} summed VO cosine")
+    assert fast.head_dot is None and fast.head_cos is None
+
 def test_vo_without_post_norm_is_sum_of_head_results(gemma):
     layers = [3, 11]
     dirs = _directions(3, gemma.cfg.d_model, seed=202)

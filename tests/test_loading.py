@@ -197,3 +197,15 @@ def test_second_load_reads_processed_weights_from_cache(tmp_path, monkeypatch):
     second = copy.build()
     for (key, a), (_, b) in zip(first.named_parameters(), second.named_parameters(), strict=True):
         assert torch.equal(a, b), key
+
+
+def test_cached_config_reads_dimensions_without_loading(smollm2, tmp_path):
+    from interp.loading import cached_config
+
+    config = cached_config("smollm2-135m-instruct")
+    assert (config["n_layers"], config["d_model"], config["n_heads"]) == (
+        smollm2.cfg.n_layers, smollm2.cfg.d_model, smollm2.cfg.n_heads
+    )
+    assert cached_config("no-such-model") is None
+    (tmp_path / "config.json").write_text('{"num_hidden_layers": 4, "hidden_size": 64}')
+    assert cached_config(tmp_path)["num_hidden_layers"] == 4

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int
 from transformer_lens import HookedTransformer
+from transformer_lens.utilities import to_numpy
 from transformer_lens.utils import get_act_name
 
 from interp._validate import as_heads, as_layers
@@ -84,11 +85,11 @@ class AttentionMetrics:
             "label": [self.labels[i] for i in index["prompt"]],
             "layer": [self.layers[i] for i in index["layer_index"]],
             "head": index["head"],
-            "query_position": self.query_position[torch.as_tensor(index["prompt"].to_numpy().copy())].numpy(),
+            "query_position": to_numpy(self.query_position[torch.as_tensor(index["prompt"].to_numpy().copy())]),
         })
         for name in HEAD_METRICS:
-            frame[name] = getattr(self, name).flatten().numpy()
-        frame["max_position"] = self.max_position.flatten().numpy()
+            frame[name] = to_numpy(getattr(self, name).flatten())
+        frame["max_position"] = to_numpy(self.max_position.flatten())
         tokens = [self.batch.str_tokens(i) for i in range(n_prompts)]
         frame["max_token"] = [tokens[p][k] for p, k in zip(frame["prompt"], frame["max_position"], strict=True)]
         return frame
@@ -97,7 +98,7 @@ class AttentionMetrics:
         """One row per (prompt, layer): head-averaged metrics and the entropy of the head-averaged pattern."""
         frame = self.to_frame().groupby(["prompt", "label", "layer"], sort=False)[list(HEAD_METRICS)].mean()
         frame = frame.reset_index()
-        frame["head_mean_entropy"] = self.head_mean_entropy.flatten().numpy()
+        frame["head_mean_entropy"] = to_numpy(self.head_mean_entropy.flatten())
         return frame
 
     def keyword_frame(self) -> pd.DataFrame:
@@ -113,8 +114,8 @@ class AttentionMetrics:
             "layer": [self.layers[i] for i in index["l"]],
             "head": index["h"],
             "keyword": [self.keywords[i] for i in index["w"]],
-            "attention": self.keyword_attention.flatten().numpy(),
-            "n_tokens": self.keyword_tokens[torch.as_tensor(index["p"].to_numpy().copy()), torch.as_tensor(index["w"].to_numpy().copy())].numpy(),
+            "attention": to_numpy(self.keyword_attention.flatten()),
+            "n_tokens": to_numpy(self.keyword_tokens[torch.as_tensor(index["p"].to_numpy().copy()), torch.as_tensor(index["w"].to_numpy().copy())]),
         })
 
 
@@ -335,8 +336,8 @@ def few_shot_answer_attention(
         index.insert(0, "prompt", p)
         index.insert(1, "label", labels[p])
         index["answer"] = [prompt_answers[e][0] for e in index["example"]]
-        index["attention"] = attention[p, :, :, : len(prompt_answers)].flatten().numpy()
-        index["n_tokens"] = n_tokens[p, torch.as_tensor(index["example"].to_numpy().copy())].numpy()
+        index["attention"] = to_numpy(attention[p, :, :, : len(prompt_answers)].flatten())
+        index["n_tokens"] = to_numpy(n_tokens[p, torch.as_tensor(index["example"].to_numpy().copy())])
         frames.append(index)
     columns = ["prompt", "label", "layer", "head", "example", "answer", "attention", "n_tokens"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

@@ -109,13 +109,14 @@ def run_batched(
         tokens = batch.tokens[rows, cols]
         mask = batch.mask[rows, cols]
         needs_mask = not bool(mask.all()) or getattr(model.tokenizer, "padding_side", "right") == "left"
-        model.run_with_hooks(
-            tokens,
-            return_type=None,
-            stop_at_layer=stop_at_layer,
-            attention_mask=mask.long() if needs_mask else None,
-            fwd_hooks=make_hooks(chunk),
-        )
+        with torch.no_grad():  # activations are measured, never differentiated (TL's own cache detaches too)
+            model.run_with_hooks(
+                tokens,
+                return_type=None,
+                stop_at_layer=stop_at_layer,
+                attention_mask=mask.long() if needs_mask else None,
+                fwd_hooks=make_hooks(chunk),
+            )
 
 
 @dataclass(frozen=True)

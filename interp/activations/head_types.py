@@ -27,6 +27,7 @@ import torch
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 from transformer_lens import head_detector as hd
+from transformer_lens.utilities import to_numpy
 from transformer_lens.utils import get_act_name
 
 from interp._validate import as_layers
@@ -96,7 +97,7 @@ class HeadTypeScores:
             "head": [h for _ in self.layers for h in range(n_heads)],
         })
         for kind in HEAD_TYPES:
-            frame[kind] = getattr(self, kind).flatten().numpy()
+            frame[kind] = to_numpy(getattr(self, kind).flatten())
         return frame
 
     def heads_above(self, kind: str, threshold: float) -> list[tuple[int, int]]:

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
+from transformer_lens.utilities import to_numpy
 from transformer_lens.utils import get_act_name
 
 from interp._validate import as_layers
@@ -170,11 +171,11 @@ def histogram_frame(
     widths = edges[1:] - edges[:-1]
     density = counts / (counts.sum() * widths) if counts.sum() > 0 else torch.zeros_like(counts)
     return pd.DataFrame({
-        "bin_left": edges[:-1].numpy(),
-        "bin_right": edges[1:].numpy(),
-        "bin_center": ((edges[:-1] + edges[1:]) / 2).numpy(),
-        "count": counts.numpy().astype(np.int64),
-        "density": density.numpy(),
+        "bin_left": to_numpy(edges[:-1]),
+        "bin_right": to_numpy(edges[1:]),
+        "bin_center": to_numpy((edges[:-1] + edges[1:]) / 2),
+        "count": to_numpy(counts).astype(np.int64),
+        "density": to_numpy(density),
     })
 
 

@@ -21,7 +21,7 @@ from interp.circuits.mlp_pass import (
     mlp_pass,
     top_bottom,
 )
-from interp.circuits.qk import qk_affinity, qk_scores, reduce_heads
+from interp.circuits.qk import qk_affinity, qk_mean_affinity, qk_mean_scores, qk_scores, reduce_heads
 from interp.circuits.tables import weight_circuits
 from interp.circuits.vo import VODecomposition, vo_decomposition, vo_outputs, vo_write
 
@@ -34,6 +34,8 @@ __all__ = [
     "mean_abs_delta",
     "mlp_pass",
     "qk_affinity",
+    "qk_mean_affinity",
+    "qk_mean_scores",
     "qk_scores",
     "random_baseline",
     "reduce_heads",

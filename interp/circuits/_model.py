@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import einops
 import torch
 from jaxtyping import Float
 from torch import nn
@@ -94,6 +95,19 @@ def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     if len(tensors) == 1:
         return tensors[0].detach().unsqueeze(0).to(torch.float32)
     return torch.stack([t.detach() for t in tensors]).to(torch.float32)
+
+
+def sum_head_groups(
+    x: Float[torch.Tensor, "layer head *rest"], n_groups: int
+) -> Float[torch.Tensor, "layer group *rest"]:
+    """``y[:, k] = Σ_{h ∈ group k} x[:, h]`` for ``n_groups`` consecutive head blocks (GQA: the query
+    heads that read KV head ``k``). Slices are added in place: a strided ``sum`` over the middle
+    axis is several times slower on CPU."""
+    heads = einops.rearrange(x, "layer (group member) ... -> member layer group ...", group=n_groups)
+    total = heads[0].clone()
+    for member in heads[1:]:
+        total += member
+    return total
 
 
 def stack_blocks(model: HookedTransformer, layers: Sequence[int], get: Callable[[nn.Module], torch.Tensor]) -> torch.Tensor:

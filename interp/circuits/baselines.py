@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
+from transformer_lens.utilities import to_numpy
 
 __all__ = [
     "VALUE_COLUMNS",
@@ -112,9 +113,9 @@ def circuit_table(
     if len(layers) != values.shape[0]:
         raise ValueError(f"layers: {len(layers)} labels for {values.shape[0]} layers of values")
     mean, std = random_baseline(values, query_names, key_names, random_prefix=random_prefix, baseline=baseline)
-    data = values.detach().double().cpu().numpy()
-    mean_np = mean.double().cpu().numpy()[..., None, None]
-    std_np = std.double().cpu().numpy()[..., None, None]
+    data = to_numpy(values.double())
+    mean_np = to_numpy(mean.double())[..., None, None]
+    std_np = to_numpy(std.double())[..., None, None]
     z = (data - mean_np) / (std_np + eps)
     grids = np.meshgrid(*[np.arange(s) for s in data.shape], indexing="ij")
     columns: dict[str, object] = {"layer": np.asarray(layers)[grids[0].ravel()]}

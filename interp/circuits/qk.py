@@ -24,9 +24,17 @@ from transformer_lens.components import GroupedQueryAttention
 from transformer_lens.utilities.activation_functions import apply_softcap
 
 from interp._validate import as_directions
-from interp.circuits._model import NormStack, layer_chunks, norm_stack, param_bytes, prepare, stack_blocks
+from interp.circuits._model import (
+    NormStack,
+    layer_chunks,
+    norm_stack,
+    param_bytes,
+    prepare,
+    stack_blocks,
+    sum_head_groups,
+)
 
-__all__ = ["qk_affinity", "qk_scores", "reduce_heads"]
+__all__ = ["qk_affinity", "qk_mean_affinity", "qk_mean_scores", "qk_scores", "reduce_heads"]
 
 HeadReduction = Literal["mean", "max", "min", "abs_mean", "abs_max"]
 
@@ -126,6 +134,73 @@ def qk_scores(
     scores = einops.rearrange(scores, "layer kv group n m -> layer (kv group) n m")
     scores = scores / attn_scale[:, None, None, None]
     return apply_softcap(scores, softcap)
+
+
+def qk_mean_affinity(
+    model: HookedTransformer,
+    queries: object,
+    keys: object | None = None,
+    *,
+    layers: int | Iterable[int] | None = None,
+) -> Float[torch.Tensor, "layer query key"]:
+    """The head-averaged QK affinity, ``reduce_heads(qk_affinity(...), "mean")`` (seed 000's matrix).
+
+    When a head's score is linear in its query (no qk-norm, no softcap), the query heads that share a
+    KV head are summed before the projection: ``mean_h q_h · k_(h//g) = (1/H) Σ_kv (x Σ_{h∈kv} W_Q[h]
+    + Σ_{h∈kv} b_Q[h]) · k_kv``, which costs 1/g of the per-head query projection. Otherwise the
+    per-head scores are computed and averaged.
+    """
+    model, u, layer_list = prepare(model, queries, layers, name="queries")
+    v = u if keys is None else as_directions(keys, model.cfg.d_model, name="keys").to(u.device)
+    if model.cfg.use_qk_norm or _softcap_on(model.cfg.attn_scores_soft_cap):
+        return reduce_heads(qk_affinity(model, u, v, layers=layer_list), "mean")
+    blocks = model.blocks
+    per_layer = param_bytes(blocks[0].attn.W_Q, _kv(blocks[0].attn, "W_K"))
+    outputs = []
+    for chunk in layer_chunks(layer_list, per_layer, u.device):
+        ln1 = norm_stack([blocks[layer].ln1 for layer in chunk], name="model")
+        outputs.append(
+            qk_mean_scores(
+                ln1(u.expand(len(chunk), *u.shape)),
+                ln1(v.expand(len(chunk), *v.shape)),
+                W_Q=stack_blocks(model, chunk, lambda b: b.attn.W_Q),
+                b_Q=stack_blocks(model, chunk, lambda b: b.attn.b_Q),
+                W_K=stack_blocks(model, chunk, lambda b: _kv(b.attn, "W_K")),
+                b_K=stack_blocks(model, chunk, lambda b: _kv(b.attn, "b_K")),
+                attn_scale=torch.tensor([float(blocks[layer].attn.attn_scale) for layer in chunk], device=u.device),
+            )
+        )
+    return torch.cat(outputs)
+
+
+def _softcap_on(softcap: float | None) -> bool:
+    return softcap is not None and softcap > 0
+
+
+def qk_mean_scores(
+    q_in: Float[torch.Tensor, "layer query d_model"],
+    k_in: Float[torch.Tensor, "layer key d_model"],
+    *,
+    W_Q: Float[torch.Tensor, "layer head d_model d_head"],
+    b_Q: Float[torch.Tensor, "layer head d_head"],
+    W_K: Float[torch.Tensor, "layer kv_head d_model d_head"],
+    b_K: Float[torch.Tensor, "layer kv_head d_head"],
+    attn_scale: Float[torch.Tensor, " layer"],
+) -> Float[torch.Tensor, "layer query key"]:
+    """The head-mean of :func:`qk_scores` without qk-norm or softcap, one contraction per KV head:
+    ``(1/H) Σ_kv (x Σ_{h∈kv} W_Q[h] + Σ_{h∈kv} b_Q[h]) · (y W_K[kv] + b_K[kv]) / scale``."""
+    n_layers, n_heads, n_kv = W_Q.shape[0], W_Q.shape[1], W_K.shape[1]
+    if n_heads % n_kv:
+        raise ValueError(f"W_K: {n_kv} key/value heads do not divide {n_heads} query heads")
+    W_Q, b_Q = sum_head_groups(W_Q, n_kv), sum_head_groups(b_Q, n_kv)
+    q_in = q_in[:, None].expand(n_layers, n_kv, *q_in.shape[1:])
+    k_in = k_in[:, None].expand(n_layers, n_kv, *k_in.shape[1:])
+    q = einops.einsum(q_in, W_Q, "layer kv n d, layer kv d dh -> layer kv n dh") + b_Q[:, :, None, :]
+    k = einops.einsum(k_in, W_K, "layer kv m d, layer kv d dh -> layer kv m dh") + b_K[:, :, None, :]
+    q = einops.rearrange(q, "layer kv n dh -> layer n (kv dh)")
+    k = einops.rearrange(k, "layer kv m dh -> layer m (kv dh)")
+    scores = einops.einsum(q, k, "layer n e, layer m e -> layer n m")
+    return scores / (attn_scale[:, None, None] * n_heads)
 
 
 def reduce_heads(

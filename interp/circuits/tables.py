@@ -12,7 +12,7 @@ from transformer_lens import HookedTransformer
 from interp._validate import as_layers
 from interp.circuits._model import check_model, check_pair, names_of
 from interp.circuits.baselines import Baseline, circuit_table
-from interp.circuits.qk import HeadReduction, qk_affinity, reduce_heads
+from interp.circuits.qk import HeadReduction, qk_affinity, qk_mean_affinity, reduce_heads
 from interp.circuits.vo import vo_decomposition
 
 __all__ = ["weight_circuits"]
@@ -51,13 +51,16 @@ def weight_circuits(
     layer_list = as_layers(layers, first.cfg.n_layers)
     tables = []
     for label, m in models.items():
-        qk = qk_affinity(m, directions, layers=layer_list)
+        if not per_head and head_reduction == "mean":
+            qk = qk_mean_affinity(m, directions, layers=layer_list)
+        else:
+            qk = qk_affinity(m, directions, layers=layer_list)
         vo = vo_decomposition(m, directions, layers=layer_list, per_head=per_head)
         labels = names_of(directions, names, qk.shape[-1])
         if per_head:
             vo_values = vo.head_cos if vo_metric == "cos" else vo.head_dot
         else:
-            qk = reduce_heads(qk, head_reduction)
+            qk = qk if head_reduction == "mean" else reduce_heads(qk, head_reduction)
             vo_values = vo.sum_cos if vo_metric == "cos" else vo.sum_dot
         for circuit, values in (("qk", qk), ("vo", vo_values)):
             table = circuit_table(

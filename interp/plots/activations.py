@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from transformer_lens.utilities import to_numpy
 
 from interp.activations.attention_metrics import AttentionPattern
 
@@ -29,7 +30,7 @@ def attention_heatmap(pattern: AttentionPattern, *, max_tokens: int | None = Non
         raise TypeError(f"pattern: expected an AttentionPattern (see interp.activations.attention_pattern), got {type(pattern).__name__}")
     n = len(pattern.tokens) if max_tokens is None else min(max_tokens, len(pattern.tokens))
     labels = [f"{i}:{t!r}"[: 24] for i, t in enumerate(pattern.tokens[:n])]
-    fig = go.Figure(go.Heatmap(z=pattern.pattern[:n, :n].numpy(), x=labels, y=labels, colorscale="Blues",
+    fig = go.Figure(go.Heatmap(z=to_numpy(pattern.pattern[:n, :n]), x=labels, y=labels, colorscale="Blues",
                                zmin=0, zmax=1, colorbar=dict(title="attention")))
     fig.update_layout(title=title or f"Attention pattern, layer {pattern.layer} head {pattern.head}",
                       xaxis_title="key", yaxis_title="query", yaxis_autorange="reversed")

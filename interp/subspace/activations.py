@@ -50,9 +50,10 @@ def _run(model: HookedTransformer, texts: Sequence[str], names: list[str]) -> tu
     wanted = set(names)
     last_layer = max(int(name.split(".")[1]) for name in names if name.startswith("blocks."))
     stop = last_layer + 1 if last_layer + 1 < model.cfg.n_layers else None  # skip the unused later blocks
-    _, cache = model.run_with_cache(
-        tokens.to(device), attention_mask=mask.to(device), names_filter=lambda n: n in wanted, stop_at_layer=stop
-    )
+    with torch.no_grad():  # activations are measured, never differentiated
+        _, cache = model.run_with_cache(
+            tokens.to(device), attention_mask=mask.to(device), names_filter=lambda n: n in wanted, stop_at_layer=stop
+        )
     return {name: cache[name] for name in names}, lengths
 
 

@@ -19,6 +19,7 @@ import einops
 import numpy as np
 import pandas as pd
 import torch
+from transformer_lens.utilities import to_numpy
 
 from interp._validate import as_layers
 from interp.subspace import bases as bs
@@ -137,8 +138,8 @@ def score_table(
             "family": np.repeat([b.family for b in bases], n_layers),
             "axis_kind": np.repeat([b.axis_kind for b in bases], n_layers),
             "source": np.repeat([b.source for b in bases], n_layers),
-            "rank": ranks.T.reshape(-1).numpy(),
-            **{name: v.T.reshape(-1).numpy() for name, v in columns.items()},
+            "rank": to_numpy(ranks.T.reshape(-1)),
+            **{name: to_numpy(v.T.reshape(-1)) for name, v in columns.items()},
         }
     )
     return table
@@ -173,6 +174,7 @@ def summarize(per_layer: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return summary[~read].reset_index(drop=True), summary[read].reset_index(drop=True)
 
 
+@torch.no_grad()  # a measurement over weights and activations: no graph is built
 def subspace_sweep(
     pair: object,
     *,
