@@ -82,6 +82,20 @@ def peak_extra_mb(fn: Callable[[], object], *, interval_s: float = 0.0005) -> fl
     return max(peak - base, 0.0)
 
 
+def timed_peak(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall time (s) and peak extra resident memory (MB) of one call of ``fn``, measured together."""
+    seconds = 0.0
+
+    def timed() -> None:
+        nonlocal seconds
+        t0 = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - t0
+
+    peak = peak_extra_mb(timed)
+    return seconds, peak
+
+
 def median_time(fn: Callable[[], object], repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):

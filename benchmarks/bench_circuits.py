@@ -15,6 +15,9 @@ seed 000. Directions are seeded random unit vectors: timing does not depend on w
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -167,6 +170,35 @@ def _read_floor(pair, attn: bool, mlp: bool):
     return total
 
 
+def _seed_gflop(cfg, n: int, circuit: str) -> float:  # noqa: ANN001
+    """Multiply-adds × 2 of the seed loop for a pair: QK+VO (seed 000) or the gated MLP (seed 001)."""
+    d, q, kv = cfg.d_model, cfg.n_heads * cfg.d_head, cfg.n_key_value_heads * cfg.d_head
+    if circuit == "attn":
+        per_layer = 2 * n * d * (q + 2 * kv) + 2 * cfg.n_heads * n * n * cfg.d_head + 2 * n * q * d
+    else:
+        per_layer = 3 * 2 * n * d * cfg.d_mlp
+    return 2 * cfg.n_layers * per_layer / 1e9
+
+
+def _gemm_gflops(d: int, n: int) -> float:
+    """The best GFLOP/s of ``[n, d] @ [d, d]`` products here (the seed loop's kind of work)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, d, generator=gen), torch.randn(64, d, d, generator=gen)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for w in b:
+            a @ w
+        best = min(best, time.perf_counter() - start)
+    return 64 * 2 * n * d * d / best / 1e9
+
+
+def _with_rate(row: BenchRow, gflop: float, peak: float) -> BenchRow:
+    rate = gflop / row.reference_s
+    return replace(row, notes=f"{row.notes}; the seed loop does {gflop:.2f} GFLOP at {rate:.0f} GFLOP/s, "
+                              f"a plain [n,d]@[d,d] product reaches {peak:.0f} GFLOP/s here")
+
+
 def _probes(d_model: int) -> DirectionSet:
     pcs = DirectionSet.random(N_PCS, d_model, seed=1, prefix="PC").with_negations()
     return pcs.concat(DirectionSet.random(N_RANDOM, d_model, seed=42))
@@ -200,18 +232,25 @@ def _run() -> list[BenchRow]:
             got = ours[(ours["direction"] == f"PC{k + 1}") & (ours["circuit"] == circuit) & (ours["relation"] == relation)]
             assert abs(got["mean_abs_delta_z"].item() - value) <= 1e-3 * max(1.0, abs(value)), (key, k)
 
+    peak = _gemm_gflops(pair.cfg.d_model, len(probes))
     return [
-        compare(f"seed 000 QK+VO kernels ({where})", lambda: _interp_kernels(pair, probes),
+        _with_rate(compare(f"seed 000 QK+VO kernels ({where})", lambda: _interp_kernels(pair, probes),
+                           lambda: _seed_000(pair, names, vectors), reference="seed-style per-layer loop",
+                           notes="interp: kernels only (head-mean QK, head-sum VO); reference: whole "
+                                 "seed-000 computation incl. numpy z-scores"),
+                   _seed_gflop(pair.cfg, len(probes), "attn"), peak),
+        compare(f"seed 000 per-head QK+VO kernels ({where})", lambda: _interp_per_head_kernels(pair, probes),
                 lambda: _seed_000(pair, names, vectors), reference="seed-style per-layer loop",
-                notes="interp: kernels only; reference: whole seed-000 computation incl. numpy z-scores"),
+                notes="interp computes [layer, head, n, n] for both circuits, more than the seed"),
         compare(f"seed 000 end to end: tables, z, Δz, per-PC ({where})", lambda: _interp_000(pair, probes),
                 lambda: _seed_000(pair, names, vectors), reference="seed-style per-layer loop",
                 notes="interp builds the full tidy table (every query × key entry, both circuits, both models)"),
         compare(f"seed 000 QK+VO kernels vs weight-read floor ({where})", lambda: _interp_kernels(pair, probes),
                 lambda: _read_floor(pair, attn=True, mlp=False), reference="read W_Q/K/V/O once",
                 notes="goal: reference/interp ≥ 0.5 (interp ≤ 2× the floor)"),
-        compare(f"seed 001 MLP pass ({where})", lambda: compare_mlp_pass(pair, probes).table(),
-                lambda: _seed_001(pair, vectors), reference="seed-style per-layer loop"),
+        _with_rate(compare(f"seed 001 MLP pass ({where})", lambda: compare_mlp_pass(pair, probes).table(),
+                           lambda: _seed_001(pair, vectors), reference="seed-style per-layer loop"),
+                   _seed_gflop(pair.cfg, len(probes), "mlp"), peak),
         compare(f"seed 001 MLP pass vs weight-read floor ({where})", lambda: compare_mlp_pass(pair, probes),
                 lambda: _read_floor(pair, attn=False, mlp=True), reference="read W_in/W_gate/W_out once",
                 notes="goal: reference/interp ≥ 0.5"),

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 import zlib
 
 import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks._harness import BenchRow, _rss_mb, compare
+from benchmarks._harness import BenchRow, compare, timed_peak
 from interp.subspace import bases as bs
 from interp.subspace.activations import probe_activations, steering_label
 from interp.subspace.probes import (
@@ -236,43 +235,6 @@ def _seed_full(pair: object) -> pd.DataFrame:
     return seed_style_scores(inputs["candidates"], inputs["label_eval"], inputs["lora"], inputs["clean_by_layer"])
 
 
-def _vm_hwm_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _timed_peak(fn: object) -> tuple[float, float]:
-    """Wall time and peak extra resident memory (MB) of one call of ``fn``, run in a forked child.
-
-    The child resets its resident-set high-water mark first (``5 > /proc/self/clear_refs``): a forked
-    child otherwise inherits the parent's peak, which hides any call that needs less than the parent
-    once did (e.g. while it loaded the models).
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(read_fd)
-        try:
-            with open("/proc/self/clear_refs", "w") as handle:
-                handle.write("5")
-            base = _rss_mb()
-            t0 = time.perf_counter()
-            fn()
-            os.write(write_fd, f"{time.perf_counter() - t0} {_vm_hwm_mb() - base}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    payload = os.read(read_fd, 128).decode().split()
-    os.close(read_fd)
-    os.waitpid(pid, 0)
-    if not payload:
-        return float("nan"), float("nan")
-    return float(payload[0]), max(float(payload[1]), 0.0)
-
-
 def run() -> list[BenchRow]:
     from interp import ModelPair
 
@@ -295,9 +257,9 @@ def run() -> list[BenchRow]:
         notes=f"goal ≥ 50×; same R (max rel. diff {agree['max_rel_R']:.1e}); |Δz| in 120-draw sampling-error "
         f"units: median {agree['median']:.2f}, p95 {agree['p95']:.2f}, {100 * agree['within3']:.0f}% < 3",
     )
-    rows = [dataclasses.replace(timed, interp_peak_mb=_timed_peak(ours)[1], reference_peak_mb=_timed_peak(seed)[1])]
-    sweep_s, sweep_mb = _timed_peak(lambda: subspace_sweep(pair))
-    seed_s, seed_mb = _timed_peak(lambda: _seed_full(pair))
+    rows = [dataclasses.replace(timed, interp_peak_mb=timed_peak(ours)[1], reference_peak_mb=timed_peak(seed)[1])]
+    sweep_s, sweep_mb = timed_peak(lambda: subspace_sweep(pair))
+    seed_s, seed_mb = timed_peak(lambda: _seed_full(pair))
     rows.append(
         BenchRow(
             figure="whole sweep on the default pair: captures, ~35 bases × 15 layers, scoring (one run each)",

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _circuit_checks import assert_close_to_scale, seeded_directions
 
 from interp.circuits import compare_mlp_pass, delta_projections, mlp_pass, top_bottom
 from interp.circuits._model import CHUNK_BYTES
@@ -15,9 +16,6 @@ from interp.circuits.mlp_pass import MLPPassComparison
 SMOL_LAYERS = [0, 15, 29]
 GEMMA_LAYERS = [0, 5, 17]
 
-
-def _directions(n: int, d_model: int, seed: int) -> torch.Tensor:
-    return torch.randn(n, d_model, generator=torch.Generator().manual_seed(seed))
 
 
 def _mlp_out_by_hook(model, layers, directions):
@@ -38,11 +36,6 @@ def _mlp_out_by_hook(model, layers, directions):
     return torch.stack([outs[layer] for layer in layers])
 
 
-def _assert_close(actual, expected, rel=1e-4, what=""):
-    scale = expected.abs().max().item()
-    err = (actual - expected).abs().max().item()
-    assert err <= rel * max(scale, 1e-6), f"{what}: max |diff| {err:.3g} vs scale {scale:.3g} (rel tol {rel})"
-
 
 @pytest.mark.parametrize("budget", [0, 2**40], ids=["per_layer", "stacked"])
 @pytest.mark.parametrize(
@@ -52,23 +45,23 @@ def _assert_close(actual, expected, rel=1e-4, what=""):
 def test_mlp_pass_equals_hook_mlp_out(request, monkeypatch, fixture, layers, budget):
     monkeypatch.setitem(CHUNK_BYTES, "cpu", budget)
     model = request.getfixturevalue(fixture)
-    dirs = _directions(4, model.cfg.d_model, seed=301)
-    _assert_close(mlp_pass(model, dirs, layers=layers), _mlp_out_by_hook(model, layers, dirs),
+    dirs = seeded_directions(4, model.cfg.d_model, seed=301)
+    assert_close_to_scale(mlp_pass(model, dirs, layers=layers), _mlp_out_by_hook(model, layers, dirs),
                   what=f"{fixture} MLP pass vs hook_mlp_out")
 
 
 def test_mlp_pass_without_post_norm(gemma):
     """post_norm=False: the same, minus Gemma's ln2_post (checked against the module applied by hand)."""
     layers = [4]
-    dirs = _directions(2, gemma.cfg.d_model, seed=302)
+    dirs = seeded_directions(2, gemma.cfg.d_model, seed=302)
     raw = mlp_pass(gemma, dirs, layers=layers, post_norm=False)
-    _assert_close(gemma.blocks[4].ln2_post(raw[0]), mlp_pass(gemma, dirs, layers=layers)[0], what="ln2_post")
+    assert_close_to_scale(gemma.blocks[4].ln2_post(raw[0]), mlp_pass(gemma, dirs, layers=layers)[0], what="ln2_post")
 
 
 def test_compare_mlp_pass_table_matches_forward_passes(default_pair):
     """Norms, |Δ| and 1 - cos from hook_mlp_out of both models (numpy); LoRA-free layers give Δ = 0."""
     layers = [3, 12, 20, 27]  # the default LoRA touches layers 9-23
-    dirs = _directions(3, default_pair.base.cfg.d_model, seed=303)
+    dirs = seeded_directions(3, default_pair.base.cfg.d_model, seed=303)
     comparison = compare_mlp_pass(default_pair, dirs, layers=layers, names=["a", "b", "c"])
     table = comparison.table()
     base = _mlp_out_by_hook(default_pair.base, layers, dirs).double().numpy()
@@ -91,8 +84,8 @@ def test_compare_mlp_pass_table_matches_forward_passes(default_pair):
 
 
 def test_delta_projections_and_top_bottom(default_pair):
-    dirs = _directions(2, default_pair.base.cfg.d_model, seed=304)
-    probes = _directions(6, default_pair.base.cfg.d_model, seed=305) * 4
+    dirs = seeded_directions(2, default_pair.base.cfg.d_model, seed=304)
+    probes = seeded_directions(6, default_pair.base.cfg.d_model, seed=305) * 4
     comparison = compare_mlp_pass(default_pair, dirs, layers=[15], names=["x", "y"])
     table = delta_projections(comparison, probes, layer=15, direction="y", probe_names=list("ABCDEF"))
     delta = (_mlp_out_by_hook(default_pair.tuned, [15], dirs) - _mlp_out_by_hook(default_pair.base, [15], dirs))[0, 1]
@@ -112,7 +105,7 @@ def test_delta_projections_and_top_bottom(default_pair):
 
 def test_mlp_bad_inputs_name_the_argument(smollm2, gemma):
     d = smollm2.cfg.d_model
-    good = _directions(2, d, seed=306)
+    good = seeded_directions(2, d, seed=306)
     with pytest.raises(ValueError, match="directions.*width 640"):
         mlp_pass(smollm2, torch.ones(1, 640))
     with pytest.raises(ValueError, match="directions.*zero"):

@@ -11,6 +11,7 @@ import contextlib
 
 import pytest
 import torch
+from _circuit_checks import assert_close_to_scale, seeded_directions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,10 +21,6 @@ from interp.circuits._model import CHUNK_BYTES
 SMOL_LAYERS = [0, 13, 29]
 GEMMA_LAYERS = [0, 3, 5, 17]  # 5 and 17 are global-attention layers, 0 and 3 local
 
-
-def _directions(n: int, d_model: int, seed: int, scale: float = 1.0) -> torch.Tensor:
-    """``n`` Gaussian directions of rms ``scale`` (norm ~ scale * sqrt(d_model)), seeded."""
-    return torch.randn(n, d_model, generator=torch.Generator().manual_seed(seed)) * scale
 
 
 def _diag_scores_by_hook(model, layers, directions):
@@ -85,11 +82,6 @@ def _cross_scores_by_hook(model, layers, queries, keys):
     return torch.stack([captured[layer] for layer in layers])
 
 
-def _assert_close(actual, expected, rel=1e-4, what=""):
-    scale = expected.abs().max().item()
-    err = (actual - expected).abs().max().item()
-    assert err <= rel * max(scale, 1e-6), f"{what}: max |diff| {err:.3g} vs scale {scale:.3g} (rel tol {rel})"
-
 
 @pytest.mark.parametrize("budget", [0, 2**40], ids=["per_layer", "stacked"])
 @pytest.mark.parametrize(
@@ -99,10 +91,10 @@ def _assert_close(actual, expected, rel=1e-4, what=""):
 def test_qk_self_affinity_equals_attn_scores_diagonal(request, monkeypatch, fixture, layers, budget):
     monkeypatch.setitem(CHUNK_BYTES, "cpu", budget)
     model = request.getfixturevalue(fixture)
-    dirs = _directions(5, model.cfg.d_model, seed=101)
+    dirs = seeded_directions(5, model.cfg.d_model, seed=101)
     ours = qk_affinity(model, dirs, layers=layers)  # [layer, head, n, n]
     expected = _diag_scores_by_hook(model, layers, dirs)
-    _assert_close(ours.diagonal(dim1=-2, dim2=-1), expected, what=f"{fixture} QK diagonal")
+    assert_close_to_scale(ours.diagonal(dim1=-2, dim2=-1), expected, what=f"{fixture} QK diagonal")
 
 
 @pytest.mark.parametrize("budget", [0, 2**40], ids=["per_layer", "stacked"])
@@ -112,24 +104,24 @@ def test_qk_cross_affinity_equals_split_input_scores(request, monkeypatch, fixtu
     GQA head pairing, since keys now differ from queries)."""
     monkeypatch.setitem(CHUNK_BYTES, "cpu", budget)
     model = request.getfixturevalue(fixture)
-    u = _directions(4, model.cfg.d_model, seed=102)
-    v = _directions(4, model.cfg.d_model, seed=103)
+    u = seeded_directions(4, model.cfg.d_model, seed=102)
+    v = seeded_directions(4, model.cfg.d_model, seed=103)
     ours = qk_affinity(model, u, v, layers=layers)
     expected = _cross_scores_by_hook(model, layers, u, v)
-    _assert_close(ours.diagonal(dim1=-2, dim2=-1), expected, what=f"{fixture} QK(u_i, v_i)")
+    assert_close_to_scale(ours.diagonal(dim1=-2, dim2=-1), expected, what=f"{fixture} QK(u_i, v_i)")
 
 
 def test_qk_matches_factored_matrix_qk(smollm2):
     """No biases and no qk-norm in SmolLM2: score = ln1(u) (W_Q W_K^T) ln1(v)^T / attn_scale, with
     TransformerLens' FactoredMatrix model.QK (whose W_K is already expanded per query head)."""
     layers = [3, 20]
-    u = _directions(6, smollm2.cfg.d_model, seed=104)
-    v = _directions(5, smollm2.cfg.d_model, seed=105)
+    u = seeded_directions(6, smollm2.cfg.d_model, seed=104)
+    v = seeded_directions(5, smollm2.cfg.d_model, seed=105)
     u_hat = u / (u.pow(2).mean(-1, keepdim=True) + smollm2.cfg.eps).sqrt()
     v_hat = v / (v.pow(2).mean(-1, keepdim=True) + smollm2.cfg.eps).sqrt()
     qk = smollm2.QK[layers]  # FactoredMatrix [layer, head, d_model, d_model]
     expected = (u_hat @ qk @ v_hat.T).AB / smollm2.cfg.attn_scale
-    _assert_close(qk_affinity(smollm2, u, v, layers=layers), expected, what="QK vs model.QK")
+    assert_close_to_scale(qk_affinity(smollm2, u, v, layers=layers), expected, what="QK vs model.QK")
 
 
 def test_qk_gqa_query_head_pairs_with_kv_head_block(smollm2):
@@ -137,14 +129,14 @@ def test_qk_gqa_query_head_pairs_with_kv_head_block(smollm2):
     layer = 7
     attn = smollm2.blocks[layer].attn
     group = smollm2.cfg.n_heads // smollm2.cfg.n_key_value_heads
-    x = _directions(4, smollm2.cfg.d_model, seed=106)
+    x = seeded_directions(4, smollm2.cfg.d_model, seed=106)
     x_hat = x / (x.pow(2).mean(-1, keepdim=True) + smollm2.cfg.eps).sqrt()
     q = torch.einsum("nd,hde->hne", x_hat, attn.W_Q)
     k_kv = torch.einsum("nd,kde->kne", x_hat, attn._W_K)  # per KV head
     ours = qk_affinity(smollm2, x, layers=[layer])[0]
     blocks = torch.stack([q[h] @ k_kv[h // group].T for h in range(smollm2.cfg.n_heads)]) / attn.attn_scale
     tiles = torch.stack([q[h] @ k_kv[h % smollm2.cfg.n_key_value_heads].T for h in range(smollm2.cfg.n_heads)])
-    _assert_close(ours, blocks, what="GQA block pairing")
+    assert_close_to_scale(ours, blocks, what="GQA block pairing")
     wrong = (ours - tiles / attn.attn_scale).abs().max().item()
     assert wrong > 0.1 * ours.abs().max().item(), "tiling KV heads should give different scores"
 
@@ -165,13 +157,13 @@ def test_qk_softcap_matches_model_when_configured(gemma):
     """Gemma 3 has no attention-logit softcap; switching cfg.attn_scores_soft_cap on (Gemma 2's mechanism)
     makes the model cap hook_attn_scores, and qk_affinity must cap identically."""
     layers = [5, 9]
-    dirs = _directions(4, gemma.cfg.d_model, seed=107)
+    dirs = seeded_directions(4, gemma.cfg.d_model, seed=107)
     uncapped = qk_affinity(gemma, dirs, layers=layers)
     cap = 0.5 * uncapped.abs().max().item()
     with _temporarily(gemma.cfg, attn_scores_soft_cap=cap):
         ours = qk_affinity(gemma, dirs, layers=layers)
         expected = _diag_scores_by_hook(gemma, layers, dirs)
-    _assert_close(ours.diagonal(dim1=-2, dim2=-1), expected, what="softcapped QK diagonal")
+    assert_close_to_scale(ours.diagonal(dim1=-2, dim2=-1), expected, what="softcapped QK diagonal")
     torch.testing.assert_close(ours, cap * torch.tanh(uncapped / cap), rtol=1e-5, atol=1e-6)
     assert ours.abs().max().item() < cap
 
@@ -194,8 +186,8 @@ def _perturbed_biases(model, layer, seed):
 def test_qk_biases_and_negation_identity(smollm2):
     """With biases: the hook diagonal still matches, and QK(u, v) + QK(u, -v) = 2 q(u) · b_K / scale."""
     layer = 11
-    u = _directions(3, smollm2.cfg.d_model, seed=108)
-    v = _directions(3, smollm2.cfg.d_model, seed=109)
+    u = seeded_directions(3, smollm2.cfg.d_model, seed=108)
+    v = seeded_directions(3, smollm2.cfg.d_model, seed=109)
     with _perturbed_biases(smollm2, layer, seed=110) as attn:
         ours = qk_affinity(smollm2, u, layers=[layer])
         expected = _diag_scores_by_hook(smollm2, [layer], u)
@@ -203,8 +195,8 @@ def test_qk_biases_and_negation_identity(smollm2):
         u_hat = u / (u.pow(2).mean(-1, keepdim=True) + smollm2.cfg.eps).sqrt()
         q = torch.einsum("nd,hde->hne", u_hat, attn.W_Q) + attn.b_Q[:, None, :]
         bias_term = 2 * torch.einsum("hne,he->hn", q, attn.b_K) / attn.attn_scale  # b_K expanded per head
-    _assert_close(ours.diagonal(dim1=-2, dim2=-1), expected, what="QK diagonal with biases")
-    _assert_close(both[0], bias_term[:, :, None].expand_as(both[0]), what="QK(u,v)+QK(u,-v)")
+    assert_close_to_scale(ours.diagonal(dim1=-2, dim2=-1), expected, what="QK diagonal with biases")
+    assert_close_to_scale(both[0], bias_term[:, :, None].expand_as(both[0]), what="QK(u,v)+QK(u,-v)")
     assert bias_term.abs().max() > 1e-2  # the identity is not vacuous
 
 
@@ -219,27 +211,27 @@ def test_qk_mean_affinity_equals_head_mean_of_attn_scores(request, monkeypatch, 
     ``reduce_heads(qk_affinity(...), "mean")`` off the diagonal."""
     monkeypatch.setitem(CHUNK_BYTES, "cpu", budget)
     model = request.getfixturevalue(fixture)
-    u = _directions(4, model.cfg.d_model, seed=111)
-    v = _directions(3, model.cfg.d_model, seed=112)
+    u = seeded_directions(4, model.cfg.d_model, seed=111)
+    v = seeded_directions(3, model.cfg.d_model, seed=112)
     ours = qk_mean_affinity(model, u, layers=layers)
     expected = _diag_scores_by_hook(model, layers, u).mean(1)
-    _assert_close(ours.diagonal(dim1=-2, dim2=-1), expected, what=f"{fixture} head-mean QK diagonal")
+    assert_close_to_scale(ours.diagonal(dim1=-2, dim2=-1), expected, what=f"{fixture} head-mean QK diagonal")
     cross = qk_mean_affinity(model, u, v, layers=layers)
-    _assert_close(cross, reduce_heads(qk_affinity(model, u, v, layers=layers), "mean"), what="head-mean QK")
+    assert_close_to_scale(cross, reduce_heads(qk_affinity(model, u, v, layers=layers), "mean"), what="head-mean QK")
 
 
 def test_qk_mean_affinity_with_biases(smollm2):
     """Summing grouped query heads carries their biases: still the mean of the per-head scores."""
     layer = 11
-    u = _directions(3, smollm2.cfg.d_model, seed=113)
-    v = _directions(5, smollm2.cfg.d_model, seed=114)
+    u = seeded_directions(3, smollm2.cfg.d_model, seed=113)
+    v = seeded_directions(5, smollm2.cfg.d_model, seed=114)
     with _perturbed_biases(smollm2, layer, seed=115):
         ours = qk_mean_affinity(smollm2, u, v, layers=[layer])
         expected = qk_affinity(smollm2, u, v, layers=[layer]).mean(1)
         diagonal = _diag_scores_by_hook(smollm2, [layer], u).mean(1)
         own_diagonal = qk_mean_affinity(smollm2, u, layers=[layer]).diagonal(dim1=-2, dim2=-1)
-    _assert_close(ours, expected, what="head-mean QK with biases")
-    _assert_close(own_diagonal, diagonal, what="head-mean QK diagonal with biases vs hook")
+    assert_close_to_scale(ours, expected, what="head-mean QK with biases")
+    assert_close_to_scale(own_diagonal, diagonal, what="head-mean QK diagonal with biases vs hook")
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31 - 1), log_scale=st.floats(0.0, 3.0))
@@ -257,8 +249,8 @@ def test_qk_sign_and_scale_identities_gemma(gemma, seed, log_scale):
 
 
 def _sign_and_scale(model, seed, scale, layers):
-    u = _directions(3, model.cfg.d_model, seed=seed)
-    v = _directions(2, model.cfg.d_model, seed=seed + 1)
+    u = seeded_directions(3, model.cfg.d_model, seed=seed)
+    v = seeded_directions(2, model.cfg.d_model, seed=seed + 1)
     ref = qk_affinity(model, u, v, layers=layers)
     torch.testing.assert_close(qk_affinity(model, u, -v, layers=layers), -ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(qk_affinity(model, -u, v, layers=layers), -ref, rtol=1e-5, atol=1e-5)
@@ -266,7 +258,7 @@ def _sign_and_scale(model, seed, scale, layers):
 
 
 def test_qk_layers_order_and_default(smollm2):
-    dirs = _directions(2, smollm2.cfg.d_model, seed=111)
+    dirs = seeded_directions(2, smollm2.cfg.d_model, seed=111)
     everything = qk_affinity(smollm2, dirs)
     assert everything.shape == (smollm2.cfg.n_layers, smollm2.cfg.n_heads, 2, 2)
     assert everything.dtype == torch.float32
@@ -286,7 +278,7 @@ def test_reduce_heads():
 
 def test_qk_bad_inputs_name_the_argument(smollm2):
     d = smollm2.cfg.d_model
-    good = _directions(2, d, seed=112)
+    good = seeded_directions(2, d, seed=112)
     with pytest.raises(ValueError, match="queries.*width 10"):
         qk_affinity(smollm2, torch.ones(2, 10))
     with pytest.raises(ValueError, match="keys.*width"):

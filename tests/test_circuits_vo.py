@@ -11,6 +11,7 @@ import contextlib
 
 import pytest
 import torch
+from _circuit_checks import assert_close_to_scale, seeded_directions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,9 +21,6 @@ from interp.circuits._model import CHUNK_BYTES
 SMOL_LAYERS = [0, 14, 29]
 GEMMA_LAYERS = [0, 5, 12, 17]
 
-
-def _directions(n: int, d_model: int, seed: int) -> torch.Tensor:
-    return torch.randn(n, d_model, generator=torch.Generator().manual_seed(seed))
 
 
 @contextlib.contextmanager
@@ -63,11 +61,6 @@ def _vo_by_hook(model, layers, directions):
     return torch.stack([results[layer] for layer in layers]), torch.stack([outs[layer] for layer in layers])
 
 
-def _assert_close(actual, expected, rel=1e-4, what=""):
-    scale = expected.abs().max().item()
-    err = (actual - expected).abs().max().item()
-    assert err <= rel * max(scale, 1e-6), f"{what}: max |diff| {err:.3g} vs scale {scale:.3g} (rel tol {rel})"
-
 
 @pytest.mark.parametrize("budget", [0, 2**40], ids=["per_layer", "stacked"])
 @pytest.mark.parametrize(
@@ -77,11 +70,11 @@ def _assert_close(actual, expected, rel=1e-4, what=""):
 def test_vo_outputs_equal_hook_result_and_attn_out(request, monkeypatch, fixture, layers, budget):
     monkeypatch.setitem(CHUNK_BYTES, "cpu", budget)
     model = request.getfixturevalue(fixture)
-    dirs = _directions(4, model.cfg.d_model, seed=201)
+    dirs = seeded_directions(4, model.cfg.d_model, seed=201)
     heads, total = vo_outputs(model, dirs, layers=layers)
     expected_heads, expected_out = _vo_by_hook(model, layers, dirs)
-    _assert_close(heads, expected_heads, what=f"{fixture} per-head VO vs hook_result")
-    _assert_close(total, expected_out, what=f"{fixture} layer VO vs hook_attn_out")
+    assert_close_to_scale(heads, expected_heads, what=f"{fixture} per-head VO vs hook_result")
+    assert_close_to_scale(total, expected_out, what=f"{fixture} layer VO vs hook_attn_out")
 
 
 
@@ -94,34 +87,34 @@ def test_vo_head_sum_path_reads_hook_attn_out(request, monkeypatch, fixture, lay
     work for GQA); its readings equal hook_attn_out's cosine and projection with the probes."""
     monkeypatch.setitem(CHUNK_BYTES, "cpu", budget)
     model = request.getfixturevalue(fixture)
-    keys = _directions(4, model.cfg.d_model, seed=208)
-    probes = _directions(3, model.cfg.d_model, seed=209)
+    keys = seeded_directions(4, model.cfg.d_model, seed=208)
+    probes = seeded_directions(3, model.cfg.d_model, seed=209)
     fast = vo_decomposition(model, keys, probes, layers=layers, per_head=False)
     _, attn_out = _vo_by_hook(model, layers, keys)
     p_hat = probes / probes.norm(dim=-1, keepdim=True)
     dot = torch.einsum("lnd,pd->lnp", attn_out, p_hat)
-    _assert_close(fast.sum_dot, dot, what=f"{fixture} summed VO projection vs hook_attn_out")
-    _assert_close(fast.sum_cos, dot / attn_out.norm(dim=-1, keepdim=True), what=f"{fixture} summed VO cosine")
+    assert_close_to_scale(fast.sum_dot, dot, what=f"{fixture} summed VO projection vs hook_attn_out")
+    assert_close_to_scale(fast.sum_cos, dot / attn_out.norm(dim=-1, keepdim=True), what=f"{fixture} summed VO cosine")
     assert fast.head_dot is None and fast.head_cos is None
 
 def test_vo_without_post_norm_is_sum_of_head_results(gemma):
     layers = [3, 11]
-    dirs = _directions(3, gemma.cfg.d_model, seed=202)
+    dirs = seeded_directions(3, gemma.cfg.d_model, seed=202)
     _, total = vo_outputs(gemma, dirs, layers=layers, post_norm=False)
     expected_heads, post_normed = _vo_by_hook(gemma, layers, dirs)
     b_O = torch.stack([gemma.blocks[layer].attn.b_O for layer in layers])
-    _assert_close(total, expected_heads.sum(1) + b_O[:, None, :], what="sum of hook_result + b_O")
+    assert_close_to_scale(total, expected_heads.sum(1) + b_O[:, None, :], what="sum of hook_result + b_O")
     assert (total - post_normed).abs().max() > 1e-2  # Gemma's ln1_post does change the output
 
 
 def test_vo_matches_factored_matrix_ov(smollm2):
     """No biases in SmolLM2: head output = ln1(v) W_V[h] W_O[h], TransformerLens' FactoredMatrix model.OV."""
     layers = [4, 21]
-    v = _directions(5, smollm2.cfg.d_model, seed=203)
+    v = seeded_directions(5, smollm2.cfg.d_model, seed=203)
     v_hat = v / (v.pow(2).mean(-1, keepdim=True) + smollm2.cfg.eps).sqrt()
     expected = (v_hat @ smollm2.OV[layers]).AB  # [layer, head, n, d_model]
     heads, _ = vo_outputs(smollm2, v, layers=layers)
-    _assert_close(heads, expected, what="VO vs model.OV")
+    assert_close_to_scale(heads, expected, what="VO vs model.OV")
 
 
 @pytest.mark.parametrize("fixture", ["smollm2", "gemma"])
@@ -129,15 +122,15 @@ def test_vo_decomposition_reads_outputs_against_probes(request, fixture):
     """dot = out · p/|p| and cos = dot/|out|, computed here from the hook outputs with numpy."""
     model = request.getfixturevalue(fixture)
     layers = [1, 5]
-    keys = _directions(3, model.cfg.d_model, seed=204)
-    probes = _directions(4, model.cfg.d_model, seed=205) * 3.0
+    keys = seeded_directions(3, model.cfg.d_model, seed=204)
+    probes = seeded_directions(4, model.cfg.d_model, seed=205) * 3.0
     result = vo_decomposition(model, keys, probes, layers=layers)
     heads, out = (t.double().numpy() for t in _vo_by_hook(model, layers, keys))
     p_hat = (probes / probes.norm(dim=-1, keepdim=True)).double().numpy()
     sum_dot = out @ p_hat.T
     head_dot = heads @ p_hat.T
-    _assert_close(result.sum_dot.double(), torch.from_numpy(sum_dot), what="sum_dot")
-    _assert_close(result.head_dot.double(), torch.from_numpy(head_dot), what="head_dot")
+    assert_close_to_scale(result.sum_dot.double(), torch.from_numpy(sum_dot), what="sum_dot")
+    assert_close_to_scale(result.head_dot.double(), torch.from_numpy(head_dot), what="head_dot")
     sum_cos = sum_dot / torch.from_numpy(out).norm(dim=-1, keepdim=True).numpy()
     head_cos = head_dot / torch.from_numpy(heads).norm(dim=-1, keepdim=True).numpy()
     torch.testing.assert_close(result.sum_cos.double(), torch.from_numpy(sum_cos), atol=1e-5, rtol=1e-4)
@@ -147,12 +140,12 @@ def test_vo_decomposition_reads_outputs_against_probes(request, fixture):
     # per_head=False sums the heads in one contraction and skips the per-head readings
     summed = vo_decomposition(model, keys, probes, layers=layers, per_head=False)
     assert summed.head_dot is None and summed.head_cos is None
-    _assert_close(summed.sum_dot.double(), torch.from_numpy(sum_dot), what="sum_dot (per_head=False)")
+    assert_close_to_scale(summed.sum_dot.double(), torch.from_numpy(sum_dot), what="sum_dot (per_head=False)")
     torch.testing.assert_close(summed.sum_cos.double(), torch.from_numpy(sum_cos), atol=1e-5, rtol=1e-4)
 
 
 def test_vo_default_probes_are_the_keys(smollm2):
-    keys = _directions(3, smollm2.cfg.d_model, seed=206)
+    keys = seeded_directions(3, smollm2.cfg.d_model, seed=206)
     a = vo_decomposition(smollm2, keys, layers=[2])
     b = vo_decomposition(smollm2, keys, keys, layers=[2])
     torch.testing.assert_close(a.sum_cos, b.sum_cos)
@@ -167,8 +160,8 @@ def test_vo_sign_and_scale_identities(request, fixture, seed, log_scale):
     probe reads cos(out(v), -p) = -cos(out(v), p); RMS pre-norm makes VO invariant to |v|."""
     model = request.getfixturevalue(fixture)
     layers = [6, 17]
-    v = _directions(3, model.cfg.d_model, seed=seed)
-    probes = _directions(2, model.cfg.d_model, seed=seed + 1)
+    v = seeded_directions(3, model.cfg.d_model, seed=seed)
+    probes = seeded_directions(2, model.cfg.d_model, seed=seed + 1)
     ref = vo_decomposition(model, v, probes, layers=layers)
     neg = vo_decomposition(model, -v, probes, layers=layers)
     for field in ("head_dot", "head_cos", "sum_dot", "sum_cos"):
@@ -182,7 +175,7 @@ def test_vo_sign_and_scale_identities(request, fixture, seed, log_scale):
 
 def test_vo_bad_inputs_name_the_argument(smollm2):
     d = smollm2.cfg.d_model
-    good = _directions(2, d, seed=207)
+    good = seeded_directions(2, d, seed=207)
     with pytest.raises(ValueError, match="keys.*width 3"):
         vo_outputs(smollm2, torch.ones(1, 3))
     with pytest.raises(ValueError, match="probes.*width"):

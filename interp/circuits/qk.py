@@ -61,10 +61,13 @@ def qk_affinity(
     """
     model, u, layer_list = prepare(model, queries, layers, name="queries")
     v = u if keys is None else as_directions(keys, model.cfg.d_model, name="keys").to(u.device)
-    blocks = model.blocks
-    per_layer = param_bytes(blocks[0].attn.W_Q, _kv(blocks[0].attn, "W_K"))
-    outputs = [_qk_chunk(model, u, v, chunk) for chunk in layer_chunks(layer_list, per_layer, u.device)]
-    return torch.cat(outputs)
+    chunks = layer_chunks(layer_list, _qk_bytes_per_layer(model), u.device)
+    return torch.cat([_qk_chunk(model, u, v, chunk) for chunk in chunks])
+
+
+def _qk_bytes_per_layer(model: HookedTransformer) -> int:
+    attn = model.blocks[0].attn
+    return param_bytes(attn.W_Q, _kv(attn, "W_K"))
 
 
 def _kv(attn: torch.nn.Module, which: str) -> torch.Tensor:
@@ -72,28 +75,50 @@ def _kv(attn: torch.nn.Module, which: str) -> torch.Tensor:
     return getattr(attn, f"_{which}") if isinstance(attn, GroupedQueryAttention) else getattr(attn, which)
 
 
-def _qk_chunk(
+def _qk_inputs(
     model: HookedTransformer, u: torch.Tensor, v: torch.Tensor, layers: list[int]
-) -> Float[torch.Tensor, "layer head query key"]:
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``(ln1(u), ln1(v), weights)`` of a run of layers: the arguments of the QK kernels."""
     blocks = [model.blocks[layer] for layer in layers]
     ln1 = norm_stack([b.ln1 for b in blocks], name="model")
-    qn = kn = None
-    if model.cfg.use_qk_norm:
-        qn = norm_stack([b.attn.q_norm for b in blocks], name="model")
-        kn = norm_stack([b.attn.k_norm for b in blocks], name="model")
-    n_layers = len(layers)
-    return qk_scores(
-        ln1(u.expand(n_layers, *u.shape)),
-        ln1(v.expand(n_layers, *v.shape)),
+    weights = dict(
         W_Q=stack_blocks(model, layers, lambda b: b.attn.W_Q),
         b_Q=stack_blocks(model, layers, lambda b: b.attn.b_Q),
         W_K=stack_blocks(model, layers, lambda b: _kv(b.attn, "W_K")),
         b_K=stack_blocks(model, layers, lambda b: _kv(b.attn, "b_K")),
         attn_scale=torch.tensor([float(b.attn.attn_scale) for b in blocks], device=u.device),
-        q_norm=qn,
-        k_norm=kn,
-        softcap=model.cfg.attn_scores_soft_cap,
     )
+    return ln1(u.expand(len(layers), *u.shape)), ln1(v.expand(len(layers), *v.shape)), weights
+
+
+def _qk_chunk(
+    model: HookedTransformer, u: torch.Tensor, v: torch.Tensor, layers: list[int]
+) -> Float[torch.Tensor, "layer head query key"]:
+    q_in, k_in, weights = _qk_inputs(model, u, v, layers)
+    qn = kn = None
+    if model.cfg.use_qk_norm:
+        blocks = [model.blocks[layer] for layer in layers]
+        qn = norm_stack([b.attn.q_norm for b in blocks], name="model")
+        kn = norm_stack([b.attn.k_norm for b in blocks], name="model")
+    return qk_scores(q_in, k_in, **weights, q_norm=qn, k_norm=kn, softcap=model.cfg.attn_scores_soft_cap)
+
+
+def head_projection(
+    x: Float[torch.Tensor, "layer n d_model"],
+    W: Float[torch.Tensor, "layer head d_model d_head"],
+    b: Float[torch.Tensor, "layer head d_head"],
+) -> Float[torch.Tensor, "layer head n d_head"]:
+    """``x W[h] + b[h]`` for every head. ``x`` is broadcast over heads (a view), so the contraction is
+    a batched matmul over (layer, head) that reads the weights in place, with no permuted copy."""
+    x = x[:, None].expand(x.shape[0], W.shape[1], *x.shape[1:])
+    return einops.einsum(x, W, "layer head n d, layer head d dh -> layer head n dh") + b[:, :, None, :]
+
+
+def kv_groups(n_heads: int, n_kv: int, *, name: str = "W_K") -> int:
+    """Query heads per KV head, ``g = n_heads / n_kv`` (a ValueError naming ``name`` if it is not whole)."""
+    if n_heads % n_kv:
+        raise ValueError(f"{name}: {n_kv} key/value heads do not divide {n_heads} query heads")
+    return n_heads // n_kv
 
 
 def qk_scores(
@@ -114,16 +139,9 @@ def qk_scores(
     Query head ``h`` reads KV head ``h // (head / kv_head)`` (TransformerLens' ``repeat_interleave``
     pairing: heads ``0..g-1`` share KV head 0). ``W_K`` may also be per query head (kv_head = head).
     """
-    n_layers, n_heads, n_kv = W_Q.shape[0], W_Q.shape[1], W_K.shape[1]
-    if n_heads % n_kv:
-        raise ValueError(f"W_K: {n_kv} key/value heads do not divide {n_heads} query heads")
-    group = n_heads // n_kv
-    # Inputs are broadcast over heads (views) so that every contraction is a batched matmul over
-    # (layer, head) that reads the weights in place, with no permuted copy of them.
-    q_in = q_in[:, None].expand(n_layers, n_heads, *q_in.shape[1:])
-    k_in = k_in[:, None].expand(n_layers, n_kv, *k_in.shape[1:])
-    q = einops.einsum(q_in, W_Q, "layer head n d, layer head d dh -> layer head n dh") + b_Q[:, :, None, :]
-    k = einops.einsum(k_in, W_K, "layer kv m d, layer kv d dh -> layer kv m dh") + b_K[:, :, None, :]
+    n_kv = W_K.shape[1]
+    group = kv_groups(W_Q.shape[1], n_kv)
+    q, k = head_projection(q_in, W_Q, b_Q), head_projection(k_in, W_K, b_K)
     if q_norm is not None:
         q = q_norm(q)
     if k_norm is not None:
@@ -154,22 +172,10 @@ def qk_mean_affinity(
     v = u if keys is None else as_directions(keys, model.cfg.d_model, name="keys").to(u.device)
     if model.cfg.use_qk_norm or _softcap_on(model.cfg.attn_scores_soft_cap):
         return reduce_heads(qk_affinity(model, u, v, layers=layer_list), "mean")
-    blocks = model.blocks
-    per_layer = param_bytes(blocks[0].attn.W_Q, _kv(blocks[0].attn, "W_K"))
     outputs = []
-    for chunk in layer_chunks(layer_list, per_layer, u.device):
-        ln1 = norm_stack([blocks[layer].ln1 for layer in chunk], name="model")
-        outputs.append(
-            qk_mean_scores(
-                ln1(u.expand(len(chunk), *u.shape)),
-                ln1(v.expand(len(chunk), *v.shape)),
-                W_Q=stack_blocks(model, chunk, lambda b: b.attn.W_Q),
-                b_Q=stack_blocks(model, chunk, lambda b: b.attn.b_Q),
-                W_K=stack_blocks(model, chunk, lambda b: _kv(b.attn, "W_K")),
-                b_K=stack_blocks(model, chunk, lambda b: _kv(b.attn, "b_K")),
-                attn_scale=torch.tensor([float(blocks[layer].attn.attn_scale) for layer in chunk], device=u.device),
-            )
-        )
+    for chunk in layer_chunks(layer_list, _qk_bytes_per_layer(model), u.device):
+        q_in, k_in, weights = _qk_inputs(model, u, v, chunk)
+        outputs.append(qk_mean_scores(q_in, k_in, **weights))
     return torch.cat(outputs)
 
 
@@ -189,14 +195,10 @@ def qk_mean_scores(
 ) -> Float[torch.Tensor, "layer query key"]:
     """The head-mean of :func:`qk_scores` without qk-norm or softcap, one contraction per KV head:
     ``(1/H) Σ_kv (x Σ_{h∈kv} W_Q[h] + Σ_{h∈kv} b_Q[h]) · (y W_K[kv] + b_K[kv]) / scale``."""
-    n_layers, n_heads, n_kv = W_Q.shape[0], W_Q.shape[1], W_K.shape[1]
-    if n_heads % n_kv:
-        raise ValueError(f"W_K: {n_kv} key/value heads do not divide {n_heads} query heads")
-    W_Q, b_Q = sum_head_groups(W_Q, n_kv), sum_head_groups(b_Q, n_kv)
-    q_in = q_in[:, None].expand(n_layers, n_kv, *q_in.shape[1:])
-    k_in = k_in[:, None].expand(n_layers, n_kv, *k_in.shape[1:])
-    q = einops.einsum(q_in, W_Q, "layer kv n d, layer kv d dh -> layer kv n dh") + b_Q[:, :, None, :]
-    k = einops.einsum(k_in, W_K, "layer kv m d, layer kv d dh -> layer kv m dh") + b_K[:, :, None, :]
+    n_heads, n_kv = W_Q.shape[1], W_K.shape[1]
+    kv_groups(n_heads, n_kv)
+    q = head_projection(q_in, sum_head_groups(W_Q, n_kv), sum_head_groups(b_Q, n_kv))
+    k = head_projection(k_in, W_K, b_K)
     q = einops.rearrange(q, "layer kv n dh -> layer n (kv dh)")
     k = einops.rearrange(k, "layer kv m dh -> layer m (kv dh)")
     scores = einops.einsum(q, k, "layer n e, layer m e -> layer n m")

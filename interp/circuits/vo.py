@@ -29,7 +29,7 @@ from interp.circuits._model import (
     stack_blocks,
     sum_head_groups,
 )
-from interp.circuits.qk import _kv
+from interp.circuits.qk import _kv, head_projection, kv_groups
 
 __all__ = ["VODecomposition", "vo_decomposition", "vo_outputs", "vo_write"]
 
@@ -116,19 +116,15 @@ def vo_write(
 ) -> Float[torch.Tensor, "layer head key d_model"] | Float[torch.Tensor, "layer key d_model"]:
     """The OV kernel on already-normalised inputs: ``(x W_V[h // g] + b_V) W_O[h]`` per head, or its
     sum over heads (``sum_heads``: ``Σ_kv values_kv Σ_{h∈kv} W_O[h]``, 1/g of the per-head work)."""
-    n_layers, n_heads, n_kv = W_O.shape[0], W_O.shape[1], W_V.shape[1]
-    if n_heads % n_kv:
-        raise ValueError(f"W_V: {n_kv} key/value heads do not divide {n_heads} query heads")
-    # Broadcast the smaller operand (views) so each contraction is a batched matmul reading the
-    # weights in place: values per KV head, then each query head's W_O on its KV head's values.
-    v_in = v_in[:, None].expand(n_layers, n_kv, *v_in.shape[1:])
-    values = einops.einsum(v_in, W_V, "layer kv n d, layer kv d dh -> layer kv n dh") + b_V[:, :, None, :]
+    n_kv = W_V.shape[1]
+    group = kv_groups(W_O.shape[1], n_kv, name="W_V")
+    values = head_projection(v_in, W_V, b_V)  # per KV head; then each query head's W_O on its values
     if sum_heads:
         # heads that share a KV head read the same values: Σ_{h∈kv} values_kv W_O[h] = values_kv Σ_{h∈kv} W_O[h]
         W_O = einops.rearrange(sum_head_groups(W_O, n_kv), "layer kv dh d -> layer (kv dh) d")
         values = einops.rearrange(values, "layer kv n dh -> layer n (kv dh)")
         return einops.einsum(values, W_O, "layer n e, layer e d -> layer n d")
-    values = einops.repeat(values, "layer kv n dh -> layer kv group n dh", group=n_heads // n_kv)
+    values = einops.repeat(values, "layer kv n dh -> layer kv group n dh", group=group)
     W_O = einops.rearrange(W_O, "layer (kv group) dh d -> layer kv group dh d", kv=n_kv)
     out = einops.einsum(values, W_O, "layer kv group n dh, layer kv group dh d -> layer kv group n d")
     return einops.rearrange(out, "layer kv group n d -> layer (kv group) n d")
