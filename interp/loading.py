@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -231,10 +232,11 @@ def cached_config(name: str | os.PathLike[str]) -> dict[str, Any] | None:
     (its ``config.json``). None otherwise (nothing is converted or downloaded)."""
     key = str(name)
     if key in OFFLINE_MODELS:  # locating Gemma's GGUF may assemble it: take the newest conversion instead
-        converted = sorted((cache_dir() / "converted").glob(f"{key}-*/config.json"), key=lambda p: p.stat().st_mtime)
-        if not converted:
+        finished = [done.parent for done in (cache_dir() / "converted").glob(f"{key}-*/done.json")
+                    if not done.parent.name.endswith(".partial")]
+        if not finished:
             return None
-        config = converted[-1]
+        config = max(finished, key=lambda folder: (folder / "done.json").stat().st_mtime) / "config.json"
     elif key.endswith(".gguf") and Path(key).expanduser().is_file():
         path = Path(key).expanduser()
         config = _converted_folder(path, path.stem) / "config.json"
@@ -260,11 +262,22 @@ def _cached_conversion(path: Path, name: str) -> tuple[dict[str, Any], dict[str,
         return cfg_dict, state, tokenizer, folder
     cfg_dict, state = _convert_gguf(path, name)
     tokenizer = _gguf_tokenizer(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps(cfg_dict, default=str, indent=1))
-    tokenizer.save_pretrained(str(folder / "tokenizer"))
-    done.write_text(json.dumps({"source": str(path), "written": time.time()}))
+    # Written into a private folder, then renamed into place: a second process converting the same
+    # file at the same time never sees (or leaves) a half-written cache.
+    staging = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(staging / "model.safetensors"))
+    (staging / "config.json").write_text(json.dumps(cfg_dict, default=str, indent=1))
+    tokenizer.save_pretrained(str(staging / "tokenizer"))
+    (staging / "done.json").write_text(json.dumps({"source": str(path), "written": time.time()}))
+    try:
+        staging.rename(folder)
+    except OSError:  # another process finished first (or a stale, unfinished folder is in the way)
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            staging.rename(folder)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
     return cfg_dict, state, tokenizer, folder
 
 
@@ -351,7 +364,7 @@ def _model_weights(
             raise ValueError(f"state_dict: no weights for {missing[:5]} ({len(missing)} parameters missing)")
         weights = {name: weights[name].detach().to(torch.float32).contiguous() for name in names}
         if cached is not None:
-            partial = cached.with_suffix(".partial")
+            partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")  # private, then renamed
             save_file({k: v.clone() for k, v in weights.items()}, str(partial))
             partial.replace(cached)
     return weights

@@ -209,3 +209,22 @@ def test_cached_config_reads_dimensions_without_loading(smollm2, tmp_path):
     assert cached_config("no-such-model") is None
     (tmp_path / "config.json").write_text('{"num_hidden_layers": 4, "hidden_size": 64}')
     assert cached_config(tmp_path)["num_hidden_layers"] == 4
+
+
+def test_conversion_into_an_empty_cache_is_written_atomically(tmp_path, monkeypatch, smollm2):
+    """A first load converts into a private ``*.partial`` folder and renames it into place; a stale
+    unfinished folder from a killed process is replaced. The result equals the shared cache's model."""
+    from interp.loading import _cache_key, cached_config
+
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path))
+    gguf = OFFLINE_MODELS["smollm2-135m-instruct"].locate()
+    stale = tmp_path / "converted" / f"smollm2-135m-instruct-{_cache_key(gguf)}"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half written")  # no done.json: unfinished
+    assert cached_config("smollm2-135m-instruct") is None
+    fresh = load_model("smollm2-135m-instruct")
+    folders = sorted(p.name for p in (tmp_path / "converted").iterdir())
+    assert folders == [stale.name] and (stale / "done.json").is_file()
+    assert cached_config("smollm2-135m-instruct")["n_layers"] == 30
+    tokens = smollm2.to_tokens("Paris is the capital of")
+    torch.testing.assert_close(fresh(tokens), smollm2(tokens), rtol=0, atol=0)
