@@ -9,6 +9,7 @@ finite difference.
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import torch
 
 from interp import DirectionSet
@@ -19,7 +20,14 @@ from interp.activations import (
     target_positions,
     tokenize,
 )
-from interp.circuits import compare_mlp_pass, qk_affinity, weight_circuits
+from interp.circuits import (
+    compare_mlp_pass,
+    mlp_pass,
+    qk_affinity,
+    qk_mean_affinity,
+    vo_outputs,
+    weight_circuits,
+)
 from interp.subspace import CLAIMS, subspace_sweep
 
 PROMPTS = ["The capital of France is Paris.", "Two plus two makes four, not Paris, said the teacher."]
@@ -58,8 +66,18 @@ def test_pair_tables_work_with_autograd_on(default_pair):
     assert len(sweep.per_layer) > 0
 
 
-def test_qk_affinity_is_differentiable_in_the_directions(smollm2):
-    """d/du Σ qk_affinity(u, v) by autograd equals a central difference along a random direction."""
+KERNELS = {
+    "qk_affinity": lambda model, u, v: qk_affinity(model, u, v, layers=[4]),
+    "qk_mean_affinity": lambda model, u, v: qk_mean_affinity(model, u, v, layers=[4]),
+    "vo_outputs": lambda model, u, v: vo_outputs(model, u, layers=[4])[1] @ v.T,
+    "mlp_pass": lambda model, u, v: mlp_pass(model, u, layers=[4]) @ v.T,
+}
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_weight_kernels_are_differentiable_in_the_directions(smollm2, kernel):
+    """d/du Σ kernel(u) · v by autograd equals a central difference along a random direction."""
+    fn = KERNELS[kernel]
     gen = torch.Generator().manual_seed(0)
     u = torch.randn(3, smollm2.cfg.d_model, generator=gen, dtype=torch.float32)
     v = torch.randn(2, smollm2.cfg.d_model, generator=gen, dtype=torch.float32)
@@ -67,12 +85,11 @@ def test_qk_affinity_is_differentiable_in_the_directions(smollm2):
     step = step / step.norm()
     with torch.enable_grad():
         u_var = u.clone().requires_grad_(True)
-        qk_affinity(smollm2, u_var, v, layers=[4]).sum().backward()
+        fn(smollm2, u_var, v).sum().backward()
         grad = u_var.grad
     with torch.no_grad():
         eps = 1e-2
-        plus = qk_affinity(smollm2, u + eps * step, v, layers=[4]).sum()
-        minus = qk_affinity(smollm2, u - eps * step, v, layers=[4]).sum()
-    numeric = (plus - minus) / (2 * eps)
+        numeric = (fn(smollm2, u + eps * step, v).sum() - fn(smollm2, u - eps * step, v).sum()) / (2 * eps)
     analytic = (grad * step).sum()
+    assert analytic.abs() > 1e-3  # not a vacuous zero gradient
     torch.testing.assert_close(analytic, numeric, rtol=2e-2, atol=1e-3)
