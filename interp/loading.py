@@ -362,7 +362,12 @@ def _model_weights(
         missing = [name for name in names if name not in weights]
         if missing:
             raise ValueError(f"state_dict: no weights for {missing[:5]} ({len(missing)} parameters missing)")
+        # A model owns its parameters: anything still sharing memory with the caller's state dict
+        # (e.g. every tensor when ``processed=False``) is copied, so that editing one model's weights
+        # in place never changes another model built from the same RawModel.
+        given = {t.untyped_storage().data_ptr() for t in state.values()}
         weights = {name: weights[name].detach().to(torch.float32).contiguous() for name in names}
+        weights = {k: v.clone() if v.untyped_storage().data_ptr() in given else v for k, v in weights.items()}
         if cached is not None:
             partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")  # private, then renamed
             save_file({k: v.clone() for k, v in weights.items()}, str(partial))

@@ -228,3 +228,23 @@ def test_conversion_into_an_empty_cache_is_written_atomically(tmp_path, monkeypa
     assert cached_config("smollm2-135m-instruct")["n_layers"] == 30
     tokens = smollm2.to_tokens("Paris is the capital of")
     torch.testing.assert_close(fresh(tokens), smollm2(tokens), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("processed", [True, False])
+def test_models_built_from_one_raw_model_own_their_weights(processed):
+    """Editing one model's weights in place changes neither the RawModel nor a sibling built from it."""
+    from interp.loading import load_raw
+
+    raw = load_raw("smollm2-135m-instruct")
+    state = dict(raw.state_dict)
+    state["blocks.3.attn.W_O"] = state["blocks.3.attn.W_O"] + 0.0  # a different state, as a LoRA pair builds
+    first = raw.build(processed=processed, state_dict=state)
+    second = raw.build(processed=processed, state_dict=state)
+    before = raw.state_dict["blocks.3.attn.W_Q"].clone()
+    snapshot = {k: v.clone() for k, v in second.named_parameters()}
+    with torch.no_grad():
+        for param in first.parameters():
+            param.mul_(0.0)
+    assert torch.equal(raw.state_dict["blocks.3.attn.W_Q"], before)
+    for key, value in second.named_parameters():
+        assert torch.equal(value, snapshot[key]), key
