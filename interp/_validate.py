@@ -71,3 +71,13 @@ def _as_indices(layers: int | Iterable[int] | None, n_layers: int, *, name: str,
         out.append(layer % n_layers)
     return out
 
+
+def require_columns(frame: object, columns: Sequence[str], name: str = "frame") -> None:
+    """A TypeError unless ``frame`` is a DataFrame, a ValueError naming ``name`` if it lacks ``columns``."""
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{name}: expected a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {missing}; has {list(frame.columns)}")

@@ -412,21 +412,37 @@ class RawModel:
 
 def load_raw(name: str | os.PathLike[str]) -> RawModel:
     """The unprocessed weights of a registry name or a GGUF path (converted once, then cached)."""
-    key = str(name)
+    path, label = _gguf_source(str(name))
+    cfg_dict, state, tokenizer, folder = _cached_conversion(path, label)
+    return RawModel(label, cfg_dict, state, tokenizer, cache_folder=folder)
+
+
+def _gguf_source(key: str) -> tuple[Path, str]:
+    """``(GGUF path, cache label)`` of a registry name or a ``.gguf`` path."""
     if key in OFFLINE_MODELS:
-        path = OFFLINE_MODELS[key].locate()
-        label = key
-    elif key.endswith(".gguf"):
+        return OFFLINE_MODELS[key].locate(), key
+    if key.endswith(".gguf"):
         path = Path(key).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"name: no GGUF file at {path}")
-        label = path.stem
-    else:
-        raise ValueError(
-            f"name: {key!r} is neither an offline registry name ({', '.join(OFFLINE_MODELS)}) nor a .gguf path"
-        )
-    cfg_dict, state, tokenizer, folder = _cached_conversion(path, label)
-    return RawModel(label, cfg_dict, state, tokenizer, cache_folder=folder)
+        return path, path.stem
+    raise ValueError(
+        f"name: {key!r} is neither an offline registry name ({', '.join(OFFLINE_MODELS)}) nor a .gguf path"
+    )
+
+
+def _processed_from_cache(key: str) -> RawModel | None:
+    """A weightless RawModel of an offline model whose processed weights are cached (its ``build``
+    reads those), so a processed load does not also read the unprocessed weights; else None."""
+    path, label = _gguf_source(key)
+    folder = _converted_folder(path, label)
+    if not ((folder / "done.json").is_file() and (folder / _processed_name()).is_file()):
+        return None
+    from transformers import AutoTokenizer
+
+    cfg_dict = json.loads((folder / "config.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+    return RawModel(label, cfg_dict, {}, tokenizer, cache_folder=folder)
 
 
 def load_model(
@@ -452,7 +468,8 @@ def load_model(
     key = str(name)
     torch_dtype = _resolve_dtype(dtype)
     if key in OFFLINE_MODELS or key.endswith(".gguf"):
-        return load_raw(key).build(processed=processed, dtype=torch_dtype, device=device, n_ctx=n_ctx)
+        raw = (_processed_from_cache(key) if processed else None) or load_raw(key)
+        return raw.build(processed=processed, dtype=torch_dtype, device=device, n_ctx=n_ctx)
     return _load_hub_or_folder(key, processed=processed, dtype=torch_dtype, device=device)
 
 

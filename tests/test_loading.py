@@ -248,3 +248,18 @@ def test_models_built_from_one_raw_model_own_their_weights(processed):
     assert torch.equal(raw.state_dict["blocks.3.attn.W_Q"], before)
     for key, value in second.named_parameters():
         assert torch.equal(value, snapshot[key]), key
+
+
+def test_processed_load_from_cache_skips_the_unprocessed_weights(monkeypatch, smollm2):
+    """With processed weights cached, load_model reads only those (not model.safetensors as well)."""
+    import interp.loading as loading
+
+    def no_raw(*args, **kwargs):
+        raise AssertionError("a cached processed load read the unprocessed weights too")
+
+    monkeypatch.setattr(loading, "_cached_conversion", no_raw)
+    again = load_model("smollm2-135m-instruct")
+    tokens = smollm2.to_tokens("The capital of France is")
+    torch.testing.assert_close(again(tokens), smollm2(tokens), rtol=0, atol=0)
+    with pytest.raises(AssertionError, match="unprocessed"):
+        load_model("smollm2-135m-instruct", processed=False)

@@ -23,6 +23,8 @@ import torch
 from jaxtyping import Float
 from transformer_lens.utilities import to_numpy
 
+from interp._validate import require_columns
+
 __all__ = [
     "VALUE_COLUMNS",
     "circuit_table",
@@ -137,7 +139,7 @@ def _negation(name: str) -> str:
 def self_opposite(table: pd.DataFrame, directions: Sequence[str] | None = None) -> pd.DataFrame:
     """The "self" (``query = X, key = X``) and "opposite" (``query = X, key = −X``) rows of a circuit
     table, with a ``relation`` column; ``directions`` default to every query ``X`` whose ``−X`` is a key."""
-    _require_columns(table, ("query", "key"), "table")
+    require_columns(table, ("query", "key"), "table")
     keys = set(table["key"].unique())
     if directions is None:
         directions = [q for q in table["query"].unique() if not q.startswith("-") and _negation(q) in keys]
@@ -162,7 +164,7 @@ def self_opposite(table: pd.DataFrame, directions: Sequence[str] | None = None) 
 def tuned_minus_base(table: pd.DataFrame) -> pd.DataFrame:
     """Base and tuned rows side by side: ``value_base``, ``value_tuned``, ``z_base``, ``z_tuned``,
     ``delta_value`` and ``delta_z`` (tuned − base), one row per remaining id (layer, query, key...)."""
-    _require_columns(table, ("model", "value", "z"), "table")
+    require_columns(table, ("model", "value", "z"), "table")
     models = set(table["model"].unique())
     if not {"base", "tuned"} <= models:
         raise ValueError(f"table: needs rows with model 'base' and 'tuned', has {sorted(models)}")
@@ -191,7 +193,7 @@ def mean_abs_delta(
     PC3 -> 3), ``mean_abs_delta_z``, ``n_layers`` and, when given, ``explained_variance``
     (a mapping name -> ratio, or a sequence indexed by ``number - 1``).
     """
-    _require_columns(deltas, ("query", "relation", "layer", "delta_z"), "deltas")
+    require_columns(deltas, ("query", "relation", "layer", "delta_z"), "deltas")
     layers = [int(x) for x in layers]
     if not layers:
         raise ValueError("layers: is empty (expected at least one layer to average over)")
@@ -219,9 +221,3 @@ def mean_abs_delta(
     return out
 
 
-def _require_columns(table: object, columns: Sequence[str], name: str) -> None:
-    if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"{name}: expected a pandas DataFrame, got {type(table).__name__}")
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"{name}: missing columns {missing} (has {list(table.columns)})")

@@ -88,7 +88,9 @@ def _qk_inputs(
         b_K=stack_blocks(model, layers, lambda b: _kv(b.attn, "b_K")),
         attn_scale=torch.tensor([float(b.attn.attn_scale) for b in blocks], device=u.device),
     )
-    return ln1(u.expand(len(layers), *u.shape)), ln1(v.expand(len(layers), *v.shape)), weights
+    q_in = ln1(u.expand(len(layers), *u.shape))
+    k_in = q_in if v is u else ln1(v.expand(len(layers), *v.shape))  # keys default to the queries
+    return q_in, k_in, weights
 
 
 def _qk_chunk(

@@ -6,22 +6,13 @@ the analysis) and returns a ``plotly.graph_objects.Figure`` without showing it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from transformer_lens.utilities import to_numpy
 
+from interp._validate import require_columns
 from interp.activations.attention_metrics import AttentionPattern
-
-
-def _require_columns(frame: pd.DataFrame, columns: Sequence[str], name: str = "frame") -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{name}: expected a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{name}: missing column(s) {missing}; has {list(frame.columns)}")
 
 
 def attention_heatmap(pattern: AttentionPattern, *, max_tokens: int | None = None, title: str | None = None) -> go.Figure:
@@ -40,7 +31,7 @@ def attention_heatmap(pattern: AttentionPattern, *, max_tokens: int | None = Non
 def entropy_by_layer(layer_frame: pd.DataFrame, *, value: str = "entropy", by: str = "label",
                      title: str | None = None) -> go.Figure:
     """One line per ``by`` group (e.g. prompt variant): ``value`` against layer, averaged within the group."""
-    _require_columns(layer_frame, ["layer", value, by], "layer_frame")
+    require_columns(layer_frame, ["layer", value, by], "layer_frame")
     means = layer_frame.groupby([by, "layer"], sort=False)[value].mean().reset_index()
     fig = go.Figure()
     for group, rows in means.groupby(by, sort=False):
@@ -54,7 +45,7 @@ def entropy_by_layer(layer_frame: pd.DataFrame, *, value: str = "entropy", by: s
 def head_metric_heatmap(frame: pd.DataFrame, value: str, *, title: str | None = None,
                         colorscale: str = "Viridis", zmid: float | None = None) -> go.Figure:
     """Layer × head heatmap of ``value`` (averaged over any other rows, e.g. prompts)."""
-    _require_columns(frame, ["layer", "head", value])
+    require_columns(frame, ["layer", "head", value])
     grid = frame.groupby(["layer", "head"])[value].mean().unstack("head").sort_index()
     fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[str(h) for h in grid.columns], y=[str(layer) for layer in grid.index],
                                colorscale=colorscale, zmid=zmid, colorbar=dict(title=value)))
@@ -67,7 +58,7 @@ def similarity_densities(histograms: pd.DataFrame, *, title: str | None = None) 
     """Seed 002's 2 × 2 panel: density curves of neuron similarities per block, target (top) vs
     neighbour (bottom), within-matrix (QQ, KK, VV; left) vs across-matrix (QK, QV, KV; right); the
     shuffled-matrix baseline is the dashed grey curve in every within-matrix panel."""
-    _require_columns(histograms, ["condition", "block", "bin_center", "density"], "histograms")
+    require_columns(histograms, ["condition", "block", "bin_center", "density"], "histograms")
     if "head" in histograms.columns:
         histograms = histograms.groupby(["condition", "block", "bin_center"], as_index=False)["density"].mean()
     fig = make_subplots(rows=2, cols=2, shared_xaxes=True, subplot_titles=(

@@ -12,6 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from interp._validate import require_columns
+
 __all__ = [
     "circuit_heatmap",
     "mlp_delta_by_layer",
@@ -27,12 +29,19 @@ _RELATION_DASH = {"self": "solid", "opposite": "dash"}
 _RELATION_COLORS = {"self": "#2ca02c", "opposite": "#d62728"}
 
 
-def _require_columns(frame: object, columns: Sequence[str], name: str) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{name}: expected a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{name}: missing column(s) {missing}; has {list(frame.columns)}")
+
+
+def _circuit_by_direction_grid(
+    frame: pd.DataFrame, directions: Sequence[str] | None, title_prefix: str
+) -> tuple[go.Figure, list[str], list[str]]:
+    """An empty subplot grid, rows = the frame's circuits, columns = the chosen query directions."""
+    directions = _pick(directions, frame["query"], "directions")
+    circuits = list(dict.fromkeys(frame["circuit"]))
+    fig = make_subplots(
+        rows=len(circuits), cols=len(directions), shared_xaxes=True,
+        subplot_titles=[f"{title_prefix}{_CIRCUIT_TITLES.get(c, c)}: {d}" for c in circuits for d in directions],
+    )
+    return fig, circuits, directions
 
 
 def _pick(values: Sequence[str] | None, available: Sequence[str], name: str) -> list[str]:
@@ -57,13 +66,8 @@ def zscore_lines(
     """Layer-wise lines of a :func:`~interp.circuits.self_opposite` table: rows = circuits (QK, VO),
     columns = directions; one colour per model (base/tuned), solid = self, dashed = opposite; a dotted
     vertical line at ``pca_layer`` (where the directions were read)."""
-    _require_columns(series, ["query", "relation", "layer", "model", "circuit", value], "series")
-    directions = _pick(directions, series["query"], "directions")
-    circuits = list(dict.fromkeys(series["circuit"]))
-    fig = make_subplots(
-        rows=len(circuits), cols=len(directions), shared_xaxes=True,
-        subplot_titles=[f"{_CIRCUIT_TITLES.get(c, c)}: {d}" for c in circuits for d in directions],
-    )
+    require_columns(series, ["query", "relation", "layer", "model", "circuit", value], "series")
+    fig, circuits, directions = _circuit_by_direction_grid(series, directions, "")
     for r, circuit in enumerate(circuits, start=1):
         for c, direction in enumerate(directions, start=1):
             rows = series[(series["circuit"] == circuit) & (series["query"] == direction)]
@@ -93,13 +97,8 @@ def zscore_delta_lines(
 ) -> go.Figure:
     """Tuned − base lines of a :func:`~interp.circuits.tuned_minus_base` table of self/opposite rows,
     filled to zero: rows = circuits, columns = directions, one colour per relation."""
-    _require_columns(deltas, ["query", "relation", "layer", "circuit", value], "deltas")
-    directions = _pick(directions, deltas["query"], "directions")
-    circuits = list(dict.fromkeys(deltas["circuit"]))
-    fig = make_subplots(
-        rows=len(circuits), cols=len(directions), shared_xaxes=True,
-        subplot_titles=[f"Tuning effect, {_CIRCUIT_TITLES.get(c, c)}: {d}" for c in circuits for d in directions],
-    )
+    require_columns(deltas, ["query", "relation", "layer", "circuit", value], "deltas")
+    fig, circuits, directions = _circuit_by_direction_grid(deltas, directions, "Tuning effect, ")
     for r, circuit in enumerate(circuits, start=1):
         for c, direction in enumerate(directions, start=1):
             rows = deltas[(deltas["circuit"] == circuit) & (deltas["query"] == direction)]
@@ -123,7 +122,7 @@ def zscore_delta_lines(
 def pc_comparison(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Mean |Δz| by direction number from :func:`~interp.circuits.mean_abs_delta`: one panel per
     circuit, one line per relation (is PC1 special?)."""
-    _require_columns(table, ["number", "relation", "mean_abs_delta_z", "circuit"], "table")
+    require_columns(table, ["number", "relation", "mean_abs_delta_z", "circuit"], "table")
     circuits = list(dict.fromkeys(table["circuit"]))
     fig = make_subplots(rows=1, cols=len(circuits),
                         subplot_titles=[f"{_CIRCUIT_TITLES.get(c, c)}: tuning effect by PC" for c in circuits])
@@ -157,7 +156,7 @@ def circuit_heatmap(
     """Query × key heatmap of ``value`` at one layer from a :func:`~interp.circuits.weight_circuits`
     (or :func:`~interp.circuits.circuit_table`) table; per-head tables show ``head`` or, when
     ``head`` is None, the mean over heads."""
-    _require_columns(table, ["layer", "query", "key", value], "table")
+    require_columns(table, ["layer", "query", "key", value], "table")
     rows = table[table["layer"] == layer]
     if rows.empty:
         raise ValueError(f"layer: {layer!r} is not in the table (layers {sorted(table['layer'].unique())[:12]})")
@@ -189,7 +188,7 @@ def circuit_heatmap(
 def mlp_delta_by_layer(table: pd.DataFrame, directions: Sequence[str] | None = None, *, title: str | None = None) -> go.Figure:
     """Seed 001's two panels from :meth:`~interp.circuits.MLPPassComparison.table`: ``delta_norm``
     by layer per direction, and base vs tuned output norms per direction."""
-    _require_columns(table, ["layer", "direction", "base_norm", "tuned_norm", "delta_norm"], "table")
+    require_columns(table, ["layer", "direction", "base_norm", "tuned_norm", "delta_norm"], "table")
     directions = _pick(directions, table["direction"], "directions")
     fig = make_subplots(rows=1, cols=2, subplot_titles=["MLP output Δ (tuned − base)", "MLP output norms"])
     for direction in directions:
@@ -212,7 +211,7 @@ def mlp_delta_by_layer(table: pd.DataFrame, directions: Sequence[str] | None = N
 def projection_bars(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Horizontal bars of ``projection`` per probe, from :func:`~interp.circuits.delta_projections`
     (or its :func:`~interp.circuits.top_bottom` selection), largest at the top."""
-    _require_columns(table, ["probe", "projection"], "table")
+    require_columns(table, ["probe", "projection"], "table")
     rows = table.sort_values("projection")
     colors = ["#d62728" if v < 0 else "#2ca02c" for v in rows["projection"]]
     fig = go.Figure(go.Bar(x=rows["projection"], y=rows["probe"], orientation="h", marker_color=colors))

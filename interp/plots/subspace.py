@@ -12,15 +12,11 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from interp._validate import require_columns
+
 __all__ = ["subspace_layer_curves", "subspace_scatter"]
 
 
-def _require(frame: object, columns: Sequence[str], name: str) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{name}: expected a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{name}: missing column(s) {missing}; has {list(frame.columns)}")
 
 
 def subspace_scatter(
@@ -40,9 +36,9 @@ def subspace_scatter(
     ``summary``/``read_side``: :attr:`SweepResult.summary` / :attr:`SweepResult.read_side` (or one
     table with an ``axis_kind`` column, split here when ``read_side`` is None).
     """
-    _require(summary, ["basis", "family", "axis_kind", x, y], "summary")
+    require_columns(summary, ["basis", "family", "axis_kind", x, y], "summary")
     table = summary if read_side is None else pd.concat([summary, read_side], ignore_index=True)
-    _require(table, ["basis", "family", "axis_kind", x, y], "read_side")
+    require_columns(table, ["basis", "family", "axis_kind", x, y], "read_side")
     ceilings = table[table["axis_kind"] == "ceiling"]
     panels = [
         (table[table["axis_kind"].isin(["write", "mixed"])], "write + mixed (R_w = explains ΔW)"),
@@ -99,7 +95,7 @@ def subspace_layer_curves(
 ) -> go.Figure:
     """One panel per score (default R_act and R_w_combined), one line per basis over layers (log y,
     dashed null at 1). ``bases``: which to draw (default: the 6 with the highest mean R_act, plus ceilings)."""
-    _require(per_layer, ["layer", "basis", "axis_kind", *scores], "per_layer")
+    require_columns(per_layer, ["layer", "basis", "axis_kind", *scores], "per_layer")
     if bases is None:
         means = per_layer[per_layer["axis_kind"] != "ceiling"].groupby("basis")["R_act"].mean()
         bases = list(means.sort_values(ascending=False).index[:6])

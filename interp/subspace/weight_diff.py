@@ -80,13 +80,7 @@ def residual_view(name: str, tensor: torch.Tensor) -> Float[torch.Tensor, "d_mod
     _, kind, side = tensor_kind(name)
     if side == "other":
         raise ValueError(f"name: {name!r} is neither a residual read nor a residual write tensor")
-    if kind == "attn.W_O":
-        return einops.rearrange(tensor, "head d_head d_model -> d_model (head d_head)")
-    if kind == "mlp.W_out":
-        return einops.rearrange(tensor, "d_mlp d_model -> d_model d_mlp")
-    if kind.startswith("attn."):
-        return einops.rearrange(tensor, "head d_model d_head -> d_model (head d_head)")
-    return tensor
+    return _stacked_view(kind, tensor[None])[0]
 
 
 def stack_kind(
@@ -98,12 +92,10 @@ def stack_kind(
     The raw tensors are stacked and the result is a (possibly transposed) view of that stack.
     """
     found = {}
-    name_of = {}
     for name, value in delta.items():
         layer, k, _ = tensor_kind(name)
         if k == kind and layer is not None:
             found[layer] = value
-            name_of[layer] = name
     if layers is None:
         layers = sorted(found)
     missing = [layer for layer in layers if layer not in found]
@@ -119,6 +111,7 @@ def stack_kind(
 
 
 def _stacked_view(kind: str, stacked: torch.Tensor) -> torch.Tensor:
+    """``[layer, ...]`` tensors of ``kind`` as ``[layer, d_model, cols]`` (a view)."""
     if kind == "attn.W_O":
         return einops.rearrange(stacked, "layer head d_head d_model -> layer d_model (head d_head)")
     if kind == "mlp.W_out":
