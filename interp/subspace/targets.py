@@ -81,8 +81,10 @@ class Target:
         if min(d, rows) > _RANGE_WIDTH:
             gen = torch.Generator().manual_seed(_RANGE_SEED)
             sketch = (torch.randn(_RANGE_WIDTH, rows, generator=gen) @ x).double()  # [layer, 32, d]
-            sv = torch.linalg.svdvals(sketch)
-            if bool((sv[:, -1] <= 1e-4 * sv[:, 0]).all()):  # the sketch is rank-deficient: X is low-rank
+            # σ_min ≤ 1e-4 σ_max of the sketch, read from the eigenvalues σ² of its 32×32 Gram matrix (in
+            # float64 their error, ~1e-15 λ_max, is far below the 1e-8 λ_max threshold; 30× faster than svdvals)
+            ev = torch.linalg.eigvalsh(sketch @ sketch.mT)  # ascending
+            if bool((ev[:, 0] <= 1e-8 * ev[:, -1]).all()):  # the sketch is rank-deficient: X is low-rank
                 q, _ = torch.linalg.qr(sketch.mT)
         elif rows <= d:
             q, _ = torch.linalg.qr(x.mT.double())
