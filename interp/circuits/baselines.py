@@ -123,8 +123,9 @@ def circuit_table(
     columns: dict[str, object] = {"layer": np.asarray(layers)[grids[0].ravel()]}
     if data.ndim == 4:
         columns["head"] = grids[1].ravel()
-    columns["query"] = np.asarray(query_names, dtype=object)[grids[-2].ravel()]
-    columns["key"] = np.asarray(key_names, dtype=object)[grids[-1].ravel()]
+    # indexing a small string array (pandas' own dtype) is several times faster than converting 10⁵ objects
+    columns["query"] = pd.array(query_names, dtype="str").take(grids[-2].ravel())
+    columns["key"] = pd.array(key_names, dtype="str").take(grids[-1].ravel())
     columns["value"] = data.ravel()
     columns["baseline_mean"] = np.broadcast_to(mean_np, data.shape).ravel()
     columns["baseline_std"] = np.broadcast_to(std_np, data.shape).ravel()
