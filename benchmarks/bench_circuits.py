@@ -38,6 +38,7 @@ from interp.circuits import (
 
 N_PCS = 10
 N_RANDOM = 20
+N_MANY = 1000
 COMPARISON_LAYERS = list(range(9, 24))
 
 
@@ -102,6 +103,14 @@ def _seed_000(pair, names, vectors):
                 row[f"{circuit}_{rel}"] = np.mean(np.abs((zi - zb)[COMPARISON_LAYERS]))
         effects.append(row)
     return effects
+
+
+def _seed_kernels(pair, vectors):
+    """The seed's two kernels per layer and model (no z-scores): the reference at many directions."""
+    for i in range(pair.cfg.n_layers):
+        for model in (pair.base, pair.tuned):
+            _seed_qk_affinity_matrix(vectors, i, model).cpu().numpy()
+            _seed_vo_decomposition(vectors, vectors, i, model).cpu().numpy()
 
 
 def _seed_full_mlp_forward_batch(x_batch, block, cfg):
@@ -276,6 +285,7 @@ def _run() -> list[BenchRow]:
             got = ours[(ours["direction"] == f"PC{k + 1}") & (ours["circuit"] == circuit) & (ours["relation"] == relation)]
             assert abs(got["mean_abs_delta_z"].item() - value) <= 1e-3 * max(1.0, abs(value)), (key, k)
 
+    many = DirectionSet.random(N_MANY, pair.cfg.d_model, seed=0)
     layouts = _ideal_check(pair, vectors)
     start = time.perf_counter()
     [_ideal_layout(m) for m in (pair.base, pair.tuned)]
@@ -294,6 +304,10 @@ def _run() -> list[BenchRow]:
                       "least arithmetic (GQA head sums), weights already grouped and stacked; building that "
                       f"layout takes {layout_s:.3f} s and is not counted. The most any implementation "
                       "can gain over the seed loop on this machine"),
+        compare(f"seed 000 QK+VO kernels, {N_MANY} directions (30 layers, pair)",
+                lambda: _interp_kernels(pair, many), lambda: _seed_kernels(pair, many.vectors),
+                reference="seed-style per-layer loop (kernels only)", repeats=3,
+                notes="many probes: arithmetic dominates and the GQA head sums pay"),
         compare(f"seed 000 per-head QK+VO kernels ({where})", lambda: _interp_per_head_kernels(pair, probes),
                 lambda: _seed_000(pair, names, vectors), reference="seed-style per-layer loop",
                 notes="interp computes [layer, head, n, n] for both circuits, more than the seed"),
