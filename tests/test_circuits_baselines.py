@@ -148,3 +148,25 @@ def test_weight_circuits_on_default_pair(default_pair):
     assert set(per_head["model"]) == {"model"} and per_head["head"].nunique() == default_pair.cfg.n_heads
     with pytest.raises(ValueError, match="vo_metric"):
         weight_circuits(default_pair, probes, layers=layers, vo_metric="angle")
+
+
+def test_weight_circuits_refuses_a_table_above_max_rows_before_any_work(default_pair, monkeypatch):
+    """2 circuits × 2 models × 2 layers × 8² = 512 rows: max_rows=511 is refused with the row count
+    (the kernels are never called), 512 is built; per_head multiplies by the head count."""
+    import interp.circuits.tables as tables
+
+    d_model = default_pair.cfg.d_model
+    probes = DirectionSet.random(2, d_model, seed=1, prefix="PC").with_negations()
+    probes = probes.concat(DirectionSet.random(4, d_model, seed=2))
+    assert len(weight_circuits(default_pair, probes, layers=[3, 4], max_rows=512)) == 512
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the kernels ran before the size check")
+
+    monkeypatch.setattr(tables, "qk_mean_affinity", boom)
+    monkeypatch.setattr(tables, "qk_affinity", boom)
+    with pytest.raises(ValueError, match=r"directions: 8 directions × 8 over 2 layers.* 512 rows.*max_rows=511"):
+        weight_circuits(default_pair, probes, layers=[3, 4], max_rows=511)
+    heads = default_pair.cfg.n_heads
+    with pytest.raises(ValueError, match=rf"every head.* {512 * heads:,} rows"):
+        weight_circuits(default_pair, probes, layers=[3, 4], per_head=True, max_rows=512 * heads - 1)

@@ -9,7 +9,7 @@ from typing import Literal
 import pandas as pd
 from transformer_lens import HookedTransformer
 
-from interp._validate import as_layers
+from interp._validate import as_directions, as_layers
 from interp.circuits._model import check_model, check_pair, names_of
 from interp.circuits.baselines import Baseline, circuit_table
 from interp.circuits.qk import HeadReduction, qk_affinity, qk_mean_affinity, reduce_heads
@@ -29,6 +29,7 @@ def weight_circuits(
     per_head: bool = False,
     head_reduction: HeadReduction = "mean",
     vo_metric: Literal["cos", "dot"] = "cos",
+    max_rows: int | None = 20_000_000,
 ) -> pd.DataFrame:
     """QK and VO circuit tables for ``directions`` × ``directions`` in a model or both models of a pair.
 
@@ -39,6 +40,11 @@ def weight_circuits(
     ``key``. ``per_head=True`` keeps a ``head`` column instead (VO per head, before any post-norm).
     ``model`` is a HookedTransformer (``model`` column "model") or an :class:`interp.ModelPair`
     ("base"/"tuned"). ``directions`` must include random directions named ``{random_prefix}...``.
+
+    The table has 2 × models × layers × [heads ×] n² rows (about 90 bytes each): a ValueError is
+    raised before any work when that exceeds ``max_rows`` (default 2·10⁷ ≈ 1.8 GB; None: no limit).
+    For many directions use ``layers=`` or the tensor functions (:func:`qk_mean_affinity`,
+    :func:`vo_decomposition`), which return ``[layer, n, n]`` float32 tensors.
     """
     if isinstance(model, HookedTransformer):
         models = {"model": check_model(model)}
@@ -49,6 +55,15 @@ def weight_circuits(
         raise ValueError(f"vo_metric: expected 'cos' or 'dot', got {vo_metric!r}")
     first = next(iter(models.values()))
     layer_list = as_layers(layers, first.cfg.n_layers)
+    n = len(as_directions(directions, first.cfg.d_model))
+    rows = 2 * len(models) * len(layer_list) * (first.cfg.n_heads if per_head else 1) * n * n
+    if max_rows is not None and rows > max_rows:
+        raise ValueError(
+            f"directions: {n} directions × {n} over {len(layer_list)} layers{' and every head' if per_head else ''} "
+            f"for {len(models)} model(s) make a table of {rows:,} rows (~{rows * 90 / 2**30:.1f} GB), above "
+            f"max_rows={max_rows:,}. Pass layers=..., fewer directions, max_rows=None, or use qk_mean_affinity / "
+            "vo_decomposition for [layer, n, n] tensors."
+        )
     tables = []
     for label, m in models.items():
         if not per_head and head_reduction == "mean":
