@@ -170,3 +170,23 @@ def test_weight_circuits_refuses_a_table_above_max_rows_before_any_work(default_
     heads = default_pair.cfg.n_heads
     with pytest.raises(ValueError, match=rf"every head.* {512 * heads:,} rows"):
         weight_circuits(default_pair, probes, layers=[3, 4], per_head=True, max_rows=512 * heads - 1)
+
+
+def test_weight_circuits_checks_its_arguments_before_any_work(default_pair, monkeypatch):
+    """Bad names, a random baseline that cannot be formed and an unknown head reduction are refused
+    before a kernel runs, each naming its argument."""
+    import interp.circuits.tables as tables
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a kernel ran before the arguments were checked")
+
+    for kernel in ("qk_mean_affinity", "qk_affinity", "vo_decomposition"):
+        monkeypatch.setattr(tables, kernel, boom)
+    d_model = default_pair.cfg.d_model
+    probes = DirectionSet.random(1, d_model, seed=1, prefix="PC").concat(DirectionSet.random(3, d_model, seed=2))
+    with pytest.raises(ValueError, match="names: 2 names for 4 directions"):
+        weight_circuits(default_pair, probes, names=["a", "b"])
+    with pytest.raises(ValueError, match="random_prefix: need at least 2 'self' entries"):
+        weight_circuits(default_pair, probes, random_prefix="Noise")
+    with pytest.raises(ValueError, match="head_reduction: expected one of"):
+        weight_circuits(default_pair, probes, head_reduction="median")

@@ -4,14 +4,14 @@ as one tidy table of raw values, random baselines and z-scores."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import pandas as pd
 from transformer_lens import HookedTransformer
 
 from interp._validate import as_directions, as_layers
 from interp.circuits._model import check_model, check_pair, names_of
-from interp.circuits.baselines import Baseline, circuit_table
+from interp.circuits.baselines import Baseline, _random_pairs, circuit_table
 from interp.circuits.qk import HeadReduction, qk_affinity, qk_mean_affinity, reduce_heads
 from interp.circuits.vo import vo_decomposition
 
@@ -53,9 +53,14 @@ def weight_circuits(
         models = {"base": base, "tuned": tuned}
     if vo_metric not in ("cos", "dot"):
         raise ValueError(f"vo_metric: expected 'cos' or 'dot', got {vo_metric!r}")
+    if head_reduction not in get_args(HeadReduction):
+        raise ValueError(f"head_reduction: expected one of {get_args(HeadReduction)}, got {head_reduction!r}")
     first = next(iter(models.values()))
     layer_list = as_layers(layers, first.cfg.n_layers)
-    n = len(as_directions(directions, first.cfg.d_model))
+    vectors = as_directions(directions, first.cfg.d_model)
+    n = len(vectors)
+    labels = names_of(directions, names, n)
+    _random_pairs(labels, labels, random_prefix, baseline)  # a baseline it cannot form fails before any work
     rows = 2 * len(models) * len(layer_list) * (first.cfg.n_heads if per_head else 1) * n * n
     if max_rows is not None and rows > max_rows:
         raise ValueError(
@@ -67,11 +72,10 @@ def weight_circuits(
     tables = []
     for label, m in models.items():
         if not per_head and head_reduction == "mean":
-            qk = qk_mean_affinity(m, directions, layers=layer_list)
+            qk = qk_mean_affinity(m, vectors, layers=layer_list)
         else:
-            qk = qk_affinity(m, directions, layers=layer_list)
-        vo = vo_decomposition(m, directions, layers=layer_list, per_head=per_head)
-        labels = names_of(directions, names, qk.shape[-1])
+            qk = qk_affinity(m, vectors, layers=layer_list)
+        vo = vo_decomposition(m, vectors, layers=layer_list, per_head=per_head)
         if per_head:
             vo_values = vo.head_cos if vo_metric == "cos" else vo.head_dot
         else:
