@@ -116,6 +116,8 @@ def test_mlp_bad_inputs_name_the_argument(smollm2, gemma):
         compare_mlp_pass((smollm2, gemma), good)
     with pytest.raises(TypeError, match="pair"):
         compare_mlp_pass(smollm2, good)
+    with pytest.raises(ValueError, match="names: 3 names for 2 directions"):
+        compare_mlp_pass((smollm2, smollm2), good, names=["a", "b", "c"])
     comparison = MLPPassComparison((1,), ("x",), torch.ones(1, 1, d), torch.ones(1, 1, d))
     with pytest.raises(ValueError, match="layer.*not among"):
         delta_projections(comparison, good, layer=2, direction="x")

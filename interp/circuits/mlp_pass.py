@@ -132,11 +132,13 @@ def compare_mlp_pass(
 ) -> MLPPassComparison:
     """:func:`mlp_pass` of ``directions`` through ``pair.base`` and ``pair.tuned`` (seed 001's loop)."""
     base, tuned = check_pair(pair)
-    out_base = mlp_pass(base, directions, layers=layers, post_norm=post_norm)
-    out_tuned = mlp_pass(tuned, directions, layers=layers, post_norm=post_norm)
+    vectors = as_directions(directions, base.cfg.d_model)
+    labels = tuple(names_of(directions, names, vectors.shape[0]))  # bad names fail before the passes
+    out_base = mlp_pass(base, vectors, layers=layers, post_norm=post_norm)
+    out_tuned = mlp_pass(tuned, vectors, layers=layers, post_norm=post_norm)
     return MLPPassComparison(
         layers=tuple(as_layers(layers, base.cfg.n_layers)),
-        names=tuple(names_of(directions, names, out_base.shape[1])),
+        names=labels,
         base=out_base,
         tuned=out_tuned,
     )
