@@ -17,6 +17,8 @@ from interp.circuits.vo import vo_decomposition
 
 __all__ = ["weight_circuits"]
 
+_BYTES_PER_ROW = 90  # measured: pandas memory_usage(deep=True) of a pair's table, per row
+
 
 def weight_circuits(
     model: object,
@@ -65,7 +67,7 @@ def weight_circuits(
     if max_rows is not None and rows > max_rows:
         raise ValueError(
             f"directions: {n} directions × {n} over {len(layer_list)} layers{' and every head' if per_head else ''} "
-            f"for {len(models)} model(s) make a table of {rows:,} rows (~{rows * 90 / 2**30:.1f} GB), above "
+            f"for {len(models)} model(s) make a table of {rows:,} rows (~{rows * _BYTES_PER_ROW / 2**30:.1f} GB), above "
             f"max_rows={max_rows:,}. Pass layers=..., fewer directions, max_rows=None, or use qk_mean_affinity / "
             "vo_decomposition for [layer, n, n] tensors."
         )
