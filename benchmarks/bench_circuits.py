@@ -298,7 +298,7 @@ def _run() -> list[BenchRow]:
                                  "seed-000 computation incl. numpy z-scores"),
                    _seed_gflop(pair.cfg, len(probes), "attn"), peak),
         compare(f"seed 000 QK+VO lower bound: weights pre-laid-out, layout not counted ({where})",
-                lambda: [_ideal_kernels(m, lay, vectors) for m, lay in zip((pair.base, pair.tuned), layouts)],
+                lambda: [_ideal_kernels(m, lay, vectors) for m, lay in zip((pair.base, pair.tuned), layouts, strict=True)],
                 lambda: _seed_000(pair, names, vectors), reference="seed-style per-layer loop",
                 notes="not interp: the seed's two quantities in four batched GEMMs over all layers with the "
                       "least arithmetic (GQA head sums), weights already grouped and stacked; building that "

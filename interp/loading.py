@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,18 +249,22 @@ def cached_config(name: str | os.PathLike[str]) -> dict[str, Any] | None:
         return None
 
 
+def _read_converted(folder: Path) -> tuple[dict[str, Any], Any]:
+    """``(config, tokenizer)`` of a finished conversion folder (the weights are read separately)."""
+    from transformers import AutoTokenizer
+
+    return json.loads((folder / "config.json").read_text()), AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+
+
 def _cached_conversion(path: Path, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], Any, Path]:
     """Convert once, then read config, weights and tokenizer from the cache."""
     from safetensors.torch import load_file, save_file
-    from transformers import AutoTokenizer
 
     folder = _converted_folder(path, name)
     done = folder / "done.json"
     if done.is_file():
-        cfg_dict = json.loads((folder / "config.json").read_text())
-        state = load_file(str(folder / "model.safetensors"))
-        tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
-        return cfg_dict, state, tokenizer, folder
+        cfg_dict, tokenizer = _read_converted(folder)
+        return cfg_dict, load_file(str(folder / "model.safetensors")), tokenizer, folder
     cfg_dict, state = _convert_gguf(path, name)
     tokenizer = _gguf_tokenizer(path)
     # Written into a private folder, then renamed into place: a second process converting the same
@@ -370,7 +375,10 @@ def _model_weights(
         weights = {k: v.clone() if v.untyped_storage().data_ptr() in given else v for k, v in weights.items()}
         if cached is not None:
             partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")  # private, then renamed
-            save_file({k: v.clone() for k, v in weights.items()}, str(partial))
+            # safetensors refuses tensors that share memory (tied weights): copy only those
+            owners = Counter(v.untyped_storage().data_ptr() for v in weights.values())
+            save_file({k: v.clone() if owners[v.untyped_storage().data_ptr()] > 1 else v for k, v in weights.items()},
+                      str(partial))
             partial.replace(cached)
     return weights
 
@@ -438,10 +446,7 @@ def _processed_from_cache(key: str) -> RawModel | None:
     folder = _converted_folder(path, label)
     if not ((folder / "done.json").is_file() and (folder / _processed_name()).is_file()):
         return None
-    from transformers import AutoTokenizer
-
-    cfg_dict = json.loads((folder / "config.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+    cfg_dict, tokenizer = _read_converted(folder)
     return RawModel(label, cfg_dict, {}, tokenizer, cache_folder=folder)
 
 

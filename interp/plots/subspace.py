@@ -17,8 +17,6 @@ from interp._validate import require_columns
 __all__ = ["subspace_layer_curves", "subspace_scatter"]
 
 
-
-
 def subspace_scatter(
     summary: pd.DataFrame,
     read_side: pd.DataFrame | None = None,
