@@ -51,6 +51,8 @@ def test_html_inlines_the_bundle_and_loads_nothing_remote(view):
     assert "unpkg" not in view.html and "cdn.jsdelivr" not in view.html
     # the inline script is not cut short by a "</script>" inside the bundle
     assert view.html.lower().count("</script>") == 1
+    # the text form (what a console or a notebook's text/plain output shows) is one short line
+    assert repr(view).startswith("AttentionView('attention: base, tuned, tuned − base', 3 panels, ") and len(repr(view)) < 100
 
 
 @pytest.mark.slow

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import io
-import os
 import sys
-from pathlib import Path
 
+import nbformat
 import pytest
+from _notebooks import execute
 from tqdm.auto import tqdm as auto_tqdm
 
 from interp.progress import PlainProgress, progress_bar
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Terminal(io.StringIO):
@@ -86,19 +84,15 @@ def test_bad_progress_argument_is_named():
         progress_bar(range(2), progress="yes")
 
 
-def test_jupyter_kernel_gets_the_notebook_bar(monkeypatch):
+def test_jupyter_kernel_gets_the_notebook_bar():
     """In a real kernel (nbclient), the bar is tqdm's notebook widget, displayed as a widget view."""
-    import nbformat
-    from nbclient import NotebookClient
 
     code = ("from interp.progress import progress_bar\n"
             "bar = progress_bar(range(3), desc='kernel')\n"
             "import tqdm.notebook\n"
             "print(sum(bar), isinstance(bar, tqdm.notebook.tqdm_notebook))")
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-    # the kernel imports this checkout's interp
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    execute(notebook, timeout=120)
     outputs = notebook.cells[0].outputs
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stdout")
     assert text.strip() == "3 True", outputs

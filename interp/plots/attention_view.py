@@ -33,7 +33,7 @@ _COUNTER = itertools.count()
 _EXTRA_HINT = "pip install 'interp[notebook]'"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class AttentionView:
     """An interactive attention view: HTML with the circuitsvis bundle inlined (no network needed).
 
@@ -46,6 +46,9 @@ class AttentionView:
 
     def _repr_html_(self) -> str:
         return self.html
+
+    def __repr__(self) -> str:  # the HTML holds a 1.3 MB script: never print it as the text form
+        return f"AttentionView({self.title!r}, {self.html.count('CircuitsVis.render(')} panels, {len(self.html) // 1024} kB of HTML)"
 
     def to_page(self) -> str:
         """A complete HTML document showing the view."""
