@@ -33,7 +33,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pandas as pd
 import torch
@@ -48,6 +48,7 @@ TENSOR_FILE = "tensors.safetensors"
 _FORMAT_NAME = "interp-result"
 _HEADLINE_ROWS = 10
 _HEADLINE_COLS = 12
+R = TypeVar("R", bound="Result")
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ class Result:
         return folder
 
     @classmethod
-    def load(cls, path: str | Path):
+    def load(cls: type[R], path: str | Path) -> R:
         """Read a result written by :meth:`save` of this class.
 
         Args:
