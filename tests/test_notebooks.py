@@ -12,6 +12,12 @@ from _notebooks import ROOT, execute
 NOTEBOOKS = sorted((ROOT / "examples").glob("*.ipynb"))
 
 
+def unstripped_cells(notebook: nbformat.NotebookNode) -> list[int]:
+    """Indices of code cells that carry outputs or an execution count."""
+    return [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+            and (cell.outputs or cell.execution_count is not None)]
+
+
 def test_the_quickstart_is_among_the_notebooks():
     assert ROOT / "examples" / "quickstart.ipynb" in NOTEBOOKS, [p.name for p in NOTEBOOKS]
 
@@ -21,8 +27,7 @@ def test_committed_without_outputs(path: Path):
     """A check, not a rewrite: clear outputs before committing (e.g. `jupyter nbconvert --clear-output`)."""
     notebook = nbformat.read(path, as_version=4)
     nbformat.validate(notebook)
-    dirty = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
-             and (cell.outputs or cell.execution_count is not None)]
+    dirty = unstripped_cells(notebook)
     assert not dirty, f"{path.name}: code cells {dirty} have outputs or execution counts; clear them before committing"
     assert "widgets" not in notebook.metadata, f"{path.name}: saved widget state in the notebook metadata"
     # nbformat's own writer layout, so a diff shows only real changes
@@ -48,3 +53,5 @@ def test_executes_top_to_bottom(path: Path):
     assert not errors, errors
     shown = [o for cell in code for o in cell.outputs if o.output_type in ("execute_result", "display_data")]
     assert shown, f"{path.name} displayed nothing"
+    # the stripped-output check above would refuse this executed copy
+    assert unstripped_cells(notebook) == [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
