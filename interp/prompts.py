@@ -64,7 +64,15 @@ def _tokenizer_of(model_or_tokenizer: object) -> Any:
 
 
 def uses_chat(model_or_tokenizer: object, prompt_format: PromptFormat = "auto") -> bool:
-    """Whether :func:`format_prompt` uses the chat template: ``"auto"`` = iff the tokenizer has one."""
+    """Whether :func:`format_prompt` uses the chat template: ``"auto"`` = iff the tokenizer has one.
+
+    Args:
+        model_or_tokenizer: A HookedTransformer or its tokenizer.
+        prompt_format: ``"auto"``, ``"chat"`` (raises ValueError without a chat template) or ``"plain"``.
+
+    Returns:
+        True when prompts are written with the chat template, False for the plain form.
+    """
     if prompt_format not in ("auto", "chat", "plain"):
         raise ValueError(f"prompt_format: expected 'auto', 'chat' or 'plain', got {prompt_format!r}")
     has_template = bool(getattr(_tokenizer_of(model_or_tokenizer), "chat_template", None))
@@ -83,8 +91,16 @@ def format_prompt(
     ``system=None`` sends no system turn, so a template may insert its own default, as SmolLM2's
     does. ``"plain"``: ``"System: {system}\\nUser: {user}\\nAssistant:"`` (no ``System:`` line when
     ``system`` is None), for base models without a template such as Gemma 3 270M. ``"auto"``
-    (default): ``"chat"`` when the tokenizer has a chat template, else ``"plain"``. Takes a
-    HookedTransformer or its tokenizer.
+    (default): ``"chat"`` when the tokenizer has a chat template, else ``"plain"``.
+
+    Args:
+        model_or_tokenizer: A HookedTransformer or its tokenizer.
+        system: The system prompt, or None for no system turn.
+        user: The user turn.
+        prompt_format: ``"auto"``, ``"chat"`` or ``"plain"`` (above).
+
+    Returns:
+        The formatted text, ending where the assistant's answer begins (not yet tokenized).
     """
     use_chat = uses_chat(model_or_tokenizer, prompt_format)
     if not isinstance(user, str):
@@ -110,7 +126,17 @@ def format_prompts(
     model_or_tokenizer: object, users: Sequence[str], system: str | None = None, *,
     prompt_format: PromptFormat = "auto",
 ) -> list[str]:
-    """:func:`format_prompt` of every user turn in ``users`` under one system prompt."""
+    """:func:`format_prompt` of every user turn in ``users`` under one system prompt.
+
+    Args:
+        model_or_tokenizer: A HookedTransformer or its tokenizer.
+        users: The user turns (a list of strings, not one string).
+        system: The system prompt shared by every turn, or None for no system turn.
+        prompt_format: ``"auto"``, ``"chat"`` or ``"plain"`` (see :func:`format_prompt`).
+
+    Returns:
+        One formatted text per user turn, in order.
+    """
     if isinstance(users, str) or not isinstance(users, Sequence):
         raise TypeError(f"users: expected a sequence of strings, got {type(users).__name__}")
     return [format_prompt(model_or_tokenizer, system, user, prompt_format=prompt_format) for user in users]
@@ -176,6 +202,12 @@ def pad_id(tokenizer: Any) -> int:
     """The id written into padding: the tokenizer's pad token, else its EOS, else 0.
 
     Padding is always masked out, so the value never reaches a result; it is fixed so runs repeat exactly.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer (or any object with ``pad_token_id`` / ``eos_token_id``).
+
+    Returns:
+        The token id used for padding.
     """
     for candidate in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)):
         if candidate is not None:
@@ -189,6 +221,14 @@ def pad_rows(
     """Token rows padded with ``pad`` to one width on ``side``, and the mask of real tokens.
 
     Empty rows are allowed (all padding); the width is that of the longest row (0 if every row is empty).
+
+    Args:
+        rows: Token ids, one sequence per row.
+        pad: The id written into padding (see :func:`pad_id`).
+        side: ``"right"`` (padding after the tokens) or ``"left"`` (before).
+
+    Returns:
+        ``(tokens, mask)``: the ``[batch, pos]`` long tensor of ids and the bool tensor, True on real tokens.
     """
     if side not in ("left", "right"):
         raise ValueError(f"padding_side: expected 'left' or 'right', got {side!r}")
@@ -218,7 +258,17 @@ def _encode(model: HookedTransformer, text: str, bos: bool) -> tuple[list[int], 
 def token_ids(
     model: HookedTransformer, text: str, *, prepend_bos: bool | None = None, name: str = "prompts"
 ) -> list[int]:
-    """The token ids of one text as :func:`tokenize` makes them (see there for BOS handling)."""
+    """The token ids of one text as :func:`tokenize` makes them (see there for BOS handling).
+
+    Args:
+        model: The model whose tokenizer is used.
+        text: One non-empty text.
+        prepend_bos: Put BOS first (None: ``model.cfg.default_prepend_bos``).
+        name: The caller's argument name, used in error messages.
+
+    Returns:
+        The token ids as a list of ints.
+    """
     return tokenize(model, [text], prepend_bos=prepend_bos, name=name).tokens[0].tolist()
 
 
@@ -238,6 +288,17 @@ def tokenize(
     :func:`pad_id` and is masked. Raises ValueError for an empty list, an empty string, or a prompt
     longer than ``model.cfg.n_ctx``, naming the offending indices and the caller's argument ``name``.
     A :class:`TokenBatch` is returned unchanged (its padding kept).
+
+    Args:
+        model: The model whose tokenizer, BOS default, context length and device are used.
+        prompts: One text or a list of texts (already formatted, e.g. by :func:`format_prompts`).
+        padding_side: ``"right"`` or ``"left"``.
+        prepend_bos: Put the tokenizer's BOS first (None: the model's default).
+        name: The caller's argument name, used in error messages.
+
+    Returns:
+        A :class:`TokenBatch` on the model's device: padded ``tokens``, ``mask`` of real tokens, character
+        ``spans``; ``batch.last`` is each prompt's last real token.
     """
     if isinstance(prompts, TokenBatch):
         return prompts
@@ -279,7 +340,15 @@ def tokenize(
 
 
 def batch_from_tokens(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]) -> TokenBatch:
-    """A :class:`TokenBatch` of already tokenized, unpadded sequences (no text, so no character spans)."""
+    """A :class:`TokenBatch` of already tokenized, unpadded sequences (no text, so no character spans).
+
+    Args:
+        model: The model the tokens are for (its context length, device and tokenizer).
+        tokens: Integer token ids, ``[pos]`` or ``[batch, pos]``, every token real.
+
+    Returns:
+        A :class:`TokenBatch` with an all-True mask and empty prompt texts.
+    """
     if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point() or tokens.ndim not in (1, 2):
         raise TypeError("tokens: expected an integer tensor of shape [pos] or [batch, pos]")
     tokens = tokens[None] if tokens.ndim == 1 else tokens
@@ -305,7 +374,19 @@ def forward(
 ) -> None:
     """One hooked forward pass without gradients or logits: ``tokens`` with attention ``mask``
     (None: every token is real), running blocks ``0..stop_at_layer-1`` (None: all), on top of
-    ``past_kv_cache`` when given. Results come out through the ``hooks``."""
+    ``past_kv_cache`` when given. Results come out through the ``hooks``.
+
+    Args:
+        model: The model to run.
+        tokens: ``[batch, pos]`` token ids.
+        mask: ``[batch, pos]``, True on real tokens, or None when every token is real.
+        hooks: ``(hook name, hook function)`` pairs, as for ``HookedTransformer.run_with_hooks``.
+        stop_at_layer: Run blocks ``0..stop_at_layer-1`` only (None: every block).
+        past_kv_cache: A TransformerLens key/value cache to continue from, or None.
+
+    Returns:
+        None; the hooks collect what the caller needs.
+    """
     device = model.cfg.device
     with torch.no_grad():  # activations are measured, never differentiated (TL's own cache detaches too)
         model.run_with_hooks(
@@ -319,7 +400,16 @@ def forward(
 
 
 def stop_layer(model: HookedTransformer, names: Sequence[str]) -> int | None:
-    """The ``stop_at_layer`` that runs just far enough to reach every hook in ``names`` (None: all)."""
+    """The ``stop_at_layer`` that runs just far enough to reach every hook in ``names`` (None: all).
+
+    Args:
+        model: The model (for its number of layers).
+        names: TransformerLens hook names, e.g. ``"blocks.3.hook_attn_out"``.
+
+    Returns:
+        One past the deepest hooked block, or None when a hook needs the full pass (embedding or final
+        hooks, or the last block).
+    """
     layers = []
     for name in names:
         match = _LAYER.match(name)
@@ -356,6 +446,20 @@ def run_batched(
 
     Each chunk is trimmed to the token columns its prompts use; the attention mask is passed when the
     chunk has padding. No logits are computed. ``progress=None`` shows a bar for more than one chunk.
+
+    Args:
+        model: The model to run.
+        batch: The prompts, from :func:`tokenize` (or :func:`batch_from_tokens`).
+        make_hooks: Called once per forward pass with its :class:`Chunk` (``chunk.rows`` its prompts,
+            ``chunk.local`` batch indices turned into the pass's own); returns the ``(hook name, hook
+            function)`` pairs for that pass. Reduce inside the hooks to keep memory small.
+        batch_size: Prompts per forward pass.
+        stop_at_layer: Run blocks ``0..stop_at_layer-1`` only (see :func:`stop_layer`; None: all).
+        progress: Show a progress bar (None: when there is more than one chunk).
+        desc: The progress bar's label.
+
+    Returns:
+        None; the hooks collect what the caller needs.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
