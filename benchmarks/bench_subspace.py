@@ -19,7 +19,7 @@ import torch
 
 from benchmarks._harness import BenchRow, compare, timed_peak
 from interp.subspace import bases as bs
-from interp.subspace.activations import probe_activations, steering_label
+from interp.subspace.captures import probe_activations, steering_label
 from interp.subspace.probes import (
     CRITICAL_SYSTEM,
     SYCOPHANTIC_SYSTEM,

@@ -36,11 +36,11 @@ from transformer_lens import (
 
 from interp._validate import as_layers
 from interp.directions import DirectionSet
+from interp.prompts import PromptFormat, format_prompt, forward, pad_id, pad_rows, token_ids, uses_chat
 
 __all__ = [
     "PersonaDirections",
     "PersonaPrompts",
-    "format_prompt",
     "persona_directions",
     "persona_prompts",
     "prompt_activations",
@@ -49,7 +49,6 @@ __all__ = [
 ]
 
 Position = Literal["last", "mean"]
-PromptFormat = Literal["auto", "chat", "plain"]
 
 
 class _PackagedDefault:
@@ -90,64 +89,6 @@ def persona_prompts() -> PersonaPrompts:
     return PersonaPrompts(dict(base.roles), dict(base.traits), tuple(base.questions), base.default)
 
 
-# ---------------------------------------------------------------------- prompts
-def format_prompt(
-    model: HookedTransformer, system: str | None, question: str, *, prompt_format: PromptFormat = "auto"
-) -> str:
-    """The text fed to ``model`` for ``question`` under the system prompt ``system``.
-
-    ``"chat"``: the tokenizer's chat template, ``apply_chat_template([system, user],
-    add_generation_prompt=True)`` (a template that rejects the system role gets the system prompt
-    prepended to the user turn; ``system=None`` sends no system turn, so a template may insert its
-    own default, as SmolLM2's does). ``"plain"``: ``"System: {system}\\nUser: {question}\\nAssistant:"``
-    (no ``System:`` line when ``system`` is None), for base models without a template such as
-    Gemma 3 270M. ``"auto"`` (default): ``"chat"`` when the tokenizer has a chat template, else
-    ``"plain"``.
-    """
-    use_chat = _use_chat(model, prompt_format)
-    if not isinstance(question, str):
-        raise TypeError(f"question: expected a string, got {type(question).__name__}")
-    if system is not None and not isinstance(system, str):
-        raise TypeError(f"system: expected a string or None, got {type(system).__name__}")
-    if not use_chat:
-        head = "" if system is None else f"System: {system}\n"
-        return f"{head}User: {question}\nAssistant:"
-    tokenizer = model.tokenizer
-    messages = [{"role": "user", "content": question}]
-    if system is not None:
-        try:
-            return tokenizer.apply_chat_template(
-                [{"role": "system", "content": system}, *messages], tokenize=False, add_generation_prompt=True
-            )
-        except Exception:  # templates that refuse a system turn (e.g. Gemma 2) raise jinja errors
-            messages = [{"role": "user", "content": f"{system}\n\n{question}"}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def _use_chat(model: HookedTransformer, prompt_format: str) -> bool:
-    if prompt_format not in ("auto", "chat", "plain"):
-        raise ValueError(f"prompt_format: expected 'auto', 'chat' or 'plain', got {prompt_format!r}")
-    if model.tokenizer is None:
-        raise ValueError("model: has no tokenizer, so prompts cannot be tokenized")
-    has_template = bool(getattr(model.tokenizer, "chat_template", None))
-    if prompt_format == "chat" and not has_template:
-        raise ValueError("prompt_format: 'chat' needs a tokenizer with a chat template; this one has none (use 'plain')")
-    return has_template if prompt_format == "auto" else prompt_format == "chat"
-
-
-def _token_ids(model: HookedTransformer, text: str) -> list[int]:
-    """Token ids of ``text`` as the model would see it: BOS prepended iff ``cfg.default_prepend_bos``
-    and the text does not already start with it (chat templates often write it themselves)."""
-    tokenizer = model.tokenizer
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    bos = tokenizer.bos_token_id
-    if model.cfg.default_prepend_bos and bos is not None and (not ids or ids[0] != bos):
-        ids = [bos, *ids]
-    if not ids:
-        raise ValueError(f"prompt {text!r} has no tokens")
-    return ids
-
-
 # ---------------------------------------------------------------------- activations
 def prompt_activations(
     model: HookedTransformer,
@@ -178,11 +119,9 @@ def prompt_activations(
     if isinstance(systems, str) or not isinstance(systems, Sequence) or len(systems) == 0:
         raise ValueError("systems: expected a non-empty sequence of system prompts (str or None)")
     questions = _as_questions(questions)
-    ids = [[_token_ids(model, format_prompt(model, s, q, prompt_format=prompt_format)) for q in questions]
+    ids = [[token_ids(model, format_prompt(model, s, q, prompt_format=prompt_format), name="questions")
+            for q in questions]
            for s in systems]
-    longest = max(len(row) for rows in ids for row in rows)
-    if longest > model.cfg.n_ctx:
-        raise ValueError(f"questions: a prompt has {longest} tokens, more than the model's context of {model.cfg.n_ctx}")
 
     out = torch.empty(len(systems), len(questions), model.cfg.d_model, dtype=torch.float32)
     for batch in _batches(_units(ids, batch_size), batch_size):
@@ -232,7 +171,6 @@ def _batches(units: list[_Unit], batch_size: int) -> list[list[_Unit]]:
     return batches
 
 
-@torch.no_grad()  # activations are measured, never differentiated
 def _run_units(
     model: HookedTransformer, units: list[_Unit], *, layer: int, position: str
 ) -> Float[torch.Tensor, "prompt d_model"]:
@@ -240,10 +178,10 @@ def _run_units(
     prefixes run once (filling a key-value cache), then the cache is repeated per question and the
     suffixes run on top of it. Only blocks 0..layer run."""
     device = model.cfg.device
-    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    pad = pad_id(model.tokenizer)
     hook_name = f"blocks.{layer}.hook_resid_post"
-    prefix_tokens, prefix_mask = _pad([u.prefix for u in units], pad_id, side="left")
-    suffix_tokens, suffix_mask = _pad([x for u in units for x in u.suffixes], pad_id, side="right")
+    prefix_tokens, prefix_mask = pad_rows([u.prefix for u in units], pad, side="left")
+    suffix_tokens, suffix_mask = pad_rows([x for u in units for x in u.suffixes], pad, side="right")
     owner = torch.tensor([i for i, u in enumerate(units) for _ in u.questions])
 
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(units))
@@ -254,11 +192,8 @@ def _run_units(
             weights = prefix_mask.to(resid.device, torch.float32)
             prefix_sum.copy_(einops.einsum(resid.float(), weights, "batch pos d, batch pos -> batch d").cpu())
 
-        model.run_with_hooks(
-            prefix_tokens.to(device), attention_mask=prefix_mask.to(device), past_kv_cache=cache,
-            fwd_hooks=[(hook_name, keep_prefix)] if position == "mean" else [],
-            stop_at_layer=layer + 1, return_type=None,
-        )
+        forward(model, prefix_tokens, prefix_mask, [(hook_name, keep_prefix)] if position == "mean" else [],
+                stop_at_layer=layer + 1, past_kv_cache=cache)
     index = owner.to(device)
     repeated = TransformerLensKeyValueCache(
         entries=[
@@ -278,28 +213,12 @@ def _run_units(
             weights = mask.to(torch.float32)
             captured.append(einops.einsum(resid.float(), weights, "batch pos d, batch pos -> batch d").cpu())
 
-    model.run_with_hooks(
-        suffix_tokens.to(device), attention_mask=suffix_mask.to(device), past_kv_cache=repeated,
-        fwd_hooks=[(hook_name, keep_suffix)], stop_at_layer=layer + 1, return_type=None,
-    )
+    forward(model, suffix_tokens, suffix_mask, [(hook_name, keep_suffix)], stop_at_layer=layer + 1,
+            past_kv_cache=repeated)
     if position == "last":
         return captured[0]
     counts = prefix_mask.sum(dim=1)[owner] + suffix_mask.sum(dim=1)
     return (captured[0] + prefix_sum[owner]) / counts[:, None].float()
-
-
-def _pad(rows: Sequence[Sequence[int]], pad_id: int, *, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows padded to one width on ``side``, and the attention mask (1 = real token)."""
-    width = max(len(r) for r in rows)
-    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if not r:
-            continue
-        span = slice(width - len(r), width) if side == "left" else slice(0, len(r))
-        tokens[i, span] = torch.tensor(r, dtype=torch.long)
-        mask[i, span] = 1
-    return tokens, mask
 
 
 # ---------------------------------------------------------------------- role / trait vectors
@@ -388,7 +307,7 @@ def _persona_vectors(
     )
     means = einops.reduce(acts, "system question d -> system d", "mean")
     offsets = means[:-1] - means[-1:]
-    used_format = "chat" if _use_chat(model, prompt_format) else "plain"
+    used_format = "chat" if uses_chat(model, prompt_format) else "plain"
     model_name = getattr(model.cfg, "model_name", "model")
     out: dict[str, DirectionSet] = {}
     start = 0

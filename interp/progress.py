@@ -31,7 +31,11 @@ T = TypeVar("T")
 
 
 def in_notebook() -> bool:
-    """True inside a Jupyter kernel (the rule ``tqdm.auto`` uses: ``ipykernel``'s shell is loaded)."""
+    """Whether this process is a Jupyter kernel (the rule ``tqdm.auto`` uses: ``ipykernel``'s shell is loaded).
+
+    Returns:
+        True inside a Jupyter kernel, False in a plain interpreter, a script or a test run.
+    """
     return "ipykernel.zmqshell" in sys.modules
 
 

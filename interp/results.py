@@ -75,7 +75,11 @@ class ResultLayout:
     derived_tables: tuple[str, ...] = ()
 
     def stored(self) -> dict[str, str]:
-        """Field name → kind (``table``, ``tensor``, ``metadata``, ``result``) for every stored field."""
+        """Field name → kind for every stored field, checking no field is listed twice.
+
+        Returns:
+            ``{field name: "table" | "tensor" | "metadata" | "result"}``.
+        """
         kinds: dict[str, str] = {}
         for kind, names in (("table", self.tables), ("tensor", self.tensors), ("metadata", self.metadata),
                             ("result", self.results)):
@@ -119,7 +123,11 @@ class Result:
         return layout, kinds
 
     def headline_table(self) -> pd.DataFrame:
-        """The headline table named by ``result_layout.headline``."""
+        """The headline table named by ``result_layout.headline``.
+
+        Returns:
+            The table field, or the DataFrame returned by the headline method.
+        """
         layout, _ = self._checked_layout()
         value = getattr(self, layout.headline)
         table = value() if layout.headline not in layout.tables else value

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +49,35 @@ def test_material_theme_glossary_and_notebook_pages(site):
 def test_api_pages_have_parameters_and_returns_sections(site):
     """Google-style Args/Returns docstrings render as mkdocstrings' Parameters/Returns sections."""
     api = (site / "api" / "index.html").read_text()
-    for name in ("interp.progress.progress_bar", "interp.results.Result.save", "interp.plots.attention_view.pair_attention_view"):
+    for name in ("interp.progress.progress_bar", "interp.results.Result.save", "interp.plots.attention_view.pair_attention_view",
+                 "interp.prompts.tokenize", "interp.prompts.run_batched", "interp.prompts.format_prompts"):
         start = api.index(f'id="{name}"')
         end = api.find('class="doc doc-heading"', start + len(name) + 10)  # the next object's heading
         section = api[start:end if end > 0 else None]
         titles = re.findall(r'doc-section-title">([^<]+)<', section)
         assert "Parameters:" in titles and "Returns:" in titles, f"{name}: sections {titles}"
+
+
+def python_blocks(markdown: str) -> list[str]:
+    """The fenced ```python blocks of a markdown page, in order."""
+    return [block.strip("\n") for block in re.findall(r"^```python\n(.*?)^```$", markdown, flags=re.S | re.M)]
+
+
+def test_python_blocks_reads_fences():
+    page = "Text\n\n```python\nx = 1\n\ny = 2\n```\n\n```bash\nmake test\n```\n\n```python\nprint(x)\n```\n"
+    assert python_blocks(page) == ["x = 1\n\ny = 2", "print(x)"]
+
+
+@pytest.mark.parametrize(("page", "notebook"), [("index.md", "quickstart.ipynb"),
+                                                ("own_analysis.md", "own_hook_analysis.ipynb")])
+def test_page_runs_as_its_notebook(page, notebook):
+    """The page's Python is its notebook's code, cell for cell, so the page runs top to bottom exactly as
+    tests/test_notebooks.py runs the notebook."""
+    cells = [cell.source.strip("\n") for cell in nbformat.read(ROOT / "examples" / notebook, as_version=4).cells
+             if cell.cell_type == "code"]
+    blocks = python_blocks((ROOT / "docs" / page).read_text(encoding="utf-8"))
+    assert len(blocks) == len(cells), f"{page}: {len(blocks)} python blocks, {notebook}: {len(cells)} code cells"
+    for i, (block, cell) in enumerate(zip(blocks, cells, strict=True)):
+        assert block == cell, f"{page}: python block {i} differs from code cell {i} of {notebook}"
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8").split("\nnav:\n", 1)[1].split("\nplugins:", 1)[0]
+    assert f": {page}" in nav and f": examples/{notebook}" in nav, f"{page} or {notebook} missing from the mkdocs nav"

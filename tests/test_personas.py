@@ -16,13 +16,13 @@ import torch
 from interp.directions import DirectionSet
 from interp.personas import (
     PersonaDirections,
-    format_prompt,
     persona_directions,
     persona_prompts,
     prompt_activations,
     role_vectors,
     trait_vectors,
 )
+from interp.prompts import format_prompt
 
 PROMPTS = persona_prompts()
 DEFAULT = PROMPTS.default

@@ -1,65 +1,31 @@
 """Open the report as a user would: headless Chromium renders every plotly figure with no console errors.
 
-Chromium comes from Debian's ``chromium`` package; when ``/usr/bin/chromium`` is missing the session
-fixture installs it with apt-get (package registries are reachable; the report itself needs no network).
+Chromium and the console filter come from tests/_chromium.py (shared with the attention-view test); the
+report itself needs no network.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 
+import _chromium
 import _report_fixture
 import pytest
+from _chromium import console_messages, run_chromium
 
 quick_report = _report_fixture.quick_report  # the session's one quick report, shared with test_report.py
-
-CHROMIUM = Path("/usr/bin/chromium")
-_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    """Path to headless-capable Chromium, installed with apt-get if it is not there yet."""
-    if not CHROMIUM.exists():
-        if shutil.which("apt-get") is None:
-            pytest.fail("chromium is not installed and apt-get is not available to install it "
-                        "(install Debian's `chromium` package)")
-        steps = [["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]]
-        for step in steps:
-            result = subprocess.run(step, capture_output=True, text=True, timeout=900,
-                                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-            if result.returncode != 0:
-                pytest.fail(f"could not install chromium: `{' '.join(step)}` exited {result.returncode}:\n"
-                            f"{result.stderr[-2000:]}")
-    if not CHROMIUM.exists():
-        pytest.fail(f"apt-get installed chromium but {CHROMIUM} does not exist")
-    return CHROMIUM
-
-
-def _run(chromium: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(chromium), *_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                          text=True, timeout=240)
+chromium = _chromium.chromium  # the session's Chromium fixture (installed with apt-get when missing)
 
 
 @pytest.fixture(scope="module")
 def rendered(chromium, quick_report, tmp_path_factory):
     """The DOM after plotly ran (``--dump-dom``, 10 s of virtual time) and Chromium's console log."""
     profile = tmp_path_factory.mktemp("chromium-profile")
-    result = _run(chromium, profile, "--virtual-time-budget=10000", "--enable-logging=stderr", "--v=0",
-                  "--dump-dom", quick_report.path.resolve().as_uri())
+    result = run_chromium(chromium, profile, "--virtual-time-budget=10000", "--enable-logging=stderr", "--v=0",
+                          "--dump-dom", quick_report.path.resolve().as_uri())
     assert result.returncode == 0, f"chromium --dump-dom failed ({result.returncode}):\n{result.stderr[-3000:]}"
     return result.stdout, result.stderr
-
-
-def _console_messages(log: str) -> list[str]:
-    """Chromium's console lines (``...:CONSOLE(...)] "message", source: ...``): uncaught exceptions,
-    console.error/warn/log. The report writes none, so any is a defect."""
-    return [line for line in log.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
 
 
 def test_every_figure_rendered_plotly_svg(rendered, quick_report):
@@ -80,7 +46,7 @@ def test_every_figure_rendered_plotly_svg(rendered, quick_report):
 
 def test_no_console_errors(rendered):
     _, log = rendered
-    messages = _console_messages(log)
+    messages = console_messages(log)
     assert not messages, "console messages while rendering the report:\n" + "\n".join(messages[:20])
 
 
@@ -88,15 +54,15 @@ def test_console_check_catches_a_script_error(chromium, tmp_path):
     """The console check above would see an error: a page that throws is caught by the same filter."""
     page = tmp_path / "broken.html"
     page.write_text("<html><body><script>throw new Error('deliberate')</script></body></html>")
-    result = _run(chromium, tmp_path / "profile", "--virtual-time-budget=2000", "--enable-logging=stderr", "--v=0",
-                  "--dump-dom", page.as_uri())
-    assert any("Uncaught Error: deliberate" in line for line in _console_messages(result.stderr)), result.stderr[-2000:]
+    result = run_chromium(chromium, tmp_path / "profile", "--virtual-time-budget=2000",
+                          "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri())
+    assert any("Uncaught Error: deliberate" in line for line in console_messages(result.stderr)), result.stderr[-2000:]
 
 
 def test_screenshot_looks_like_a_page(chromium, quick_report, tmp_path):
     shot = tmp_path / "report.png"
-    result = _run(chromium, tmp_path / "profile", "--virtual-time-budget=10000", f"--screenshot={shot}",
-                  "--window-size=1400,3000", quick_report.path.resolve().as_uri())
+    result = run_chromium(chromium, tmp_path / "profile", "--virtual-time-budget=10000", f"--screenshot={shot}",
+                          "--window-size=1400,3000", quick_report.path.resolve().as_uri())
     assert result.returncode == 0 and shot.is_file(), f"no screenshot:\n{result.stderr[-3000:]}"
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "the screenshot is not a PNG"

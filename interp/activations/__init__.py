@@ -21,7 +21,7 @@ from interp.activations.attention_metrics import (
     reduce_attention,
     with_delta,
 )
-from interp.activations.caching import PositionCache, cache_positions, check_hook_names, run_batched
+from interp.activations.caching import PositionCache, cache_positions, check_hook_names
 from interp.activations.head_types import (
     HEAD_TYPES,
     HeadTypeScores,
@@ -31,14 +31,11 @@ from interp.activations.head_types import (
 )
 from interp.activations.positions import (
     Positions,
-    TokenBatch,
-    batch_from_tokens,
     index_positions,
     last_positions,
     occurrence_spans,
     span_mask,
     target_positions,
-    tokenize,
 )
 from interp.activations.qkv_structure import (
     BLOCKS,
@@ -52,6 +49,7 @@ from interp.activations.qkv_structure import (
     shuffle_entries,
     similarity_histograms,
 )
+from interp.prompts import TokenBatch, batch_from_tokens, run_batched, tokenize
 
 __all__ = [
     "AttentionMetrics", "AttentionPattern", "PairAttentionMetrics", "attention_metrics", "attention_pattern",

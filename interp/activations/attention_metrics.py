@@ -35,17 +35,14 @@ from transformer_lens.utilities import to_numpy
 from transformer_lens.utils import get_act_name
 
 from interp._validate import as_heads, as_layers
-from interp.activations.caching import Chunk, run_batched
 from interp.activations.positions import (
     Positions,
-    TokenBatch,
-    batch_from_tokens,
     index_positions,
     last_positions,
     occurrence_spans,
     span_mask,
-    tokenize,
 )
+from interp.prompts import Chunk, TokenBatch, batch_from_tokens, run_batched, tokenize
 
 Query = Literal["last"] | int | Positions
 HEAD_METRICS = ("entropy", "mean_entropy", "max_attention", "sink", "mean_sink")

@@ -12,35 +12,18 @@ progress bar), and the pass stops after the last layer that is needed.
 from __future__ import annotations
 
 import difflib
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
-from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from interp.activations.positions import Positions, TokenBatch
+from interp.activations.positions import Positions
+from interp.prompts import Chunk, HookFn, TokenBatch, run_batched, stop_layer
 
 # Hooks whose activations are [batch, head, query_pos, key_pos]: positions select query rows.
 _QUERY_AXIS_HOOKS = ("hook_pattern", "hook_attn_scores")
-_LAYER = re.compile(r"^blocks\.(\d+)\.")
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One forward pass of a batched run: prompts ``rows`` and token columns ``cols`` of the batch."""
-
-    rows: slice
-    cols: slice
-
-    def local(self, prompt: torch.Tensor, position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch-level ``(prompt, position)`` as indices into this chunk's tensors."""
-        return prompt - self.rows.start, position - self.cols.start
-
-
-HookFn = Callable[[torch.Tensor, object], None]
 
 
 def check_hook_names(model: HookedTransformer, names: str | Iterable[str] | Callable[[str], bool]) -> list[str]:
@@ -67,56 +50,6 @@ def check_hook_names(model: HookedTransformer, names: str | Iterable[str] | Call
             hints.append(f"{name!r} (did you mean {', '.join(repr(c) for c in close)}?)" if close else repr(name))
         raise ValueError(f"names: unknown hook name(s) {'; '.join(hints)}; see model.hook_dict for all names")
     return names
-
-
-def stop_layer(model: HookedTransformer, names: Sequence[str]) -> int | None:
-    """The ``stop_at_layer`` that runs just far enough to reach every hook in ``names`` (None: all)."""
-    layers = []
-    for name in names:
-        match = _LAYER.match(name)
-        if match is None:
-            return None  # embedding or final hooks: hook_embed comes first, ln_final needs the full pass
-        layers.append(int(match.group(1)))
-    deepest = max(layers) + 1
-    return None if deepest >= model.cfg.n_layers else deepest
-
-
-def run_batched(
-    model: HookedTransformer,
-    batch: TokenBatch,
-    make_hooks: Callable[[Chunk], list[tuple[str, HookFn]]],
-    *,
-    batch_size: int = 16,
-    stop_at_layer: int | None = None,
-    progress: bool | None = None,
-    desc: str = "forward",
-) -> None:
-    """Run ``batch`` through ``model`` in chunks of ``batch_size`` prompts with the hooks of each chunk.
-
-    Each chunk is trimmed to the token columns its prompts use; the attention mask is passed when the
-    chunk has padding. No logits are computed. ``progress=None`` shows a bar for more than one chunk.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-    n = len(batch)
-    starts = range(0, n, batch_size)
-    show = len(starts) > 1 if progress is None else progress
-    for start in tqdm(starts, desc=desc, disable=not show, leave=False):
-        rows = slice(start, min(start + batch_size, n))
-        used = batch.mask[rows].any(dim=0).nonzero().flatten()
-        cols = slice(int(used[0]), int(used[-1]) + 1)
-        chunk = Chunk(rows, cols)
-        tokens = batch.tokens[rows, cols]
-        mask = batch.mask[rows, cols]
-        needs_mask = not bool(mask.all()) or getattr(model.tokenizer, "padding_side", "right") == "left"
-        with torch.no_grad():  # activations are measured, never differentiated (TL's own cache detaches too)
-            model.run_with_hooks(
-                tokens,
-                return_type=None,
-                stop_at_layer=stop_at_layer,
-                attention_mask=mask.long() if needs_mask else None,
-                fwd_hooks=make_hooks(chunk),
-            )
 
 
 @dataclass(frozen=True)
@@ -155,7 +88,7 @@ def cache_positions(
     function as in ``run_with_cache(names_filter=...)``.
     """
     if not isinstance(batch, TokenBatch):
-        raise TypeError(f"batch: expected a TokenBatch (see interp.activations.tokenize), got {type(batch).__name__}")
+        raise TypeError(f"batch: expected a TokenBatch (see interp.prompts.tokenize), got {type(batch).__name__}")
     if not isinstance(positions, Positions):
         raise TypeError(f"positions: expected a Positions, got {type(positions).__name__}")
     if len(positions) == 0:

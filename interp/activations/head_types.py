@@ -32,8 +32,7 @@ from transformer_lens.utils import get_act_name
 
 from interp._validate import as_layers
 from interp.activations.attention_metrics import _check_pair, with_delta
-from interp.activations.caching import Chunk, run_batched
-from interp.activations.positions import batch_from_tokens
+from interp.prompts import Chunk, batch_from_tokens, run_batched
 
 HEAD_TYPES = ("previous_token", "duplicate_token", "induction")
 _DETECTORS = {

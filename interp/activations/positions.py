@@ -1,8 +1,9 @@
 """Token positions in a padded batch of prompts: by target token string, last real token, or index.
 
-A :class:`TokenBatch` is a list of prompts tokenized once and padded (left or right) with a mask of
-real tokens and the character span of every token; a :class:`Positions` is a set of
-``(prompt, position)`` pairs into that batch, one row per selected token.
+A :class:`~interp.prompts.TokenBatch` (made by :func:`interp.prompts.tokenize`) is a list of prompts
+tokenized once and padded (left or right) with a mask of real tokens and the character span of every
+token; a :class:`Positions` is a set of ``(prompt, position)`` pairs into that batch, one row per
+selected token.
 
 >>> batch = tokenize(model, ["I saw her at the market.", "She gave her the book."])
 >>> her = target_positions(batch, " her")                # first " her" of each prompt
@@ -14,71 +15,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 import torch
 from jaxtyping import Bool, Int
-from transformer_lens import HookedTransformer
+
+from interp.prompts import TokenBatch, batch_from_tokens, tokenize
+
+__all__ = [
+    "OnMissing", "Occurrence", "Positions", "TokenBatch", "batch_from_tokens", "index_positions",
+    "last_positions", "occurrence_spans", "span_mask", "target_positions", "tokenize",
+]
 
 Occurrence = Literal["first", "last", "every"]
 OnMissing = Literal["raise", "skip"]
-
-
-@dataclass(frozen=True, eq=False)
-class TokenBatch:
-    """Prompts tokenized as the model tokenizes them and padded into one ``[batch, pos]`` tensor.
-
-    ``mask[b, p]`` is True on real tokens; ``spans[b][i]`` is the character span ``(start, end)`` in
-    ``prompts[b]`` of the ``i``-th real token (``(0, 0)`` for a prepended BOS).
-    """
-
-    prompts: tuple[str, ...]
-    tokens: Int[torch.Tensor, "batch pos"]
-    mask: Bool[torch.Tensor, "batch pos"]
-    spans: tuple[tuple[tuple[int, int], ...], ...]
-    padding_side: Literal["left", "right"]
-    tokenizer: Any = field(repr=False)
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    @property
-    def lengths(self) -> Int[torch.Tensor, " batch"]:
-        """Number of real tokens in each prompt."""
-        return self.mask.sum(dim=1)
-
-    @property
-    def first(self) -> Int[torch.Tensor, " batch"]:
-        """Index of each prompt's first real token (0 unless left-padded)."""
-        return self.mask.int().argmax(dim=1)
-
-    @property
-    def last(self) -> Int[torch.Tensor, " batch"]:
-        """Index of each prompt's last real token."""
-        return self.first + self.lengths - 1
-
-    @property
-    def has_padding(self) -> bool:
-        return not bool(self.mask.all())
-
-    def str_tokens(self, prompt: int) -> list[str]:
-        """The real tokens of one prompt as strings."""
-        ids = self.tokens[prompt][self.mask[prompt]].tolist()
-        return [self.tokenizer.decode([t]) for t in ids]
-
-    def select(self, rows: Sequence[int]) -> TokenBatch:
-        """The sub-batch of the given prompt rows (padding kept as it is)."""
-        index = torch.as_tensor(list(rows), dtype=torch.long)
-        return TokenBatch(
-            tuple(self.prompts[i] for i in index.tolist()),
-            self.tokens[index],
-            self.mask[index],
-            tuple(self.spans[i] for i in index.tolist()),
-            self.padding_side,
-            self.tokenizer,
-        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,84 +50,6 @@ class Positions:
             ids = batch.tokens[self.prompt, self.position].tolist()
             frame["token"] = [batch.tokenizer.decode([t]) for t in ids]
         return frame
-
-
-def tokenize(
-    model: HookedTransformer,
-    prompts: str | Sequence[str],
-    *,
-    padding_side: Literal["left", "right"] = "right",
-    prepend_bos: bool | None = None,
-) -> TokenBatch:
-    """Tokenize ``prompts`` as ``model.to_tokens`` does (BOS per ``cfg.default_prepend_bos``) and pad.
-
-    Raises ValueError for an empty list, an empty string or a prompt longer than ``cfg.n_ctx``. A
-    :class:`TokenBatch` is returned unchanged (its padding kept).
-    """
-    if isinstance(prompts, TokenBatch):
-        return prompts
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    if not isinstance(prompts, Sequence):
-        raise TypeError(f"prompts: expected a string or a list of strings, got {type(prompts).__name__}")
-    prompts = list(prompts)
-    if len(prompts) == 0:
-        raise ValueError("prompts: is empty (expected at least one prompt)")
-    not_str = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
-    if not_str:
-        raise TypeError(f"prompts: expected strings, but prompt(s) {not_str[:10]} are not strings")
-    empty = [i for i, p in enumerate(prompts) if p == ""]
-    if empty:
-        raise ValueError(f"prompts: prompt(s) {empty[:10]} are empty strings")
-    if padding_side not in ("left", "right"):
-        raise ValueError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
-    tokenizer = model.tokenizer
-    if tokenizer is None:
-        raise ValueError("model: has no tokenizer (needed to tokenize prompts)")
-    bos = model.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
-
-    ids_list, spans_list = [], []
-    for prompt in prompts:
-        encoded = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
-        ids = list(encoded["input_ids"])
-        spans = [tuple(s) for s in encoded["offset_mapping"]]
-        if bos:
-            ids, spans = [tokenizer.bos_token_id, *ids], [(0, 0), *spans]
-        ids_list.append(ids)
-        spans_list.append(tuple(spans))
-    too_long = [(i, len(ids)) for i, ids in enumerate(ids_list) if len(ids) > model.cfg.n_ctx]
-    if too_long:
-        listed = ", ".join(f"{i} ({n} tokens)" for i, n in too_long[:10])
-        raise ValueError(f"prompts: prompt(s) {listed} are longer than the model's context of {model.cfg.n_ctx} tokens")
-    no_tokens = [i for i, ids in enumerate(ids_list) if len(ids) == 0]
-    if no_tokens:
-        raise ValueError(f"prompts: prompt(s) {no_tokens[:10]} tokenize to no tokens")
-
-    width = max(len(ids) for ids in ids_list)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    tokens = torch.full((len(prompts), width), int(pad_id or 0), dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.bool)
-    for row, ids in enumerate(ids_list):
-        start = 0 if padding_side == "right" else width - len(ids)
-        tokens[row, start : start + len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask[row, start : start + len(ids)] = True
-    return TokenBatch(tuple(prompts), tokens.to(model.cfg.device), mask.to(model.cfg.device),
-                      tuple(spans_list), padding_side, tokenizer)
-
-
-def batch_from_tokens(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]) -> TokenBatch:
-    """A :class:`TokenBatch` of already tokenized, unpadded sequences (no text, so no character spans)."""
-    if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point() or tokens.ndim not in (1, 2):
-        raise TypeError("tokens: expected an integer tensor of shape [pos] or [batch, pos]")
-    tokens = tokens[None] if tokens.ndim == 1 else tokens
-    if tokens.shape[0] == 0 or tokens.shape[1] == 0:
-        raise ValueError(f"tokens: is empty (shape {tuple(tokens.shape)})")
-    if tokens.shape[1] > model.cfg.n_ctx:
-        raise ValueError(f"tokens: {tokens.shape[1]} tokens are longer than the model's context of {model.cfg.n_ctx}")
-    n = tokens.shape[0]
-    return TokenBatch(tuple("" for _ in range(n)), tokens.to(model.cfg.device),
-                      torch.ones(tokens.shape, dtype=torch.bool, device=model.cfg.device),
-                      tuple(() for _ in range(n)), "right", model.tokenizer)
 
 
 def target_positions(

@@ -32,7 +32,8 @@ from transformer_lens.utils import get_act_name
 
 from interp._validate import as_layers
 from interp.activations.caching import cache_positions
-from interp.activations.positions import OnMissing, Positions, TokenBatch, target_positions, tokenize
+from interp.activations.positions import OnMissing, Positions, target_positions
+from interp.prompts import TokenBatch, tokenize
 
 Kind = Literal["cosine", "correlation"]
 BLOCKS = ("QQ", "KK", "VV", "QK", "QV", "KV")

@@ -4,10 +4,9 @@ Modules: :mod:`~interp.subspace.weight_diff` (ΔW per tensor, residual views, di
 :mod:`~interp.subspace.steering` (``steer``/``apply_delta``), :mod:`~interp.subspace.bases` (the
 candidate-basis library), :mod:`~interp.subspace.scores` (R_act, R_w, exact nulls, ceilings,
 specificity), :mod:`~interp.subspace.sweep` (the whole sweep on a model pair),
-:mod:`~interp.subspace.probes` and :mod:`~interp.subspace.activations` (prompts and captures).
+:mod:`~interp.subspace.probes` and :mod:`~interp.subspace.captures` (prompts and captures).
 """
 
-from interp.subspace.activations import ProbeActivations, pair_label, probe_activations, steering_label
 from interp.subspace.bases import (
     ACTIVATION_BASES,
     AXIS_KINDS,
@@ -25,6 +24,7 @@ from interp.subspace.bases import (
     weight_bases,
     weight_ceiling,
 )
+from interp.subspace.captures import ProbeActivations, pair_label, probe_activations, steering_label
 from interp.subspace.probes import CLAIMS, CRITICAL_SYSTEM, SYCOPHANTIC_SYSTEM, probe_prompts, split_fit_eval
 from interp.subspace.scores import (
     activation_target,

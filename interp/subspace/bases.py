@@ -30,7 +30,7 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
 from interp.subspace import _linalg as la
-from interp.subspace.activations import ProbeActivations
+from interp.subspace.captures import ProbeActivations
 
 AXIS_KINDS = ("write", "read", "mixed", "ceiling")
 

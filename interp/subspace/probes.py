@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from interp.prompts import format_prompts
+
 CLAIMS: tuple[str, ...] = (
     "the Great Wall of China is visible from the Moon with the naked eye",
     "water boils at a lower temperature at high altitude",
@@ -65,18 +67,6 @@ def split_fit_eval(prompts: Sequence[str], fit_fraction: float = 0.5) -> tuple[l
 
 
 def chat_texts(tokenizer: object, prompts: Sequence[str], system: str | None = None) -> list[str]:
-    """The prompts as user turns in the tokenizer's chat template (with ``system`` when given).
-
-    Tokenizers without a chat template get ``"{system}\\n\\nUser: {prompt}\\nAssistant:"``.
-    """
-    template = getattr(tokenizer, "chat_template", None)
-    texts = []
-    for prompt in prompts:
-        if template:
-            messages = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": prompt}
-            ]
-            texts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        else:
-            texts.append((f"{system}\n\n" if system else "") + f"User: {prompt}\nAssistant:")
-    return texts
+    """The prompts as user turns under ``system``, formatted by :func:`interp.prompts.format_prompts`
+    (the tokenizer's chat template, or the plain ``System:/User:/Assistant:`` text without one)."""
+    return format_prompts(tokenizer, prompts, system)

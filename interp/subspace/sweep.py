@@ -23,7 +23,7 @@ from transformer_lens.utilities import to_numpy
 
 from interp._validate import as_layers
 from interp.subspace import bases as bs
-from interp.subspace.activations import pair_label, probe_activations, steering_label
+from interp.subspace.captures import pair_label, probe_activations, steering_label
 from interp.subspace.probes import (
     CRITICAL_SYSTEM,
     SYCOPHANTIC_SYSTEM,

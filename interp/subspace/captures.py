@@ -1,7 +1,8 @@
-"""Residual-stream activations for the subspace sweep: last-token captures and the steering label.
+"""Residual-stream captures for the subspace sweep: last-token activations and the steering label.
 
-Prompts of different lengths are right-padded into one batch with an attention mask, so the
-last *real* token of each prompt sees exactly what it would see alone.
+Prompts of different lengths are right-padded into one batch with an attention mask
+(:func:`interp.prompts.tokenize`, :func:`interp.prompts.run_batched`), so the last *real* token of
+each prompt sees exactly what it would see alone.
 """
 
 from __future__ import annotations
@@ -10,51 +11,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from transformer_lens import HookedTransformer
 from transformer_lens.utils import get_act_name
 
+from interp.pair import ModelPair
+from interp.prompts import format_prompts, run_batched, stop_layer, tokenize
 from interp.subspace.steering import steer
 
 
-def tokenize(model: HookedTransformer, texts: Sequence[str]) -> tuple[Int[torch.Tensor, "n pos"], Int[torch.Tensor, " n"]]:
-    """Right-padded token ids and the number of real tokens per text.
-
-    A BOS token is prepended when the model's config asks for one and the text does not already
-    start with it (chat templates often do).
-    """
-    if model.tokenizer is None:
-        raise ValueError("model: has no tokenizer; pass a model loaded with interp.load_model")
-    if isinstance(texts, str) or len(texts) == 0:
-        raise ValueError("texts: expected a non-empty sequence of strings")
-    tok = model.tokenizer
-    bos = tok.bos_token_id
-    ids = []
-    for text in texts:
-        row = tok(text, add_special_tokens=False)["input_ids"]
-        if model.cfg.default_prepend_bos and bos is not None and (not row or row[0] != bos):
-            row = [bos, *row]
-        ids.append(row)
-    lengths = torch.tensor([len(row) for row in ids])
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    tokens = torch.full((len(ids), int(lengths.max())), pad, dtype=torch.long)
-    for i, row in enumerate(ids):
-        tokens[i, : len(row)] = torch.tensor(row)
-    return tokens, lengths
-
-
 def _run(model: HookedTransformer, texts: Sequence[str], names: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    tokens, lengths = tokenize(model, texts)
-    mask = (torch.arange(tokens.shape[1])[None] < lengths[:, None]).long()
-    device = model.cfg.device
-    wanted = set(names)
-    last_layer = max(int(name.split(".")[1]) for name in names if name.startswith("blocks."))
-    stop = last_layer + 1 if last_layer + 1 < model.cfg.n_layers else None  # skip the unused later blocks
-    with torch.no_grad():  # activations are measured, never differentiated
-        _, cache = model.run_with_cache(
-            tokens.to(device), attention_mask=mask.to(device), names_filter=lambda n: n in wanted, stop_at_layer=stop
-        )
-    return {name: cache[name] for name in names}, lengths
+    """``names`` over the right-padded batch of ``texts`` in one forward pass, and each text's length."""
+    batch = tokenize(model, list(texts), padding_side="right")
+    acts: dict[str, torch.Tensor] = {}
+
+    def keep(act: torch.Tensor, hook) -> None:  # noqa: ANN001 - HookPoint
+        acts[hook.name] = act.detach()
+
+    run_batched(model, batch, lambda chunk: [(name, keep) for name in names], batch_size=len(batch),
+                stop_at_layer=stop_layer(model, names), progress=False)
+    return {name: acts[name] for name in names}, batch.lengths.cpu()
 
 
 def last_token(
@@ -109,7 +85,7 @@ def steering_label(
     return plus - minus
 
 
-def pair_label(pair: object, texts: Sequence[str], layers: Sequence[int]) -> Float[torch.Tensor, "layer n d"]:
+def pair_label(pair: ModelPair, texts: Sequence[str], layers: Sequence[int]) -> Float[torch.Tensor, "layer n d"]:
     """δ = resid_post(tuned) − resid_post(base) at the last token."""
     return last_token(pair.tuned, texts, layers)["resid_post"] - last_token(pair.base, texts, layers)["resid_post"]
 
@@ -139,11 +115,10 @@ class ProbeActivations:
 
 def _shared_suffix(model: HookedTransformer, a: Sequence[str], b: Sequence[str]) -> int:
     """The number of final tokens that every pair of texts ``a[i]``, ``b[i]`` has in common."""
-    ta, la = tokenize(model, a)
-    tb, lb = tokenize(model, b)
+    ta, tb = tokenize(model, list(a)), tokenize(model, list(b))
     shared = []
     for i in range(len(a)):
-        x, y = ta[i, : la[i]].flip(0), tb[i, : lb[i]].flip(0)
+        x, y = ta.tokens[i][ta.mask[i]].flip(0), tb.tokens[i][tb.mask[i]].flip(0)
         n = min(len(x), len(y))
         differ = torch.nonzero(x[:n] != y[:n])
         shared.append(int(differ[0]) if len(differ) else n)
@@ -159,11 +134,9 @@ def probe_activations(
     negative_system: str,
 ) -> ProbeActivations:
     """Capture everything :func:`interp.subspace.bases.activation_bases` needs, in three forward passes."""
-    from interp.subspace.probes import chat_texts
-
-    clean_texts = chat_texts(model.tokenizer, prompts)
-    pos_texts = chat_texts(model.tokenizer, prompts, positive_system)
-    neg_texts = chat_texts(model.tokenizer, prompts, negative_system)
+    clean_texts = format_prompts(model, prompts)
+    pos_texts = format_prompts(model, prompts, positive_system)
+    neg_texts = format_prompts(model, prompts, negative_system)
     clean = last_token(model, clean_texts, layers, hooks=("resid_post", "resid_pre", "mlp_out", "pre"))
     act_fn = model.blocks[layers[0]].mlp.act_fn
     gate_mean = act_fn(clean["pre"]).mean(1)
