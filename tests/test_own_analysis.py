@@ -100,11 +100,3 @@ def test_pair_frame_is_tidy_and_matches_run_with_cache(analysis, default_pair, t
     assert 0 < first < n_layers
     assert (frame.loc[frame["layer"] < first, "delta"] == 0).all()
     assert (frame.loc[frame["layer"] >= first, "delta"].abs() > 1e-3).all()
-
-
-def test_the_notebook_checks_itself_against_run_with_cache():
-    """The notebook repeats the check for its reader, so it fails when the analysis drifts."""
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
-    assert "run_with_cache" in code and "torch.testing.assert_close" in code
-    assert "run_batched(" in code and "format_prompts(" in code and "tokenize(" in code
