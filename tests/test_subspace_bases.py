@@ -11,21 +11,11 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from interp.subspace import (
-    CRITICAL_SYSTEM,
-    SYCOPHANTIC_SYSTEM,
-    Basis,
-    activation_bases,
-    complement,
-    definitions_table,
-    intersection,
-    probe_activations,
-    probe_prompts,
-    project_away,
-    union,
-    weight_bases,
-)
-from interp.subspace.probes import chat_texts
+from interp.subspace.activation_library import activation_bases
+from interp.subspace.activations import probe_activations
+from interp.subspace.basis import Basis, complement, definitions_table, intersection, project_away, union
+from interp.subspace.probes import CRITICAL_SYSTEM, SYCOPHANTIC_SYSTEM, chat_texts, probe_prompts
+from interp.subspace.weight_library import weight_bases
 
 K = 8
 

@@ -116,8 +116,8 @@ def test_layers_outside_the_adapter_and_bad_options_are_rejected(planted):
 def test_labels_on_the_default_pair(default_pair):
     """pair_label is tuned − base resid_post at the last token (checked against unpadded single runs);
     at the first tuned layer the steering label (+ΔW minus −ΔW) is, to first order, twice it."""
-    from interp.subspace import pair_label, probe_prompts, steering_label
-    from interp.subspace.probes import chat_texts
+    from interp.subspace.activations import pair_label, steering_label
+    from interp.subspace.probes import chat_texts, probe_prompts
 
     texts = chat_texts(default_pair.base.tokenizer, probe_prompts()[:4])
     pair = pair_label(default_pair, texts, [9])

@@ -1,4 +1,4 @@
-"""The subspace sweep (seed 003, v7) on a model pair: which residual subspaces explain what tuning changed?
+"""The subspace sweep on a model pair: which residual subspaces explain what tuning changed?
 
 >>> result = subspace_sweep(ModelPair.default())
 >>> result.summary.head()        # write/mixed/ceiling bases ranked by joint = √(R_act · R_w_combined)
@@ -22,8 +22,10 @@ import torch
 from transformer_lens.utilities import to_numpy
 
 from interp._validate import as_layers
-from interp.subspace import bases as bs
+from interp.subspace.activation_library import ACTIVATION_BASES, activation_bases
 from interp.subspace.activations import pair_label, probe_activations, steering_label
+from interp.subspace.basis import Basis, check_rank, definitions_table, random_basis
+from interp.subspace.library import check_include, compound_bases
 from interp.subspace.probes import (
     CRITICAL_SYSTEM,
     SYCOPHANTIC_SYSTEM,
@@ -32,15 +34,19 @@ from interp.subspace.probes import (
     split_fit_eval,
 )
 from interp.subspace.scores import (
+    activation_ceiling,
+    ceiling_energy,
     monte_carlo_null,
     null_std,
     residual_label_target,
     specific_scores,
-    write_matrices,
+    weight_ceiling,
+    write_targets,
     z_score,
 )
 from interp.subspace.targets import Target
 from interp.subspace.weight_diff import as_delta, write_layers
+from interp.subspace.weight_library import WEIGHT_BASES, weight_bases
 
 NULLS = ("exact", "monte_carlo")
 RANDOM_BASIS_SEED = 10_000  # the sweep's `random` control basis uses seed RANDOM_BASIS_SEED + seed
@@ -62,12 +68,12 @@ class SweepResult:
 
 
 def score_table(
-    bases: Sequence[bs.Basis],
+    bases: Sequence[Basis],
     *,
     label_eval: torch.Tensor,
     label_fit: torch.Tensor,
     delta: Mapping[str, torch.Tensor],
-    clean: bs.Basis | None = None,
+    clean: Basis | None = None,
     null: str = "exact",
     n_null: int = 120,
     seed: int = 0,
@@ -76,7 +82,7 @@ def score_table(
 
     ``label_eval``/``label_fit``: activation deltas ``[layer, n, d]`` at the bases' layers; ``delta``:
     the weight delta (its residual-write tensors W_O, W_out at those layers are scored, see
-    :func:`interp.subspace.scores.weight_targets`); ``clean``: the clean-residual PCA basis for
+    :func:`interp.subspace.scores.write_targets`); ``clean``: the clean-residual PCA basis for
     residualised specificity. ``null="exact"`` uses the closed-form null moments; ``"monte_carlo"``
     draws ``n_null`` Haar bases per rank from ``torch.Generator().manual_seed(seed + rank)``.
 
@@ -95,9 +101,8 @@ def score_table(
             raise ValueError(f"bases: {b.name!r} covers layers {b.layers}, expected {layers} like {bases[0].name!r}")
     d = bases[0].d_model
     targets = {"act": Target.from_samples(label_eval, name="label_eval")}
-    for kind, m in write_matrices(delta, layers).items():
-        targets[f"w_{_SHORT[kind]}"] = Target.from_matrix(m, name=f"delta[{kind}]")
-    targets["w_combined"] = Target.mean([t for key, t in targets.items() if key.startswith("w_")])
+    targets.update({f"w_{_SHORT[kind]}": t for kind, t in write_targets(delta, layers).items()})
+    fit = Target.from_samples(label_fit, name="label_fit")
 
     # every basis' columns side by side: one batched product per target scores them all
     cols = torch.cat([b.vectors for b in bases], dim=-1)
@@ -118,7 +123,7 @@ def score_table(
                 sel = ranks == rank
                 mean[sel] = m[:, None].expand_as(r)[sel]
                 std[sel] = s_[:, None].expand_as(r)[sel]
-        ceiling = _act_ceiling(label_fit, t, max_rank) if key == "act" else t.ky_fan(max_rank)
+        ceiling = ceiling_energy(fit, t, max_rank) if key == "act" else ceiling_energy(t, None, max_rank)
         ceiling = ceiling[idx, ranks - 1] * d / ranks
         columns[f"R_{key}"], columns[f"z_{key}"] = r, z_score(r, mean, std)
         columns[f"pct_{key}_ceiling"] = (100 * r / ceiling).float()
@@ -145,21 +150,9 @@ def score_table(
     return table
 
 
-def _act_ceiling(label_fit: torch.Tensor, t_eval: Target, max_rank: int) -> torch.Tensor:
-    """Cumulative eval energy of the fit label's top PCs (uncentred, unit-normalised samples)."""
-    fit = label_fit.double() / label_fit.double().norm(dim=-1, keepdim=True).clamp_min(1e-300)
-    _, s, vh = torch.linalg.svd(fit, full_matrices=False)
-    pcs = einops.rearrange(vh, "layer p d -> layer d p")
-    captured = t_eval.energy(pcs) * (s > 1e-6 * s[:, :1])  # PCs beyond the fit label's rank capture nothing
-    cum = captured.cumsum(-1)
-    if cum.shape[-1] < max_rank:
-        cum = torch.cat([cum, cum[:, -1:].expand(-1, max_rank - cum.shape[-1])], dim=-1)
-    return cum[:, :max_rank]
-
-
 def summarize(per_layer: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mean of every score over layers per basis, with ``joint`` = √(mean R_act · mean R_w_combined)
-    (geometric mean, as seed 003), ranked by ``joint``; returns (write/mixed/ceiling, read-side)."""
+    (geometric mean), ranked by ``joint``; returns (write/mixed/ceiling, read-side)."""
     keys = ["basis", "family", "axis_kind", "source"]
     value_cols = [c for c in per_layer.columns if c not in keys and c != "layer"]
     summary = per_layer.groupby(keys, sort=False)[value_cols].mean().reset_index()
@@ -189,7 +182,7 @@ def subspace_sweep(
     seed: int = 0,
     k_broad: int = 64,
     include: Sequence[str] | None = None,
-    extra_bases: Sequence[bs.Basis] = (),
+    extra_bases: Sequence[Basis] = (),
     positive_system: str = SYCOPHANTIC_SYSTEM,
     negative_system: str = CRITICAL_SYSTEM,
 ) -> SweepResult:
@@ -201,6 +194,8 @@ def subspace_sweep(
     resid(W−αΔW) on the base) or ``"pair"`` (tuned − base). ``include``: names of library bases to
     build (default all); ``extra_bases`` are scored too. Deterministic: the only randomness is the
     seeded ``random`` basis and, with ``null="monte_carlo"``, the seeded null draws.
+    An unknown name in ``include`` is a ValueError listing the known ones
+    (:func:`interp.subspace.library.library_names`).
     """
     if label not in ("steer", "pair"):
         raise ValueError(f"label: expected 'steer' or 'pair', got {label!r}")
@@ -224,7 +219,8 @@ def subspace_sweep(
                 "R_w is undefined there"
             )
     layers = list(layers)
-    bs._check_rank(k, base.cfg.d_model)
+    check_rank(k, base.cfg.d_model)
+    check_include(include)
     prompts = probe_prompts(claims)
     fit, evaluation = split_fit_eval(prompts, fit_fraction)
     texts = chat_texts(base.tokenizer, prompts)
@@ -236,18 +232,18 @@ def subspace_sweep(
     acts = probe_activations(base, fit, layers, positive_system=positive_system, negative_system=negative_system)
 
     wanted = None if include is None else set(include)
-    w_names = [n for n in bs.WEIGHT_BASES if wanted is None or n in wanted]
-    a_names = [n for n in bs.ACTIVATION_BASES if wanted is None or n in wanted]
+    w_names = [n for n in WEIGHT_BASES if wanted is None or n in wanted]
+    a_names = [n for n in ACTIVATION_BASES if wanted is None or n in wanted]
     library = []
     if w_names:
-        library += bs.weight_bases(base, layers, k, k_broad=k_broad, include=w_names)
-    clean = bs.activation_bases(acts, k, include=["layer_clean_resid_pca"])[0]
+        library += weight_bases(base, layers, k, k_broad=k_broad, include=w_names)
+    clean = activation_bases(acts, k, include=["layer_clean_resid_pca"])[0]
     if a_names:
-        library += bs.activation_bases(acts, k, model=base, include=a_names)
-    library += bs.compound_bases({b.name: b for b in library}, k)
-    library.append(bs.random_basis(layers, base.cfg.d_model, k, seed=RANDOM_BASIS_SEED + seed))
+        library += activation_bases(acts, k, model=base, include=a_names)
+    library += compound_bases({b.name: b for b in library}, k)
+    library.append(random_basis(layers, base.cfg.d_model, k, seed=RANDOM_BASIS_SEED + seed))
     library += [b.select(layers) for b in extra_bases]
-    library += [bs.activation_ceiling(label_fit, layers, k), bs.weight_ceiling(delta, layers, k)]
+    library += [activation_ceiling(label_fit, layers, k), weight_ceiling(delta, layers, k)]
     names = [b.name for b in library]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -269,4 +265,4 @@ def subspace_sweep(
         "n_fit": len(fit), "n_eval": len(evaluation), "null": null, "n_null": n_null, "seed": seed,
         "k_broad": k_broad,
     }
-    return SweepResult(per_layer, summary, read_side, bs.definitions_table(library), tuple(layers), config)
+    return SweepResult(per_layer, summary, read_side, definitions_table(library), tuple(layers), config)
