@@ -131,3 +131,13 @@ def test_labels_on_the_default_pair(default_pair):
     ratio = steer.norm(dim=-1) / pair.norm(dim=-1)
     assert (cos > 0.99).all(), f"cosines {cos}"
     assert ((ratio - 2).abs() < 0.2).all(), f"norm ratios {ratio}"
+
+
+def test_unknown_basis_names_are_refused_listing_the_known_ones(planted):
+    with pytest.raises(ValueError, match=r"include: unknown bases \['no_such_basis'\]; known bases are .*'write'.*"
+                                         r"'persona_contrast'"):
+        subspace_sweep(planted, include=["no_such_basis"], claims=CLAIMS[:8])
+    with pytest.raises(ValueError, match="qk_x_chars_clusters is built when qk_circuit and chars_clusters are included"):
+        subspace_sweep(planted, include=["write", "qk_x_chars_clusters"], claims=CLAIMS[:8])
+    with pytest.raises(TypeError, match="include: expected a sequence of basis names"):
+        subspace_sweep(planted, include="write", claims=CLAIMS[:8])
