@@ -145,6 +145,8 @@ def test_activation_bases_are_built_from_the_captures(acts, smollm2):
         "layer_clean_resid_pca", "global_clean_resid_pca", "persona_contrast", "attn_min_taskdiff",
         "attn_max_taskdiff", "attn_diff_taskdiff", "chars_clusters", "rotation_contrast", "churn",
         "gate_active_written", "gate_kernel",
+        # built from the same captures (the bases that need ExtraCaptures are skipped without them)
+        "global_persona_resid_pca", "attn_min_x_diffnorm_taskdiff",
     }
     for j, layer in enumerate(acts.layers):
         diff = (acts.positive[j] - acts.negative[j]).double().numpy()

@@ -141,3 +141,19 @@ def test_unknown_basis_names_are_refused_listing_the_known_ones(planted):
         subspace_sweep(planted, include=["write", "qk_x_chars_clusters"], claims=CLAIMS[:8])
     with pytest.raises(TypeError, match="include: expected a sequence of basis names"):
         subspace_sweep(planted, include="write", claims=CLAIMS[:8])
+
+
+NOTEBOOK_BASES = ["global_write_not_global_read", "causally_isolated", "input_super_not_lm_read", "suppressed",
+                  "amplified", "added_features", "global_persona_resid_pca", "attn_min_x_diffnorm_taskdiff",
+                  "up_proj_input_contrast", "up_proj_output_written_contrast"]
+
+
+def test_the_sweep_builds_and_scores_the_notebook_bases_with_their_definitions(planted):
+    result = subspace_sweep(planted, k=K, claims=CLAIMS[:8], include=NOTEBOOK_BASES)
+    definitions = result.definitions.set_index("name")
+    assert set(NOTEBOOK_BASES) <= set(definitions.index)
+    assert (definitions.loc[NOTEBOOK_BASES, "definition"].str.len() > 40).all()
+    rows = result.per_layer[result.per_layer["basis"].isin(NOTEBOOK_BASES)]
+    assert len(rows) == len(NOTEBOOK_BASES) * len(LAYERS)
+    assert np.isfinite(rows[["R_act", "R_w_combined"]].to_numpy()).all()
+    assert set(result.read_side["basis"]) == {"input_super_not_lm_read"}

@@ -22,7 +22,7 @@ import torch
 from transformer_lens.utilities import to_numpy
 
 from interp._validate import as_layers
-from interp.subspace.activation_library import ACTIVATION_BASES, activation_bases
+from interp.subspace.activation_library import ACTIVATION_BASES, CAPTURES, activation_bases, extra_captures
 from interp.subspace.activations import pair_label, probe_activations, steering_label
 from interp.subspace.basis import Basis, check_rank, definitions_table, random_basis
 from interp.subspace.library import check_include, compound_bases
@@ -239,7 +239,10 @@ def subspace_sweep(
         library += weight_bases(base, layers, k, k_broad=k_broad, include=w_names)
     clean = activation_bases(acts, k, include=["layer_clean_resid_pca"])[0]
     if a_names:
-        library += activation_bases(acts, k, model=base, include=a_names)
+        needs = {need for n in a_names for need in ACTIVATION_BASES[n].needs if need in CAPTURES}
+        extra = extra_captures(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
+                               needs=needs) if needs else None
+        library += activation_bases(acts, k, model=base, include=a_names, extra=extra)
     library += compound_bases({b.name: b for b in library}, k)
     library.append(random_basis(layers, base.cfg.d_model, k, seed=RANDOM_BASIS_SEED + seed))
     library += [b.select(layers) for b in extra_bases]

@@ -203,9 +203,11 @@ _LIBRARY: dict[str, Recipe] = {}
 _weight = partial(register, _LIBRARY)  # @_weight(family, axis_kind, definition) registers the function below it
 
 
-def _top_of(name: str, family: str, axis_kind: str, definition: str, *kinds: str) -> None:
+def _top_of(name: str, family: str, axis_kind: str, definition: str, *kinds: str) -> Callable[[WeightContext], QR]:
     """Register the basis "top-k left singular vectors of the weight kinds side by side" (Σ of their Grams)."""
-    _weight(family, axis_kind, definition, name=name)(lambda c: c.top(sum(c.weights.gram(kind) for kind in kinds)))
+    return _weight(family, axis_kind, definition, name=name)(
+        lambda c: c.top(sum(c.weights.gram(kind) for kind in kinds))
+    )
 
 
 @_weight("W:write", "write", "top left singular vectors of [W_O | W_outᵀ] (residual writes of the layer)")
@@ -233,6 +235,21 @@ def _write_not(name: str, forbidden: str, what: str) -> None:
 _write_not("write_not_lm_head_read", "lm_broad", "unembedding read directions")
 _write_not("write_not_global_read", "global_broad", "global read (all layers + W_U)")
 _write_not("write_not_downstream_read", "downstream_broad", "read directions of all later layers + W_U")
+
+
+@_weight("W:write-not-read", "write",
+         "top left singular vectors of all layers' writes [W_O | W_outᵀ] with the top-{k_broad} global read "
+         "(all layers + W_U) projected out (the same at every layer)")
+def global_write_not_global_read(c: WeightContext) -> QR:
+    p = la.projector_complement(c.global_broad[:1])[0]
+    return c.same(p @ c.weights.write_gram(c.all_layers).sum(0) @ p)
+
+
+@_weight("W:write-not-read", "write",
+         "layer write with span(input_super ∪ kv_super (top-{k} each) ∪ top-{k_broad} unembedding read) projected out")
+def causally_isolated(c: WeightContext) -> QR:
+    forbid, _ = la.orthonormalize(torch.cat([input_super(c)[0], kv_super_basis(c)[0], c.lm_broad], dim=-1))
+    return c.projected(c.weights.write_gram(), forbid)
 
 
 @_weight("W:OV", "write",
@@ -286,12 +303,20 @@ _top_of("mlp_up_read", "W:read", "read", "top left singular vectors of W_in [d_m
 _top_of("mlp_gate_read", "W:read", "read", "top left singular vectors of W_gate (gate_proj reads)", "mlp.W_gate")
 _top_of("attn_qkv_read", "W:read", "read", "top left singular vectors of [W_Q | W_K | W_V] (per-KV-head K, V)",
         "attn.W_Q", "attn.W_K", "attn.W_V")
-_top_of("kv_super", "W:read", "read", "top left singular vectors of [W_K | W_V] (per-KV-head)", "attn.W_K", "attn.W_V")
+kv_super_basis = _top_of("kv_super", "W:read", "read", "top left singular vectors of [W_K | W_V] (per-KV-head)",
+                         "attn.W_K", "attn.W_V")
 
 
 @_weight("W:read", "read", "top left singular vectors of [W_Q | W_K | W_V | W_in | W_gate]")
 def input_super(c: WeightContext) -> QR:
     return c.top(c.weights.read_gram())
+
+
+@_weight("W:read", "read", "input_super with the top-{k_broad} unembedding read directions projected out")
+def input_super_not_lm_read(c: WeightContext) -> QR:
+    q, _ = input_super(c)
+    p = la.projector_complement(c.lm_broad)
+    return la.orthonormalize(einops.einsum(p, q, "layer d e, layer e k -> layer d k"), c.k)
 
 
 @_weight("W:read", "read", "top eigenvectors of Σ over all layers of the read Gram + W_U W_Uᵀ")
