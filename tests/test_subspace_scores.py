@@ -243,3 +243,18 @@ def test_compressed_targets_equal_the_dense_ones(setup):
     unit = samples.double() / samples.double().norm(dim=-1, keepdim=True)  # plain-torch (1/n) Σ δ̂δ̂ᵀ
     expected = torch.einsum("lnd,lne->lde", unit, unit) / samples.shape[1]
     torch.testing.assert_close(t.dense(), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_cos_with_dw_is_the_mean_principal_cosine_with_the_balanced_delta_basis(setup):
+    table = score_table(setup["bases"], label_eval=setup["label"], label_fit=setup["label"], delta=setup["delta"],
+                        dw_rank=6)
+    d = setup["d"]
+    for basis in setup["bases"]:
+        rows = table[table["basis"] == basis.name]
+        for i, layer in enumerate(LAYERS):
+            w_o = setup["delta"][f"blocks.{layer}.attn.W_O"].double().numpy().reshape(-1, d).T
+            w_out = setup["delta"][f"blocks.{layer}.mlp.W_out"].double().numpy().T
+            bal = np.concatenate([w_o / np.linalg.norm(w_o), w_out / np.linalg.norm(w_out)], axis=1)
+            u = np.linalg.svd(bal, full_matrices=False)[0][:, :6]
+            cos = np.linalg.svd(basis.at(layer).double().numpy().T @ u, compute_uv=False)
+            assert math.isclose(float(rows["cos_with_dW"].iloc[i]), cos.sum() / 6, rel_tol=1e-4, abs_tol=1e-6)

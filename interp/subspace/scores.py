@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import einops
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 
 from interp.subspace import _linalg as la
 from interp.subspace.basis import Basis, check_rank
@@ -43,9 +43,14 @@ def _check_target(target: object, name: str = "target") -> Target:
 
 
 def write_matrices(
-    delta: Mapping[str, torch.Tensor], layers: Sequence[int]
+    delta: Mapping[str, torch.Tensor], layers: Sequence[int], *, gains: Mapping[str, torch.Tensor] | None = None
 ) -> dict[str, Float[torch.Tensor, "layer d cols"]]:
     """Residual views ``[layer, d_model, cols]`` of the write deltas at ``layers``, per write kind present.
+
+    ``gains``: per write kind, the ``[layer, d_model]`` elementwise gain between that tensor's output
+    and the residual stream (a post-norm's weight, :func:`interp.subspace.weight_library.post_norm_gains`);
+    the views' rows are scaled by it, so that ΔW is in the residual coordinates the bases and the
+    activation label use.
 
     A layer where a present kind is missing is an error (ValueError naming the layers and the
     delta's range); a kind absent from the whole delta (e.g. an adapter without ``o_proj``) is
@@ -55,13 +60,26 @@ def write_matrices(
     present = [kind for kind in WRITE_KINDS if kind in kinds]
     if not present:
         raise ValueError("delta: changes no residual-write tensor (attn.W_O or mlp.W_out), so R_w is undefined")
-    return {kind: stack_kind(delta, kind, list(layers))[1].float() for kind in present}
+    out = {kind: stack_kind(delta, kind, list(layers))[1].float() for kind in present}
+    for kind, gain in (gains or {}).items():
+        if kind not in WRITE_KINDS:
+            raise ValueError(f"gains: keys must be write kinds {WRITE_KINDS}, got {kind!r}")
+        if kind in out:
+            if tuple(gain.shape) != (len(layers), out[kind].shape[1]):
+                raise ValueError(f"gains[{kind!r}]: expected shape [{len(layers)}, {out[kind].shape[1]}], "
+                                 f"got {tuple(gain.shape)}")
+            out[kind] = out[kind] * gain.float()[:, :, None]
+    return out
 
 
-def write_targets(delta: Mapping[str, torch.Tensor], layers: Sequence[int]) -> dict[str, Target]:
+def write_targets(
+    delta: Mapping[str, torch.Tensor], layers: Sequence[int], *, gains: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, Target]:
     """Targets of the residual-write deltas at ``layers``: one per write kind present in ``delta``
-    (``attn.W_O``, ``mlp.W_out``) plus their Frobenius-balanced ``combined`` (see :func:`write_matrices`)."""
-    out = {kind: Target.from_matrix(m, name=f"delta[{kind}]") for kind, m in write_matrices(delta, layers).items()}
+    (``attn.W_O``, ``mlp.W_out``) plus their Frobenius-balanced ``combined`` (see :func:`write_matrices`,
+    also for ``gains``)."""
+    views = write_matrices(delta, layers, gains=gains)
+    out = {kind: Target.from_matrix(m, name=f"delta[{kind}]") for kind, m in views.items()}
     out["combined"] = Target.mean(list(out.values()))
     return out
 
@@ -165,16 +183,33 @@ def activation_ceiling(
                              layers=layers, source="label")
 
 
-def weight_ceiling(delta: Mapping[str, torch.Tensor], layers: Sequence[int], k: int = 8) -> Basis:
-    """Top-k left singular vectors of the Frobenius-balanced write delta [ΔW_O/‖ΔW_O‖ | ΔW_outᵀ/‖ΔW_out‖]:
-    the exact maximiser of R_w_combined (Ky Fan)."""
-    t = write_targets(delta, layers)["combined"]
+def weight_ceiling(
+    delta: Mapping[str, torch.Tensor],
+    layers: Sequence[int],
+    k: int = 8,
+    *,
+    gains: Mapping[str, torch.Tensor] | None = None,
+) -> Basis:
+    """Top-k left singular vectors of the Frobenius-balanced write delta [ΔW_O/‖ΔW_O‖ | ΔW_outᵀ/‖ΔW_out‖]
+    (in residual coordinates with ``gains``, see :func:`write_matrices`): the exact maximiser of
+    R_w_combined (Ky Fan)."""
+    t = write_targets(delta, layers, gains=gains)["combined"]
     check_rank(k, t.d)
     q, ranks = t.top_eigvecs(k, rtol=1e-5)
     return Basis.from_padded("weight_ceiling", (q.float(), ranks), family="ceiling", axis_kind="ceiling",
                              definition="top-k left singular vectors of the Frobenius-balanced residual-write ΔW "
                                         "(maximises R_w_combined)",
                              layers=layers, source="delta")
+
+
+def principal_cosines(
+    vectors: Float[torch.Tensor, "*batch layer d k"], ranks: Int[torch.Tensor, "*batch layer"], reference: Basis
+) -> Float[torch.Tensor, "*batch layer"]:
+    """Mean cosine of the principal angles between span(B) and span(``reference``) per layer: the
+    singular values of BᵀR (clamped to [0, 1]) summed and divided by min(rank B, rank R), the number
+    of principal angles (B zero-padded past its rank; leading batch dims allowed)."""
+    s = torch.linalg.svdvals(vectors.double().mT @ reference.vectors.double()).clamp(0, 1)  # [..., layer, r]
+    return (s.sum(-1) / torch.minimum(ranks, reference.rank_tensor).double()).float()
 
 
 # --------------------------------------------------------------------------------------------

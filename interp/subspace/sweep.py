@@ -38,6 +38,7 @@ from interp.subspace.scores import (
     ceiling_energy,
     monte_carlo_null,
     null_std,
+    principal_cosines,
     residual_label_target,
     specific_scores,
     weight_ceiling,
@@ -46,7 +47,7 @@ from interp.subspace.scores import (
 )
 from interp.subspace.targets import Target
 from interp.subspace.weight_diff import as_delta, write_layers
-from interp.subspace.weight_library import WEIGHT_BASES, weight_bases
+from interp.subspace.weight_library import WEIGHT_BASES, post_norm_gains, weight_bases
 
 NULLS = ("exact", "monte_carlo")
 RANDOM_BASIS_SEED = 10_000  # the sweep's `random` control basis uses seed RANDOM_BASIS_SEED + seed
@@ -66,6 +67,45 @@ class SweepResult:
     layers: tuple[int, ...]
     config: Mapping[str, object] = field(default_factory=dict)
 
+    def _hypotheses(self, read: bool) -> pd.DataFrame:
+        """Summary rows of the candidate hypotheses: no ceilings, no random control; read side if ``read``."""
+        table = pd.concat([self.summary, self.read_side], ignore_index=True) if read else self.summary
+        return table[~table["axis_kind"].isin(["ceiling"]) & (table["source"] != "null")]
+
+    @property
+    def winner(self) -> str:
+        """The write/mixed hypothesis with the highest ``joint`` score."""
+        return str(self._hypotheses(read=False).iloc[0]["basis"])
+
+    def top(self, score: str = "mean_R_act", n: int = 5) -> list[str]:
+        """The ``n`` hypotheses with the highest ``score``: all axis kinds for ``mean_R_act``, write/mixed
+        for a weight score (a read-side R_w is cross-space alignment, not "explains ΔW")."""
+        table = self._hypotheses(read=score == "mean_R_act")
+        return list(table.sort_values(score, ascending=False, kind="stable")["basis"].head(n))
+
+    @property
+    def top5_overlap(self) -> list[str]:
+        """Hypotheses in both the top 5 by mean R_act and the top 5 (write/mixed) by mean R_w_combined, sorted."""
+        return sorted(set(self.top("mean_R_act")) & set(self.top("mean_R_w_combined")))
+
+    def conclusion(self) -> list[str]:
+        """The sweep's verdict in three lines: the joint winner against the weight ceiling, its
+        per-tensor R_w, and the activation-vs-weight top-5 overlap."""
+        w = self._hypotheses(read=False).iloc[0]
+        lines = [
+            f"Best joint write/mixed basis: {w['basis']} (R_act {w['mean_R_act']:.2f}, R_w_combined "
+            f"{w['mean_R_w_combined']:.2f} = {w['pct_w_combined_ceiling_of_means']:.1f}% of the weight ceiling's "
+            f"mean R_w, joint {w['joint']:.2f})."
+        ]
+        per_tensor = [f"{name} {w[f'mean_R_w_{name}']:.2f} ({w[f'pct_w_{name}_ceiling_of_means']:.1f}% of the ceiling)"
+                      for name in ("W_O", "W_out") if f"mean_R_w_{name}" in w.index]
+        if per_tensor:
+            lines.append(f"Per-tensor R_w of {w['basis']}: " + ", ".join(per_tensor) + ".")
+        overlap = self.top5_overlap
+        lines.append("Top-5 by R_act and top-5 (write/mixed) by R_w_combined share: "
+                     + (", ".join(overlap) if overlap else "no basis") + ".")
+        return lines
+
 
 def score_table(
     bases: Sequence[Basis],
@@ -77,6 +117,8 @@ def score_table(
     null: str = "exact",
     n_null: int = 120,
     seed: int = 0,
+    gains: Mapping[str, torch.Tensor] | None = None,
+    dw_rank: int = 8,
 ) -> pd.DataFrame:
     """Per-layer scores of every basis: one row per (basis, layer).
 
@@ -85,6 +127,11 @@ def score_table(
     :func:`interp.subspace.scores.write_targets`); ``clean``: the clean-residual PCA basis for
     residualised specificity. ``null="exact"`` uses the closed-form null moments; ``"monte_carlo"``
     draws ``n_null`` Haar bases per rank from ``torch.Generator().manual_seed(seed + rank)``.
+    ``gains``: post-norm gains that put ΔW in residual coordinates
+    (:func:`interp.subspace.weight_library.post_norm_gains`; None: ΔW is used as it is).
+
+    ``cos_with_dW``: mean principal-angle cosine between the basis and the ΔW basis, the top-``dw_rank``
+    directions of the balanced write delta (:func:`interp.subspace.scores.weight_ceiling`).
 
     Percent-of-ceiling columns compare with the ceiling *at the basis' own rank* at that layer: for
     weights the Ky Fan maximum Σ_{i≤r} λᵢ(T) (no rank-r basis can exceed 100%); for activations the
@@ -101,7 +148,7 @@ def score_table(
             raise ValueError(f"bases: {b.name!r} covers layers {b.layers}, expected {layers} like {bases[0].name!r}")
     d = bases[0].d_model
     targets = {"act": Target.from_samples(label_eval, name="label_eval")}
-    targets.update({f"w_{_SHORT[kind]}": t for kind, t in write_targets(delta, layers).items()})
+    targets.update({f"w_{_SHORT[kind]}": t for kind, t in write_targets(delta, layers, gains=gains).items()})
     fit = Target.from_samples(label_fit, name="label_fit")
 
     # every basis' columns side by side: one batched product per target scores them all
@@ -127,10 +174,12 @@ def score_table(
         ceiling = ceiling[idx, ranks - 1] * d / ranks
         columns[f"R_{key}"], columns[f"z_{key}"] = r, z_score(r, mean, std)
         columns[f"pct_{key}_ceiling"] = (100 * r / ceiling).float()
+    width = max(b.vectors.shape[-1] for b in bases)
+    padded = torch.stack([torch.nn.functional.pad(b.vectors, (0, width - b.vectors.shape[-1])) for b in bases])
+    dw = weight_ceiling(delta, layers, min(dw_rank, d), gains=gains)
+    columns["cos_with_dW"] = principal_cosines(padded, ranks.T, dw).T
     if clean is not None:
         t_spec = residual_label_target(label_eval, clean.vectors)
-        width = max(b.vectors.shape[-1] for b in bases)
-        padded = torch.stack([torch.nn.functional.pad(b.vectors, (0, width - b.vectors.shape[-1])) for b in bases])
         flat = einops.rearrange(padded, "basis layer d k -> layer d (basis k)")
         r_s, z_s, rank_s = specific_scores(flat, label_eval, clean.vectors, clean.rank_tensor, target=t_spec,
                                            group=width)
@@ -150,13 +199,29 @@ def score_table(
     return table
 
 
+CEILING_OF = {"act": "act_ceiling", "w_W_O": "weight_ceiling", "w_W_out": "weight_ceiling",
+              "w_combined": "weight_ceiling"}  # score key -> the basis that maximises it
+
+
 def summarize(per_layer: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mean of every score over layers per basis, with ``joint`` = √(mean R_act · mean R_w_combined)
-    (geometric mean), ranked by ``joint``; returns (write/mixed/ceiling, read-side)."""
+    (geometric mean), ranked by ``joint``; returns (write/mixed/ceiling, read-side).
+
+    Two percent-of-ceiling figures, not to be confused: ``mean_pct_<score>_ceiling`` is the mean over
+    layers of the per-layer percentage of the ceiling *at the basis' own rank*;
+    ``pct_<score>_ceiling_of_means`` is 100 · mean R / mean R of the ceiling basis (``act_ceiling`` or
+    ``weight_ceiling``, at rank k), a ratio of layer means (NaN when the table has no such ceiling row).
+    """
     keys = ["basis", "family", "axis_kind", "source"]
     value_cols = [c for c in per_layer.columns if c not in keys and c != "layer"]
     summary = per_layer.groupby(keys, sort=False)[value_cols].mean().reset_index()
     summary = summary.rename(columns={c: f"mean_{c}" for c in value_cols})
+    for key, ceiling in CEILING_OF.items():
+        if f"mean_R_{key}" not in summary:
+            continue
+        row = summary.loc[summary["basis"] == ceiling, f"mean_R_{key}"]
+        denominator = float(row.iloc[0]) if len(row) else np.nan
+        summary[f"pct_{key}_ceiling_of_means"] = 100 * summary[f"mean_R_{key}"] / denominator
     if "mean_R_w_combined" in summary:
         summary["joint"] = np.sqrt(summary["mean_R_act"] * summary["mean_R_w_combined"])
         summary["act_w_gap_log2"] = np.log2(summary["mean_R_act"] / summary["mean_R_w_combined"])
@@ -246,7 +311,8 @@ def subspace_sweep(
     library += compound_bases({b.name: b for b in library}, k)
     library.append(random_basis(layers, base.cfg.d_model, k, seed=RANDOM_BASIS_SEED + seed))
     library += [b.select(layers) for b in extra_bases]
-    library += [activation_ceiling(label_fit, layers, k), weight_ceiling(delta, layers, k)]
+    gains = post_norm_gains(base, layers)
+    library += [activation_ceiling(label_fit, layers, k), weight_ceiling(delta, layers, k, gains=gains)]
     names = [b.name for b in library]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -261,6 +327,8 @@ def subspace_sweep(
         null=null,
         n_null=n_null,
         seed=seed,
+        gains=gains,
+        dw_rank=k,
     )
     summary, read_side = summarize(per_layer)
     config = {

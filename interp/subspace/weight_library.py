@@ -28,7 +28,7 @@ from interp.subspace.basis import Basis, Recipe, check_rank, register, select_re
 READ_KINDS = ("attn.W_Q", "attn.W_K", "attn.W_V", "mlp.W_in", "mlp.W_gate")
 QR = tuple[torch.Tensor, torch.Tensor]  # a padded orthonormal basis and its ranks
 
-__all__ = ["WEIGHT_BASES", "ModelWeights", "WeightContext", "weight_bases"]
+__all__ = ["WEIGHT_BASES", "ModelWeights", "WeightContext", "post_norm_gains", "weight_bases"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,6 +143,20 @@ class ModelWeights:
             return _finite("unembed.W_U", einops.einsum(w_u, w_u, "d vocab, e vocab -> d e"))
 
         return self._memo("unembed", compute)
+
+
+def post_norm_gains(model: HookedTransformer, layers: Sequence[int]) -> dict[str, torch.Tensor] | None:
+    """The elementwise gains ``[layer, d_model]`` of the norms applied after attention (``ln1_post``) and
+    after the MLP (``ln2_post``), keyed by the write kind they scale (``attn.W_O``, ``mlp.W_out``); None
+    for models without post-norms. Residual += gain ⊙ norm(x W_O): a write direction v of W_O lands on
+    gain ⊙ v in the residual stream (up to the norm's per-token scalar)."""
+    weights = ModelWeights(model, layers)
+    out = {}
+    for kind, norm in (("attn.W_O", "ln1_post"), ("mlp.W_out", "ln2_post")):
+        scale = _stack_scale(weights.write_scale(layers, norm), model.cfg.d_model)
+        if scale is not None:
+            out[kind] = scale
+    return out or None
 
 
 # --------------------------------------------------------------------------------------------
