@@ -203,6 +203,12 @@ def test_extra_captures_match_unpadded_single_prompt_hooks(model_name, request):
         for layer in (0, 7, model.cfg.n_layers - 1):
             torch.testing.assert_close(extra.clean_all[layer, i], cache[f"blocks.{layer}.hook_resid_post"][0, -1],
                                        rtol=1e-3, atol=1e-3)
+    raw = extra_captures(model, prompts, layers, positive_system="a", negative_system="b", needs=["clean_all"],
+                         chat_template=False)
+    assert raw.positive_mlp_in is None
+    _, cache = model.run_with_cache(model.to_tokens(prompts[1]), names_filter="blocks.3.hook_resid_post",
+                                    stop_at_layer=4)
+    torch.testing.assert_close(raw.clean_all[3, 1], cache["blocks.3.hook_resid_post"][0, -1], rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match="needs: unknown captures"):
         extra_captures(model, prompts, layers, positive_system="a", negative_system="b", needs=["everything"])
 

@@ -56,16 +56,18 @@ def extra_captures(
     positive_system: str,
     negative_system: str,
     needs: Collection[str] = CAPTURES,
+    chat_template: bool = True,
 ) -> ExtraCaptures:
     """The :class:`ExtraCaptures` named in ``needs`` (``"clean_all"``, ``"persona_mlp"``): one batched
-    forward pass of the fit prompts per text set (clean; sycophantic; critical), formatted like
-    :func:`interp.subspace.activations.probe_activations` formats them."""
+    forward pass of the fit prompts per text set (clean; sycophantic; critical). Persona texts are
+    chat-templated with their system prompt; clean texts too with ``chat_template`` (as
+    :func:`interp.subspace.activations.probe_activations` formats them), else raw."""
     unknown = set(needs) - set(CAPTURES)
     if unknown:
         raise ValueError(f"needs: unknown captures {sorted(unknown)}; choose from {CAPTURES}")
     out: dict[str, torch.Tensor] = {}
     if "clean_all" in needs:
-        texts = chat_texts(model.tokenizer, prompts)
+        texts = chat_texts(model.tokenizer, prompts) if chat_template else list(prompts)
         out["clean_all"] = last_token(model, texts, range(model.cfg.n_layers))["resid_post"]
     if "persona_mlp" in needs:
         up_hook = "pre_linear" if model.cfg.gated_mlp else "pre"
