@@ -222,3 +222,10 @@ def test_post_norm_deltas_are_scored_in_residual_coordinates(gemma):
         r_raw = float((b.T @ raw).pow(2).sum() / raw.pow(2).sum()) * d / k
         assert abs(float(rows.loc[("attn_write", layer), "R_w_W_O"]) - r_scaled) < 1e-3 * r_scaled
         assert r_raw < 0.9 * r_scaled, f"layer {layer}: raw {r_raw:.1f} vs residual {r_scaled:.1f}"
+
+
+def test_a_sweep_without_hypotheses_has_no_winner(planted):
+    result = subspace_sweep(planted, k=K, claims=CLAIMS[:8], include=[])
+    assert set(result.definitions["name"]) == {"random", "act_ceiling", "weight_ceiling"}
+    with pytest.raises(ValueError, match="no candidate hypothesis"):
+        result.conclusion()

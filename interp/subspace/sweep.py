@@ -70,7 +70,11 @@ class SweepResult:
     def _hypotheses(self, read: bool) -> pd.DataFrame:
         """Summary rows of the candidate hypotheses: no ceilings, no random control; read side if ``read``."""
         table = pd.concat([self.summary, self.read_side], ignore_index=True) if read else self.summary
-        return table[~table["axis_kind"].isin(["ceiling"]) & (table["source"] != "null")]
+        table = table[~table["axis_kind"].isin(["ceiling"]) & (table["source"] != "null")]
+        if table.empty:
+            raise ValueError("result: the sweep scored no candidate hypothesis (include selected none), "
+                             "so there is no winner")
+        return table
 
     @property
     def winner(self) -> str:
