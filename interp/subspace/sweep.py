@@ -3,11 +3,13 @@
 >>> result = subspace_sweep(ModelPair.default())
 >>> result.summary.head()        # write/mixed/ceiling bases ranked by joint = √(R_act · R_w_combined)
 >>> result.read_side             # read-side bases, reported apart (their R_w is cross-space alignment)
+>>> result.conclusion()          # the winner, its share of the weight ceiling, the top-5 overlap
 
 Every candidate basis is scored at every tuned layer on (i) the activation label δ (last-token
 resid_post at +α minus −α weight steering, or tuned minus base) on held-out *eval* prompts, and
-(ii) the residual-write weight deltas ΔW_O, ΔW_out and their Frobenius-balanced combination.
-Activation-derived bases and the activation ceiling are fit on the *fit* prompts only.
+(ii) the residual-write weight deltas ΔW_O, ΔW_out and their Frobenius-balanced combination (in
+residual coordinates: a post-norm's gain is applied), and compared with the ΔW basis by principal
+angles. Activation-derived bases and the activation ceiling are fit on the *fit* prompts only.
 """
 
 from __future__ import annotations
