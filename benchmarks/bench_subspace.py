@@ -265,7 +265,7 @@ def run() -> list[BenchRow]:
     seed_s, seed_mb = timed_peak(lambda: _seed_full(pair))
     rows.append(
         BenchRow(
-            figure="whole sweep on the default pair: captures, ~35 bases × 15 layers, scoring (one run each)",
+            figure="whole sweep on the default pair: captures, ~45 bases × 15 layers, scoring (one run each)",
             interp_s=sweep_s, reference_s=seed_s, interp_peak_mb=sweep_mb, reference_peak_mb=seed_mb,
             reference="same captures and bases + seed 003 scoring",
             notes=f"goal < 300 s on 2 cores; torch threads {torch.get_num_threads()}, "
