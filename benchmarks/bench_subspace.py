@@ -18,8 +18,9 @@ import pandas as pd
 import torch
 
 from benchmarks._harness import BenchRow, compare, timed_peak
-from interp.subspace import bases as bs
+from interp.subspace.activation_library import activation_bases
 from interp.subspace.captures import probe_activations, steering_label
+from interp.subspace.library import compound_bases
 from interp.subspace.probes import (
     CRITICAL_SYSTEM,
     SYCOPHANTIC_SYSTEM,
@@ -27,8 +28,10 @@ from interp.subspace.probes import (
     probe_prompts,
     split_fit_eval,
 )
+from interp.subspace.scores import activation_ceiling, weight_ceiling
 from interp.subspace.sweep import score_table, subspace_sweep
 from interp.subspace.weight_diff import as_delta, stack_kind, write_layers
+from interp.subspace.weight_library import weight_bases
 
 N_NULL = 120
 
@@ -196,9 +199,9 @@ def _inputs(pair: object, k: int = 8) -> dict:
     label = steering_label(base, delta, chat_texts(base.tokenizer, prompts), layers)
     label_fit, label_eval = label[:, : len(fit)], label[:, len(fit):]
     acts = probe_activations(base, fit, layers, positive_system=SYCOPHANTIC_SYSTEM, negative_system=CRITICAL_SYSTEM)
-    library = bs.weight_bases(base, layers, k) + bs.activation_bases(acts, k, model=base)
-    library += bs.compound_bases({b.name: b for b in library}, k)
-    library += [bs.activation_ceiling(label_fit, layers, k), bs.weight_ceiling(delta, layers, k)]
+    library = weight_bases(base, layers, k) + activation_bases(acts, k, model=base)
+    library += compound_bases({b.name: b for b in library}, k)
+    library += [activation_ceiling(label_fit, layers, k), weight_ceiling(delta, layers, k)]
     clean = next(b for b in library if b.name == "layer_clean_resid_pca")
     lora = {}
     _, w_o = stack_kind(delta, "attn.W_O", layers)
@@ -262,7 +265,7 @@ def run() -> list[BenchRow]:
     seed_s, seed_mb = timed_peak(lambda: _seed_full(pair))
     rows.append(
         BenchRow(
-            figure="whole sweep on the default pair: captures, ~35 bases × 15 layers, scoring (one run each)",
+            figure="whole sweep on the default pair: captures, ~45 bases × 15 layers, scoring (one run each)",
             interp_s=sweep_s, reference_s=seed_s, interp_peak_mb=sweep_mb, reference_peak_mb=seed_mb,
             reference="same captures and bases + seed 003 scoring",
             notes=f"goal < 300 s on 2 cores; torch threads {torch.get_num_threads()}, "

@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # Which residual subspaces explain what the sycophancy LoRA changed? (seed 003, v7 sweep)
+# # Which residual subspaces explain what the sycophancy LoRA changed? (seed 003's v7 sweep)
 #
 # The embedded default pair is SmolLM2-135M-Instruct and the same model plus a rank-8 LoRA on
 # q/k/v/o/gate/up/down at layers 9–23, trained to agree with the user. This script runs the whole
@@ -16,13 +16,15 @@
 # 1. **ΔW diagnostics** — which tensors and layers the LoRA moved, and how low-rank the moves are.
 # 2. **The label** — δ = resid_post(W + ΔW) − resid_post(W − ΔW) at the last token of 20 probes
 #    "I think {claim}. Do you agree? Answer Yes or No." (first 10 fit the bases, last 10 evaluate).
-# 3. **~35 candidate bases** per layer (weight-derived write/read/OV/QK/MLP, activation-derived
-#    PCA/persona-contrast/attention-weighted/cluster/rotation/churn, compounds, a random control
-#    and two ceilings), each scored on the label (R_act) and on the residual-write deltas
-#    ΔW_O, ΔW_out and their Frobenius-balanced combination (R_w), with exact null z-scores.
+# 3. **46 candidate bases** per layer (the notebook's 42 hypotheses: weight-derived
+#    write/read/OV/QK/MLP, activation-derived PCA/persona-contrast/attention-weighted/cluster/rotation/
+#    churn/magnitude/up-projection, compounds; plus interp's third compound, a random control and two
+#    ceilings), each scored on the label (R_act) and on the residual-write deltas ΔW_O, ΔW_out and
+#    their Frobenius-balanced combination (R_w), with exact null z-scores, and compared with the ΔW
+#    basis by principal angles (cos_with_dW).
 #
 # Figures are written as HTML into ``subspace_sweep_out/``. Set ``INTERP_EXAMPLE_SMALL=1`` for a
-# reduced run (4 layers, 8 claims, a dozen library bases) that finishes in well under a minute.
+# reduced run (4 layers, 8 claims, 14 library bases) that finishes in well under a minute.
 
 # %%
 import os
@@ -71,7 +73,7 @@ if SMALL:
         "claims": CLAIMS[:8],
         "include": ["write", "attn_write", "mlp_write", "write_not_downstream_read", "attn_ov_write",
                     "mlp_up_read", "lm_head_read", "layer_clean_resid_pca", "persona_contrast",
-                    "attn_min_taskdiff", "chars_clusters", "churn"],
+                    "attn_min_taskdiff", "chars_clusters", "churn", "causally_isolated", "up_proj_input_contrast"],
     }
 else:
     config = {}
@@ -81,11 +83,14 @@ print(result.config)
 # %%
 columns = ["basis", "family", "axis_kind", "mean_rank", "mean_R_act", "mean_z_act", "mean_pct_act_ceiling",
            "mean_R_w_W_O", "mean_R_w_W_out", "mean_R_w_combined", "mean_z_w_combined",
-           "mean_pct_w_combined_ceiling", "mean_R_act_specific", "joint"]
+           "mean_pct_w_combined_ceiling", "pct_w_combined_ceiling_of_means", "mean_cos_with_dW",
+           "mean_R_act_specific", "joint"]
 print("write / mixed / ceiling bases, ranked by joint = √(R_act · R_w_combined):")
 print(result.summary[columns].to_string(index=False))
 print("\nread-side bases (R_w here is cross-space alignment, not 'explains ΔW'):")
 print(result.read_side[columns].to_string(index=False))
+print()
+print("\n".join(result.conclusion()))
 
 # %%
 print(result.definitions[["name", "family", "axis_kind", "definition"]].to_string(index=False))
@@ -101,7 +106,7 @@ pd.concat([result.summary, result.read_side]).to_csv(OUT / "summary.csv", index=
 # %% [markdown]
 # ## 3. What the sweep found
 #
-# Numbers from the full run (15 tuned layers, 37 bases, k = 8 of d = 576 dimensions, so R ≤ 72;
+# Numbers from the full run (15 tuned layers, 46 bases, k = 8 of d = 576 dimensions, so R ≤ 72;
 # the run is deterministic). ``INTERP_EXAMPLE_SMALL=1`` shows the same pattern on 4 layers.
 #
 # **The LoRA writes low-rank.** Every changed tensor has effective rank 4.5–6 and participation
@@ -120,6 +125,16 @@ pd.concat([result.summary, result.read_side]).to_csv(OUT / "summary.csv", index=
 # (R_w_combined ≈ 1, |z| < 2; ``global_write`` is the best at ≈ 1.5): the LoRA writes into directions
 # the base model's weights do not single out. This is seed 003's v7 finding again ("natural
 # weight-side bases fail the weight-axis test"), here on a different model and LoRA.
+#
+# **The notebook's own verdict, and its ten other bases.** ``result.conclusion()``: the best joint
+# write/mixed basis is ``global_write`` (R_act 8.39, R_w_combined 1.52 = 2.3 % of the weight
+# ceiling's mean R_w, joint 3.57), and it is the only basis in both the top 5 by R_act and the top 5
+# by R_w_combined. ``global_write_not_global_read`` and ``causally_isolated`` come next on the
+# weights (R_w ≈ 1.45 and 1.37, z < 2: still inside the null) with R_act ≈ 7; the up-projection
+# persona contrasts reach R_act 5.5 (input) and 2.2 (written), the magnitude-turnover bases
+# (``suppressed``, ``amplified``, ``added_features``) 1.1–1.7 — all at R_w ≈ 1. No natural basis
+# points where ΔW writes: their mean principal cosine with the ΔW basis (``cos_with_dW``) is
+# 0.09–0.16, against 0.10 for the random control.
 #
 # **The weight view and the activation view of the change are different subspaces.** The weight
 # ceiling (top directions of ΔW_O, ΔW_out) holds only ≈ 15 % of the label (R_act ≈ 11), and the

@@ -1,6 +1,6 @@
 """examples/subspace_sweep.py (seed 003's v7 sweep) runs end to end on the default pair.
 
-It runs in its reduced configuration (``INTERP_EXAMPLE_SMALL=1``: 4 layers, 8 claims, 12 library bases) in a
+It runs in its reduced configuration (``INTERP_EXAMPLE_SMALL=1``: 4 layers, 8 claims, 14 library bases) in a
 temporary directory, with the session's already loaded default pair handed in.
 """
 

@@ -11,21 +11,11 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from interp.subspace import (
-    CRITICAL_SYSTEM,
-    SYCOPHANTIC_SYSTEM,
-    Basis,
-    activation_bases,
-    complement,
-    definitions_table,
-    intersection,
-    probe_activations,
-    probe_prompts,
-    project_away,
-    union,
-    weight_bases,
-)
-from interp.subspace.probes import chat_texts
+from interp.subspace.activation_library import activation_bases
+from interp.subspace.basis import Basis, complement, definitions_table, intersection, project_away, union
+from interp.subspace.captures import probe_activations
+from interp.subspace.probes import CRITICAL_SYSTEM, SYCOPHANTIC_SYSTEM, chat_texts, probe_prompts
+from interp.subspace.weight_library import weight_bases
 
 K = 8
 
@@ -155,6 +145,8 @@ def test_activation_bases_are_built_from_the_captures(acts, smollm2):
         "layer_clean_resid_pca", "global_clean_resid_pca", "persona_contrast", "attn_min_taskdiff",
         "attn_max_taskdiff", "attn_diff_taskdiff", "chars_clusters", "rotation_contrast", "churn",
         "gate_active_written", "gate_kernel",
+        # built from the same captures (the bases that need ExtraCaptures are skipped without them)
+        "global_persona_resid_pca", "attn_min_x_diffnorm_taskdiff",
     }
     for j, layer in enumerate(acts.layers):
         diff = (acts.positive[j] - acts.negative[j]).double().numpy()

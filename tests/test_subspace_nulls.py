@@ -11,8 +11,20 @@ import numpy as np
 import pytest
 import torch
 
-from interp.subspace import monte_carlo_null, null_moments, specific_scores
-from interp.subspace.scores import activation_target, matrix_target
+from interp.subspace.scores import monte_carlo_null, null_moments, specific_scores
+from interp.subspace.targets import Target
+
+
+def _matrix_gram(m: torch.Tensor) -> torch.Tensor:
+    """Plain-torch M Mᵀ / ‖M‖²_F per layer (float64)."""
+    m = m.double()
+    return torch.einsum("ldc,lec->lde", m, m) / m.pow(2).sum((-2, -1))[:, None, None]
+
+
+def _samples_gram(x: torch.Tensor) -> torch.Tensor:
+    """Plain-torch (1/n) Σ x̂ x̂ᵀ per layer (float64)."""
+    unit = x.double() / x.double().norm(dim=-1, keepdim=True)
+    return torch.einsum("lnd,lne->lde", unit, unit) / x.shape[1]
 
 
 def _loop_null(target: torch.Tensor, k: int, n: int, seed: int, ambient_projector: torch.Tensor | None = None) -> np.ndarray:
@@ -47,7 +59,7 @@ def test_rank_one_target_matches_beta_distribution():
     x = torch.randn(d, generator=torch.Generator().manual_seed(1)).double()
     x = x / x.norm()
     t = (x[:, None] * x[None])[None]
-    mean, std = null_moments(t, k)
+    mean, std = null_moments(Target.from_gram(t), k)
     a, b = k / 2, (d - k) / 2
     beta_var = a * b / ((a + b) ** 2 * (a + b + 1))
     assert float(mean) == 1.0
@@ -59,8 +71,8 @@ def test_rank_one_target_matches_beta_distribution():
 def test_closed_form_matches_qr_loop_on_skewed_spectra(d, k):
     gen = torch.Generator().manual_seed(3)
     m = torch.randn(d, 6, generator=gen) * torch.tensor([8.0, 4, 2, 1, 0.5, 0.1])
-    t = matrix_target(m[None].double())
-    mean, std = null_moments(t, k)
+    t = _matrix_gram(m[None])
+    mean, std = null_moments(Target.from_matrix(m[None].double()), k)
     _check(_loop_null(t[0], k, 3000, seed=4), float(mean), float(std), f"d={d} k={k}")
 
 
@@ -70,15 +82,16 @@ def test_closed_form_matches_qr_loop_on_real_weight_and_label_targets(smollm2):
     tokens = smollm2.to_tokens(["The cat sat on the mat", "Paris is the capital of France"])
     _, cache = smollm2.run_with_cache(tokens, names_filter="blocks.4.hook_resid_post", stop_at_layer=5)
     acts = cache["blocks.4.hook_resid_post"].reshape(1, -1, smollm2.cfg.d_model)
-    for label, t in [("W_out", matrix_target(w_out)), ("resid", activation_target(acts))]:
-        mean, std = null_moments(t, 8)
+    for label, target, t in [("W_out", Target.from_matrix(w_out), _matrix_gram(w_out)),
+                             ("resid", Target.from_samples(acts), _samples_gram(acts))]:
+        mean, std = null_moments(target, 8)
         _check(_loop_null(t[0], 8, 400, seed=5), float(mean), float(std), label, std_rtol=0.15)
 
 
 def test_batched_monte_carlo_agrees_with_loop_and_exact():
     d, k = 96, 4
     m = torch.randn(2, d, 5, generator=torch.Generator().manual_seed(6)) * torch.tensor([5.0, 3, 1, 1, 0.2])
-    t = matrix_target(m)
+    t = Target.from_matrix(m)
     mc_mean, mc_std, draws = monte_carlo_null(t, k, n_draws=3000, seed=7)
     exact_mean, exact_std = null_moments(t, k)
     assert draws.shape == (2, 3000)
@@ -89,7 +102,7 @@ def test_batched_monte_carlo_agrees_with_loop_and_exact():
 
 
 def test_monte_carlo_null_is_reproducible_from_its_seed():
-    t = matrix_target(torch.randn(1, 32, 3, generator=torch.Generator().manual_seed(8)))
+    t = Target.from_matrix(torch.randn(1, 32, 3, generator=torch.Generator().manual_seed(8)))
     a = monte_carlo_null(t, 2, n_draws=50, seed=11)[2]
     b = monte_carlo_null(t, 2, n_draws=50, seed=11)[2]
     c = monte_carlo_null(t, 2, n_draws=50, seed=12)[2]
@@ -104,8 +117,8 @@ def test_specificity_null_uses_the_complement_dimension():
     clean, _ = torch.linalg.qr(torch.randn(d, c, generator=gen, dtype=torch.float64))
     samples = torch.randn(1, 30, d, generator=gen, dtype=torch.float64) * torch.linspace(3, 0.1, d, dtype=torch.float64)
     p = torch.eye(d, dtype=torch.float64) - clean @ clean.T
-    resid_target = activation_target(samples @ p)
-    _, std = null_moments(resid_target, k, ambient=d - c)
+    resid_target = _samples_gram(samples @ p)
+    _, std = null_moments(Target.from_samples(samples @ p), k, ambient=d - c)
     draws = _loop_null(resid_target[0], k, 3000, seed=10, ambient_projector=p.numpy())
     _check(draws, 1.0, float(std), "specificity null")
     # and specific_scores' z for one random basis uses that same std
@@ -119,7 +132,7 @@ def test_specificity_null_uses_the_complement_dimension():
 
 
 def test_monte_carlo_null_rejects_bad_arguments():
-    t = matrix_target(torch.randn(1, 16, 2, generator=torch.Generator().manual_seed(13)))
+    t = Target.from_matrix(torch.randn(1, 16, 2, generator=torch.Generator().manual_seed(13)))
     with pytest.raises(ValueError, match="n_draws"):
         monte_carlo_null(t, 2, n_draws=1)
     with pytest.raises(ValueError, match="k: rank"):

@@ -13,21 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from interp.subspace import (
-    Basis,
-    activation_ceiling,
-    activation_target,
-    concentration,
-    probe_prompts,
-    random_basis,
-    random_lowrank_delta,
-    score_table,
-    steering_label,
-    weight_bases,
-    weight_ceiling,
-    weight_targets,
-)
-from interp.subspace.probes import chat_texts
+from interp.subspace.basis import Basis, random_basis
+from interp.subspace.captures import steering_label
+from interp.subspace.probes import chat_texts, probe_prompts
+from interp.subspace.scores import activation_ceiling, concentration, weight_ceiling, write_targets
+from interp.subspace.sweep import score_table
+from interp.subspace.targets import Target
+from interp.subspace.weight_diff import random_lowrank_delta
+from interp.subspace.weight_library import weight_bases
 
 LAYERS = [10, 11]
 K = 8
@@ -48,7 +41,7 @@ def _proj_energy(b: np.ndarray, m: np.ndarray) -> float:
 
 def test_r_act_equals_mean_energy_ratio_over_samples(setup):
     basis = setup["bases"][0]
-    r = concentration(basis.vectors, basis.rank_tensor, activation_target(setup["label"]))
+    r = concentration(basis.vectors, basis.rank_tensor, Target.from_samples(setup["label"]))
     for i, layer in enumerate(LAYERS):
         b = basis.at(layer).double().numpy()
         deltas = setup["label"][i].double().numpy()
@@ -59,7 +52,7 @@ def test_r_act_equals_mean_energy_ratio_over_samples(setup):
 
 def test_r_w_equals_frobenius_ratio_of_the_tl_tensors(setup):
     basis = setup["bases"][1]
-    targets = weight_targets(setup["delta"], LAYERS)
+    targets = write_targets(setup["delta"], LAYERS)
     d = setup["d"]
     for i, layer in enumerate(LAYERS):
         b = basis.at(layer).double().numpy()
@@ -128,7 +121,7 @@ def test_scores_are_invariant_to_the_orientation_within_the_span(setup):
     basis = setup["bases"][0]
     q, _ = torch.linalg.qr(torch.randn(len(LAYERS), K, K, generator=torch.Generator().manual_seed(21)))
     rotated = Basis.from_vectors("rotated", torch.einsum("ldk,lkj->ldj", basis.vectors, q), layers=LAYERS)
-    targets = {"act": activation_target(setup["label"]), **weight_targets(setup["delta"], LAYERS)}
+    targets = {"act": Target.from_samples(setup["label"]), **write_targets(setup["delta"], LAYERS)}
     for key, t in targets.items():
         a = concentration(basis.vectors, basis.rank_tensor, t)
         b = concentration(rotated.vectors, rotated.rank_tensor, t)
@@ -207,16 +200,16 @@ def test_zero_or_nan_labels_and_out_of_range_layers_are_rejected(setup):
     zero = setup["label"].clone()
     zero[0, 1] = 0
     with pytest.raises(ValueError, match="zero vectors"):
-        activation_target(zero)
+        Target.from_samples(zero)
     nan = setup["label"].clone()
     nan[1, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
-        activation_target(nan)
+        Target.from_samples(nan)
     with pytest.raises(ValueError, match=r"layers: \[3\] are outside the delta's range.*layers 10-11"):
-        weight_targets(setup["delta"], [3, 10])
+        write_targets(setup["delta"], [3, 10])
     reads_only = {k: v for k, v in setup["delta"].items() if ".W_O" not in k and ".W_out" not in k}
     with pytest.raises(ValueError, match="no residual-write tensor"):
-        weight_targets(reads_only, LAYERS)
+        write_targets(reads_only, LAYERS)
     with pytest.raises(ValueError, match="null"):
         score_table(setup["bases"], label_eval=setup["label"], label_fit=setup["label"],
                     delta=setup["delta"], null="bootstrap")
@@ -225,7 +218,7 @@ def test_zero_or_nan_labels_and_out_of_range_layers_are_rejected(setup):
 def test_compressed_targets_equal_the_dense_ones(setup):
     """Target.from_matrix compresses a low-rank delta exactly and keeps a full-rank one dense; both
     give the same energies, ‖T‖²_F and Ky Fan sums as the dense T = M Mᵀ/‖M‖²."""
-    from interp.subspace import Target, ceiling_curve, matrix_target, write_matrices
+    from interp.subspace.scores import ceiling_curve, write_matrices
 
     gen = torch.Generator().manual_seed(31)
     low = write_matrices(setup["delta"], LAYERS)["mlp.W_out"]  # rank 4 (synthetic LoRA-like delta)
@@ -242,9 +235,26 @@ def test_compressed_targets_equal_the_dense_ones(setup):
         torch.testing.assert_close(t.frob2(), dense.pow(2).sum((-2, -1)), rtol=1e-4, atol=0)
         ky_fan = torch.linalg.eigvalsh(dense).flip(-1)[:, :6].cumsum(-1)
         torch.testing.assert_close(t.ky_fan(6), ky_fan, rtol=0, atol=1e-6)
-        torch.testing.assert_close(ceiling_curve(matrix_target(m), None, 6), (ky_fan * d / torch.arange(1, 7)).float(),
-                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ceiling_curve(Target.from_gram(dense), None, 6),
+                                   (ky_fan * d / torch.arange(1, 7)).float(), rtol=1e-4, atol=1e-4)
     samples = setup["label"]
     t = Target.from_samples(samples)
     assert t.u.shape[-1] == samples.shape[1]
-    torch.testing.assert_close(t.dense().float(), activation_target(samples), rtol=1e-4, atol=1e-7)
+    unit = samples.double() / samples.double().norm(dim=-1, keepdim=True)  # plain-torch (1/n) Σ δ̂δ̂ᵀ
+    expected = torch.einsum("lnd,lne->lde", unit, unit) / samples.shape[1]
+    torch.testing.assert_close(t.dense(), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_cos_with_dw_is_the_mean_principal_cosine_with_the_balanced_delta_basis(setup):
+    table = score_table(setup["bases"], label_eval=setup["label"], label_fit=setup["label"], delta=setup["delta"],
+                        dw_rank=6)
+    d = setup["d"]
+    for basis in setup["bases"]:
+        rows = table[table["basis"] == basis.name]
+        for i, layer in enumerate(LAYERS):
+            w_o = setup["delta"][f"blocks.{layer}.attn.W_O"].double().numpy().reshape(-1, d).T
+            w_out = setup["delta"][f"blocks.{layer}.mlp.W_out"].double().numpy().T
+            bal = np.concatenate([w_o / np.linalg.norm(w_o), w_out / np.linalg.norm(w_out)], axis=1)
+            u = np.linalg.svd(bal, full_matrices=False)[0][:, :6]
+            cos = np.linalg.svd(basis.at(layer).double().numpy().T @ u, compute_uv=False)
+            assert math.isclose(float(rows["cos_with_dW"].iloc[i]), cos.sum() / 6, rel_tol=1e-4, abs_tol=1e-6)

@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from interp.subspace import apply_delta, check_delta, random_lowrank_delta, steer
+from interp.subspace.steering import apply_delta, check_delta, steer
+from interp.subspace.weight_diff import random_lowrank_delta
 
 PROMPT = "I think bats are blind. Do you agree? Answer Yes or No."
 

@@ -116,8 +116,8 @@ def test_layers_outside_the_adapter_and_bad_options_are_rejected(planted):
 def test_labels_on_the_default_pair(default_pair):
     """pair_label is tuned − base resid_post at the last token (checked against unpadded single runs);
     at the first tuned layer the steering label (+ΔW minus −ΔW) is, to first order, twice it."""
-    from interp.subspace import pair_label, probe_prompts, steering_label
-    from interp.subspace.probes import chat_texts
+    from interp.subspace.captures import pair_label, steering_label
+    from interp.subspace.probes import chat_texts, probe_prompts
 
     texts = chat_texts(default_pair.base.tokenizer, probe_prompts()[:4])
     pair = pair_label(default_pair, texts, [9])
@@ -131,3 +131,101 @@ def test_labels_on_the_default_pair(default_pair):
     ratio = steer.norm(dim=-1) / pair.norm(dim=-1)
     assert (cos > 0.99).all(), f"cosines {cos}"
     assert ((ratio - 2).abs() < 0.2).all(), f"norm ratios {ratio}"
+
+
+def test_unknown_basis_names_are_refused_listing_the_known_ones(planted):
+    with pytest.raises(ValueError, match=r"include: unknown bases \['no_such_basis'\]; known bases are .*'write'.*"
+                                         r"'persona_contrast'"):
+        subspace_sweep(planted, include=["no_such_basis"], claims=CLAIMS[:8])
+    with pytest.raises(ValueError, match="qk_x_chars_clusters is built when qk_circuit and chars_clusters are included"):
+        subspace_sweep(planted, include=["write", "qk_x_chars_clusters"], claims=CLAIMS[:8])
+    with pytest.raises(TypeError, match="include: expected a sequence of basis names"):
+        subspace_sweep(planted, include="write", claims=CLAIMS[:8])
+
+
+NOTEBOOK_BASES = ["global_write_not_global_read", "causally_isolated", "input_super_not_lm_read", "suppressed",
+                  "amplified", "added_features", "global_persona_resid_pca", "attn_min_x_diffnorm_taskdiff",
+                  "up_proj_input_contrast", "up_proj_output_written_contrast"]
+
+
+def test_the_sweep_builds_and_scores_the_notebook_bases_with_their_definitions(planted):
+    result = subspace_sweep(planted, k=K, claims=CLAIMS[:8], include=NOTEBOOK_BASES)
+    definitions = result.definitions.set_index("name")
+    assert set(NOTEBOOK_BASES) <= set(definitions.index)
+    assert (definitions.loc[NOTEBOOK_BASES, "definition"].str.len() > 40).all()
+    rows = result.per_layer[result.per_layer["basis"].isin(NOTEBOOK_BASES)]
+    assert len(rows) == len(NOTEBOOK_BASES) * len(LAYERS)
+    assert np.isfinite(rows[["R_act", "R_w_combined"]].to_numpy()).all()
+    assert set(result.read_side["basis"]) == {"input_super_not_lm_read"}
+
+
+def test_cos_with_dw_ratio_of_means_and_conclusion(result):
+    per_layer, summary = result.per_layer, result.summary
+    # the planted delta writes inside mlp_write, so the ΔW basis lies in it: every principal cosine is 1
+    for name in ("mlp_write", "weight_ceiling"):
+        np.testing.assert_allclose(per_layer.loc[per_layer["basis"] == name, "cos_with_dW"], 1.0, atol=1e-4)
+    random = per_layer.loc[per_layer["basis"] == "random", "cos_with_dW"]
+    assert (random < 0.5).all() and (random > 0).all()
+    # ratio of layer means vs mean of per-layer percentages: two columns, each its own definition
+    means = per_layer.groupby("basis")[["R_act", "R_w_combined", "pct_w_combined_ceiling"]].mean()
+    both = pd.concat([summary, result.read_side]).set_index("basis")
+    np.testing.assert_allclose(both["pct_w_combined_ceiling_of_means"],
+                               100 * means.loc[both.index, "R_w_combined"] / means.loc["weight_ceiling", "R_w_combined"],
+                               rtol=1e-6)
+    np.testing.assert_allclose(both["pct_act_ceiling_of_means"],
+                               100 * means.loc[both.index, "R_act"] / means.loc["act_ceiling", "R_act"], rtol=1e-6)
+    np.testing.assert_allclose(both["mean_pct_w_combined_ceiling"], means.loc[both.index, "pct_w_combined_ceiling"],
+                               rtol=1e-6)
+    # winner and top-5 overlap, from the summary table by hand
+    hypotheses = summary[(summary["axis_kind"] != "ceiling") & (summary["basis"] != "random")]
+    assert result.winner == hypotheses.sort_values("joint", ascending=False)["basis"].iloc[0] == "mlp_write"
+    all_hyp = pd.concat([hypotheses, result.read_side])
+    top_act = set(all_hyp.nlargest(5, "mean_R_act")["basis"])
+    top_w = set(hypotheses.nlargest(5, "mean_R_w_combined")["basis"])
+    assert result.top5_overlap == sorted(top_act & top_w)
+    lines = result.conclusion()
+    assert lines[0].startswith("Best joint write/mixed basis: mlp_write") and "100.0% of the weight ceiling" in lines[0]
+    assert lines[1].startswith("Per-tensor R_w of mlp_write: W_O ") and lines[2].startswith("Top-5 by R_act")
+
+
+def test_post_norm_deltas_are_scored_in_residual_coordinates(gemma):
+    """Gemma 3 writes gain ⊙ norm(x W_O) into the residual. A ΔW_O, ΔW_out planted so that *after the
+    post-norm gain* it lies in the attn_write / mlp_write bases (which include that gain) must reach the
+    maximum R_w = d/k; the raw ΔW (the old comparison) does not."""
+    layers, k = [2, 3], K
+    bases = {b.name: b for b in weight_bases(gemma, layers, k, include=["attn_write", "mlp_write"])}
+    gen = torch.Generator().manual_seed(5)
+    cfg = gemma.cfg
+    delta = {}
+    for layer in layers:
+        g1 = gemma.blocks[layer].ln1_post.w.detach().float()
+        g2 = gemma.blocks[layer].ln2_post.w.detach().float()
+        # 1/gain, 0 where the gain is 0 (the bases, built through the gain, are 0 on those coordinates too)
+        inv1 = torch.where(g1 != 0, 1 / g1, torch.zeros_like(g1))
+        inv2 = torch.where(g2 != 0, 1 / g2, torch.zeros_like(g2))
+        w_o = (bases["attn_write"].at(layer) @ torch.randn(k, cfg.n_heads * cfg.d_head, generator=gen)) * inv1[:, None]
+        w_out = (bases["mlp_write"].at(layer) @ torch.randn(k, cfg.d_mlp, generator=gen)) * inv2[:, None]
+        delta[f"blocks.{layer}.attn.W_O"] = einops.rearrange(w_o * 0.01, "d (head dh) -> head dh d", head=cfg.n_heads)
+        delta[f"blocks.{layer}.mlp.W_out"] = einops.rearrange(w_out * 0.01, "d m -> m d")
+    pair = types.SimpleNamespace(base=gemma, delta=lambda: delta)
+    result = subspace_sweep(pair, k=k, claims=CLAIMS[:8], include=["attn_write", "mlp_write"])
+    rows = result.per_layer.set_index(["basis", "layer"])
+    d = cfg.d_model
+    np.testing.assert_allclose(rows.loc["attn_write", "R_w_W_O"], d / k, rtol=1e-3)
+    np.testing.assert_allclose(rows.loc["mlp_write", "R_w_W_out"], d / k, rtol=1e-3)
+    # independent plain-torch R_w in residual coordinates, and the raw-ΔW score the sweep no longer uses
+    for layer in layers:
+        b = bases["attn_write"].at(layer).double()
+        raw = einops.rearrange(delta[f"blocks.{layer}.attn.W_O"], "head dh d -> d (head dh)").double()
+        scaled = gemma.blocks[layer].ln1_post.w.detach().double()[:, None] * raw
+        r_scaled = float((b.T @ scaled).pow(2).sum() / scaled.pow(2).sum()) * d / k
+        r_raw = float((b.T @ raw).pow(2).sum() / raw.pow(2).sum()) * d / k
+        assert abs(float(rows.loc[("attn_write", layer), "R_w_W_O"]) - r_scaled) < 1e-3 * r_scaled
+        assert r_raw < 0.9 * r_scaled, f"layer {layer}: raw {r_raw:.1f} vs residual {r_scaled:.1f}"
+
+
+def test_a_sweep_without_hypotheses_has_no_winner(planted):
+    result = subspace_sweep(planted, k=K, claims=CLAIMS[:8], include=[])
+    assert set(result.definitions["name"]) == {"random", "act_ceiling", "weight_ceiling"}
+    with pytest.raises(ValueError, match="no candidate hypothesis"):
+        result.conclusion()

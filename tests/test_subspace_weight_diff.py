@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from interp.subspace import (
+from interp.subspace.weight_diff import (
     as_delta,
     delta_diagnostics,
     random_lowrank_delta,
     residual_view,
     stack_kind,
     tensor_kind,
+    write_layers,
 )
-from interp.subspace.weight_diff import write_layers
 
 
 def test_residual_views_are_the_maps_the_forward_pass_applies(smollm2):

@@ -17,9 +17,17 @@ def pad_mask(q: Float[torch.Tensor, "layer d k"], ranks: Int[torch.Tensor, " lay
     return q * keep[:, None, :].to(q.dtype)
 
 
-def _trim(q: torch.Tensor, ranks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def trim(q: Float[torch.Tensor, "layer d c"], ranks: Int[torch.Tensor, " layer"]) -> tuple[Float[torch.Tensor, "layer d k"], Int[torch.Tensor, " layer"]]:
+    """Cut ``q`` to its widest rank (at least one column) and zero the columns past each layer's rank."""
     width = max(int(ranks.max()), 1)
     return pad_mask(q[..., :width], ranks).contiguous(), ranks
+
+
+def haar_bases(n: int, d: int, k: int, generator: torch.Generator) -> Float[torch.Tensor, "n d k"]:
+    """n Haar-distributed d×k orthonormal matrices: QR of Gaussians, columns sign-fixed so diag(R) > 0."""
+    g = torch.randn(n, d, k, generator=generator)
+    q, r = torch.linalg.qr(g)
+    return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
 
 
 def top_eigvecs(
@@ -36,7 +44,7 @@ def top_eigvecs(
         ranks = (evals > rtol * evals[..., :1].clamp_min(1e-300)).sum(-1).clamp(max=k)
     else:
         ranks = torch.full(evals.shape[:-1], min(k, evals.shape[-1]), dtype=torch.long)
-    return _trim(evecs[..., :k].float(), ranks)
+    return trim(evecs[..., :k].float(), ranks)
 
 
 def orthonormalize(
@@ -50,21 +58,7 @@ def orthonormalize(
     if k is not None:
         ranks = ranks.clamp(max=k)
         u = u[..., :k]
-    return _trim(u.float(), ranks)
-
-
-def orthonormalize_gram(
-    m: Float[torch.Tensor, "batch d c"], *, rtol: float = 1e-4, atol: float = 1e-5
-) -> tuple[Float[torch.Tensor, "batch d c"], Int[torch.Tensor, " batch"]]:
-    """Same result as :func:`orthonormalize` (up to rotation within the span) for tall, thin ``m``:
-    Q = M V Λ^{-1/2} from the eigendecomposition MᵀM = V Λ Vᵀ, dropping √λ ≤ max(atol, rtol·√λ_max)."""
-    x = m.double()
-    evals, evecs = torch.linalg.eigh(einops.einsum(x, x, "b d i, b d j -> b i j"))
-    evals, evecs = evals.flip(-1), evecs.flip(-1)
-    sv = evals.clamp_min(0).sqrt()
-    keep = sv > torch.maximum(rtol * sv[..., :1], torch.full_like(sv[..., :1], atol))
-    q = einops.einsum(x, evecs, "b d i, b i j -> b d j") / sv.clamp_min(1e-300)[..., None, :]
-    return _trim(q.float(), keep.sum(-1))
+    return trim(u.float(), ranks)
 
 
 def pca(
@@ -77,7 +71,7 @@ def pca(
     _, s, vh = torch.linalg.svd(x, full_matrices=False)
     ranks = (s > rtol * s[..., :1].clamp_min(1e-300)).sum(-1).clamp(max=k)
     q = einops.rearrange(vh[..., :k, :], "layer k d -> layer d k")
-    return _trim(q.float(), ranks)
+    return trim(q.float(), ranks)
 
 
 def gram(m: Float[torch.Tensor, "layer d c"]) -> Float[torch.Tensor, "layer d d"]:
@@ -95,7 +89,7 @@ def kmeans(
     samples: Float[torch.Tensor, "layer n d"], n_clusters: int, *, iters: int = 8
 ) -> Float[torch.Tensor, "layer c d"]:
     """Lloyd's k-means per layer on mean-centred samples, initialised at the largest-norm samples
-    (deterministic, as seed 003); empty clusters keep their previous centroid."""
+    (deterministic); empty clusters keep their previous centroid."""
     x = samples - samples.mean(-2, keepdim=True)
     order = x.norm(dim=-1).argsort(dim=-1, descending=True)[..., :n_clusters]
     centroids = torch.gather(x, -2, order[..., None].expand(-1, -1, x.shape[-1]))

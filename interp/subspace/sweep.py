@@ -1,13 +1,15 @@
-"""The subspace sweep (seed 003, v7) on a model pair: which residual subspaces explain what tuning changed?
+"""The subspace sweep on a model pair: which residual subspaces explain what tuning changed?
 
 >>> result = subspace_sweep(ModelPair.default())
 >>> result.summary.head()        # write/mixed/ceiling bases ranked by joint = √(R_act · R_w_combined)
 >>> result.read_side             # read-side bases, reported apart (their R_w is cross-space alignment)
+>>> result.conclusion()          # the winner, its share of the weight ceiling, the top-5 overlap
 
 Every candidate basis is scored at every tuned layer on (i) the activation label δ (last-token
 resid_post at +α minus −α weight steering, or tuned minus base) on held-out *eval* prompts, and
-(ii) the residual-write weight deltas ΔW_O, ΔW_out and their Frobenius-balanced combination.
-Activation-derived bases and the activation ceiling are fit on the *fit* prompts only.
+(ii) the residual-write weight deltas ΔW_O, ΔW_out and their Frobenius-balanced combination (in
+residual coordinates: a post-norm's gain is applied), and compared with the ΔW basis by principal
+angles. Activation-derived bases and the activation ceiling are fit on the *fit* prompts only.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import torch
 from transformer_lens.utilities import to_numpy
 
 from interp._validate import as_layers
-from interp.subspace import bases as bs
+from interp.subspace.activation_library import ACTIVATION_BASES, CAPTURES, activation_bases, extra_captures
+from interp.subspace.basis import Basis, check_rank, definitions_table, random_basis
 from interp.subspace.captures import pair_label, probe_activations, steering_label
+from interp.subspace.library import check_include, compound_bases
 from interp.subspace.probes import (
     CRITICAL_SYSTEM,
     SYCOPHANTIC_SYSTEM,
@@ -32,15 +36,20 @@ from interp.subspace.probes import (
     split_fit_eval,
 )
 from interp.subspace.scores import (
+    activation_ceiling,
+    ceiling_energy,
     monte_carlo_null,
     null_std,
+    principal_cosines,
     residual_label_target,
     specific_scores,
-    write_matrices,
+    weight_ceiling,
+    write_targets,
     z_score,
 )
 from interp.subspace.targets import Target
 from interp.subspace.weight_diff import as_delta, write_layers
+from interp.subspace.weight_library import WEIGHT_BASES, post_norm_gains, weight_bases
 
 NULLS = ("exact", "monte_carlo")
 RANDOM_BASIS_SEED = 10_000  # the sweep's `random` control basis uses seed RANDOM_BASIS_SEED + seed
@@ -60,25 +69,75 @@ class SweepResult:
     layers: tuple[int, ...]
     config: Mapping[str, object] = field(default_factory=dict)
 
+    def _hypotheses(self, read: bool) -> pd.DataFrame:
+        """Summary rows of the candidate hypotheses: no ceilings, no random control; read side if ``read``."""
+        table = pd.concat([self.summary, self.read_side], ignore_index=True) if read else self.summary
+        table = table[~table["axis_kind"].isin(["ceiling"]) & (table["source"] != "null")]
+        if table.empty:
+            raise ValueError("result: the sweep scored no candidate hypothesis (include selected none), "
+                             "so there is no winner")
+        return table
+
+    @property
+    def winner(self) -> str:
+        """The write/mixed hypothesis with the highest ``joint`` score."""
+        return str(self._hypotheses(read=False).iloc[0]["basis"])
+
+    def top(self, score: str = "mean_R_act", n: int = 5) -> list[str]:
+        """The ``n`` hypotheses with the highest ``score``: all axis kinds for ``mean_R_act``, write/mixed
+        for a weight score (a read-side R_w is cross-space alignment, not "explains ΔW")."""
+        table = self._hypotheses(read=score == "mean_R_act")
+        return list(table.sort_values(score, ascending=False, kind="stable")["basis"].head(n))
+
+    @property
+    def top5_overlap(self) -> list[str]:
+        """Hypotheses in both the top 5 by mean R_act and the top 5 (write/mixed) by mean R_w_combined, sorted."""
+        return sorted(set(self.top("mean_R_act")) & set(self.top("mean_R_w_combined")))
+
+    def conclusion(self) -> list[str]:
+        """The sweep's verdict in three lines: the joint winner against the weight ceiling, its
+        per-tensor R_w, and the activation-vs-weight top-5 overlap."""
+        w = self._hypotheses(read=False).iloc[0]
+        lines = [
+            f"Best joint write/mixed basis: {w['basis']} (R_act {w['mean_R_act']:.2f}, R_w_combined "
+            f"{w['mean_R_w_combined']:.2f} = {w['pct_w_combined_ceiling_of_means']:.1f}% of the weight ceiling's "
+            f"mean R_w, joint {w['joint']:.2f})."
+        ]
+        per_tensor = [f"{name} {w[f'mean_R_w_{name}']:.2f} ({w[f'pct_w_{name}_ceiling_of_means']:.1f}% of the ceiling)"
+                      for name in ("W_O", "W_out") if f"mean_R_w_{name}" in w.index]
+        if per_tensor:
+            lines.append(f"Per-tensor R_w of {w['basis']}: " + ", ".join(per_tensor) + ".")
+        overlap = self.top5_overlap
+        lines.append("Top-5 by R_act and top-5 (write/mixed) by R_w_combined share: "
+                     + (", ".join(overlap) if overlap else "no basis") + ".")
+        return lines
+
 
 def score_table(
-    bases: Sequence[bs.Basis],
+    bases: Sequence[Basis],
     *,
     label_eval: torch.Tensor,
     label_fit: torch.Tensor,
     delta: Mapping[str, torch.Tensor],
-    clean: bs.Basis | None = None,
+    clean: Basis | None = None,
     null: str = "exact",
     n_null: int = 120,
     seed: int = 0,
+    gains: Mapping[str, torch.Tensor] | None = None,
+    dw_rank: int = 8,
 ) -> pd.DataFrame:
     """Per-layer scores of every basis: one row per (basis, layer).
 
     ``label_eval``/``label_fit``: activation deltas ``[layer, n, d]`` at the bases' layers; ``delta``:
     the weight delta (its residual-write tensors W_O, W_out at those layers are scored, see
-    :func:`interp.subspace.scores.weight_targets`); ``clean``: the clean-residual PCA basis for
+    :func:`interp.subspace.scores.write_targets`); ``clean``: the clean-residual PCA basis for
     residualised specificity. ``null="exact"`` uses the closed-form null moments; ``"monte_carlo"``
     draws ``n_null`` Haar bases per rank from ``torch.Generator().manual_seed(seed + rank)``.
+    ``gains``: post-norm gains that put ΔW in residual coordinates
+    (:func:`interp.subspace.weight_library.post_norm_gains`; None: ΔW is used as it is).
+
+    ``cos_with_dW``: mean principal-angle cosine between the basis and the ΔW basis, the top-``dw_rank``
+    directions of the balanced write delta (:func:`interp.subspace.scores.weight_ceiling`).
 
     Percent-of-ceiling columns compare with the ceiling *at the basis' own rank* at that layer: for
     weights the Ky Fan maximum Σ_{i≤r} λᵢ(T) (no rank-r basis can exceed 100%); for activations the
@@ -95,9 +154,8 @@ def score_table(
             raise ValueError(f"bases: {b.name!r} covers layers {b.layers}, expected {layers} like {bases[0].name!r}")
     d = bases[0].d_model
     targets = {"act": Target.from_samples(label_eval, name="label_eval")}
-    for kind, m in write_matrices(delta, layers).items():
-        targets[f"w_{_SHORT[kind]}"] = Target.from_matrix(m, name=f"delta[{kind}]")
-    targets["w_combined"] = Target.mean([t for key, t in targets.items() if key.startswith("w_")])
+    targets.update({f"w_{_SHORT[kind]}": t for kind, t in write_targets(delta, layers, gains=gains).items()})
+    fit = Target.from_samples(label_fit, name="label_fit")
 
     # every basis' columns side by side: one batched product per target scores them all
     cols = torch.cat([b.vectors for b in bases], dim=-1)
@@ -118,14 +176,16 @@ def score_table(
                 sel = ranks == rank
                 mean[sel] = m[:, None].expand_as(r)[sel]
                 std[sel] = s_[:, None].expand_as(r)[sel]
-        ceiling = _act_ceiling(label_fit, t, max_rank) if key == "act" else t.ky_fan(max_rank)
+        ceiling = ceiling_energy(fit, t, max_rank) if key == "act" else ceiling_energy(t, None, max_rank)
         ceiling = ceiling[idx, ranks - 1] * d / ranks
         columns[f"R_{key}"], columns[f"z_{key}"] = r, z_score(r, mean, std)
         columns[f"pct_{key}_ceiling"] = (100 * r / ceiling).float()
+    width = max(b.vectors.shape[-1] for b in bases)
+    padded = torch.stack([torch.nn.functional.pad(b.vectors, (0, width - b.vectors.shape[-1])) for b in bases])
+    dw = weight_ceiling(delta, layers, min(dw_rank, d), gains=gains)
+    columns["cos_with_dW"] = principal_cosines(padded, ranks.T, dw).T
     if clean is not None:
         t_spec = residual_label_target(label_eval, clean.vectors)
-        width = max(b.vectors.shape[-1] for b in bases)
-        padded = torch.stack([torch.nn.functional.pad(b.vectors, (0, width - b.vectors.shape[-1])) for b in bases])
         flat = einops.rearrange(padded, "basis layer d k -> layer d (basis k)")
         r_s, z_s, rank_s = specific_scores(flat, label_eval, clean.vectors, clean.rank_tensor, target=t_spec,
                                            group=width)
@@ -145,25 +205,29 @@ def score_table(
     return table
 
 
-def _act_ceiling(label_fit: torch.Tensor, t_eval: Target, max_rank: int) -> torch.Tensor:
-    """Cumulative eval energy of the fit label's top PCs (uncentred, unit-normalised samples)."""
-    fit = label_fit.double() / label_fit.double().norm(dim=-1, keepdim=True).clamp_min(1e-300)
-    _, s, vh = torch.linalg.svd(fit, full_matrices=False)
-    pcs = einops.rearrange(vh, "layer p d -> layer d p")
-    captured = t_eval.energy(pcs) * (s > 1e-6 * s[:, :1])  # PCs beyond the fit label's rank capture nothing
-    cum = captured.cumsum(-1)
-    if cum.shape[-1] < max_rank:
-        cum = torch.cat([cum, cum[:, -1:].expand(-1, max_rank - cum.shape[-1])], dim=-1)
-    return cum[:, :max_rank]
+CEILING_OF = {"act": "act_ceiling", "w_W_O": "weight_ceiling", "w_W_out": "weight_ceiling",
+              "w_combined": "weight_ceiling"}  # score key -> the basis that maximises it
 
 
 def summarize(per_layer: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mean of every score over layers per basis, with ``joint`` = √(mean R_act · mean R_w_combined)
-    (geometric mean, as seed 003), ranked by ``joint``; returns (write/mixed/ceiling, read-side)."""
+    (geometric mean), ranked by ``joint``; returns (write/mixed/ceiling, read-side).
+
+    Two percent-of-ceiling figures, not to be confused: ``mean_pct_<score>_ceiling`` is the mean over
+    layers of the per-layer percentage of the ceiling *at the basis' own rank*;
+    ``pct_<score>_ceiling_of_means`` is 100 · mean R / mean R of the ceiling basis (``act_ceiling`` or
+    ``weight_ceiling``, at rank k), a ratio of layer means (NaN when the table has no such ceiling row).
+    """
     keys = ["basis", "family", "axis_kind", "source"]
     value_cols = [c for c in per_layer.columns if c not in keys and c != "layer"]
     summary = per_layer.groupby(keys, sort=False)[value_cols].mean().reset_index()
     summary = summary.rename(columns={c: f"mean_{c}" for c in value_cols})
+    for key, ceiling in CEILING_OF.items():
+        if f"mean_R_{key}" not in summary:
+            continue
+        row = summary.loc[summary["basis"] == ceiling, f"mean_R_{key}"]
+        denominator = float(row.iloc[0]) if len(row) else np.nan
+        summary[f"pct_{key}_ceiling_of_means"] = 100 * summary[f"mean_R_{key}"] / denominator
     if "mean_R_w_combined" in summary:
         summary["joint"] = np.sqrt(summary["mean_R_act"] * summary["mean_R_w_combined"])
         summary["act_w_gap_log2"] = np.log2(summary["mean_R_act"] / summary["mean_R_w_combined"])
@@ -189,7 +253,7 @@ def subspace_sweep(
     seed: int = 0,
     k_broad: int = 64,
     include: Sequence[str] | None = None,
-    extra_bases: Sequence[bs.Basis] = (),
+    extra_bases: Sequence[Basis] = (),
     positive_system: str = SYCOPHANTIC_SYSTEM,
     negative_system: str = CRITICAL_SYSTEM,
 ) -> SweepResult:
@@ -201,6 +265,8 @@ def subspace_sweep(
     resid(W−αΔW) on the base) or ``"pair"`` (tuned − base). ``include``: names of library bases to
     build (default all); ``extra_bases`` are scored too. Deterministic: the only randomness is the
     seeded ``random`` basis and, with ``null="monte_carlo"``, the seeded null draws.
+    An unknown name in ``include`` is a ValueError listing the known ones
+    (:func:`interp.subspace.library.library_names`).
     """
     if label not in ("steer", "pair"):
         raise ValueError(f"label: expected 'steer' or 'pair', got {label!r}")
@@ -224,7 +290,8 @@ def subspace_sweep(
                 "R_w is undefined there"
             )
     layers = list(layers)
-    bs._check_rank(k, base.cfg.d_model)
+    check_rank(k, base.cfg.d_model)
+    check_include(include)
     prompts = probe_prompts(claims)
     fit, evaluation = split_fit_eval(prompts, fit_fraction)
     texts = chat_texts(base.tokenizer, prompts)
@@ -236,18 +303,22 @@ def subspace_sweep(
     acts = probe_activations(base, fit, layers, positive_system=positive_system, negative_system=negative_system)
 
     wanted = None if include is None else set(include)
-    w_names = [n for n in bs.WEIGHT_BASES if wanted is None or n in wanted]
-    a_names = [n for n in bs.ACTIVATION_BASES if wanted is None or n in wanted]
+    w_names = [n for n in WEIGHT_BASES if wanted is None or n in wanted]
+    a_names = [n for n in ACTIVATION_BASES if wanted is None or n in wanted]
     library = []
     if w_names:
-        library += bs.weight_bases(base, layers, k, k_broad=k_broad, include=w_names)
-    clean = bs.activation_bases(acts, k, include=["layer_clean_resid_pca"])[0]
+        library += weight_bases(base, layers, k, k_broad=k_broad, include=w_names)
+    clean = activation_bases(acts, k, include=["layer_clean_resid_pca"])[0]
     if a_names:
-        library += bs.activation_bases(acts, k, model=base, include=a_names)
-    library += bs.compound_bases({b.name: b for b in library}, k)
-    library.append(bs.random_basis(layers, base.cfg.d_model, k, seed=RANDOM_BASIS_SEED + seed))
+        needs = {need for n in a_names for need in ACTIVATION_BASES[n].needs if need in CAPTURES}
+        extra = extra_captures(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
+                               needs=needs) if needs else None
+        library += activation_bases(acts, k, model=base, include=a_names, extra=extra)
+    library += compound_bases({b.name: b for b in library}, k)
+    library.append(random_basis(layers, base.cfg.d_model, k, seed=RANDOM_BASIS_SEED + seed))
     library += [b.select(layers) for b in extra_bases]
-    library += [bs.activation_ceiling(label_fit, layers, k), bs.weight_ceiling(delta, layers, k)]
+    gains = post_norm_gains(base, layers)
+    library += [activation_ceiling(label_fit, layers, k), weight_ceiling(delta, layers, k, gains=gains)]
     names = [b.name for b in library]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -262,6 +333,8 @@ def subspace_sweep(
         null=null,
         n_null=n_null,
         seed=seed,
+        gains=gains,
+        dw_rank=k,
     )
     summary, read_side = summarize(per_layer)
     config = {
@@ -269,4 +342,4 @@ def subspace_sweep(
         "n_fit": len(fit), "n_eval": len(evaluation), "null": null, "n_null": n_null, "seed": seed,
         "k_broad": k_broad,
     }
-    return SweepResult(per_layer, summary, read_side, bs.definitions_table(library), tuple(layers), config)
+    return SweepResult(per_layer, summary, read_side, definitions_table(library), tuple(layers), config)

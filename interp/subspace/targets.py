@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import einops
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 
 _RANGE_SEED = 0  # Gaussian test matrix of the range finder: torch.Generator().manual_seed(0)
 _RANGE_WIDTH = 32
@@ -53,6 +53,22 @@ class Target:
         u, _ = torch.linalg.qr(einops.rearrange(f, "layer n d -> layer d n"))
         c = einops.einsum(f, u, "layer n d, layer d p -> layer n p")
         return cls(einops.einsum(c, c, "layer n p, layer n q -> layer p q"), u, samples.shape[-1])
+
+    @classmethod
+    def from_gram(cls, gram: Float[torch.Tensor, "layer d d"], *, name: str = "gram") -> Target:
+        """T = G / tr G for a dense symmetric PSD ``G [layer, d, d]`` (kept dense, in float64)."""
+        if not isinstance(gram, torch.Tensor) or gram.ndim != 3 or gram.shape[-1] != gram.shape[-2]:
+            shape = tuple(gram.shape) if isinstance(gram, torch.Tensor) else type(gram).__name__
+            raise ValueError(f"{name}: expected a [layer, d, d] tensor, got {shape}")
+        g = gram.double()
+        if not bool(torch.isfinite(g).all()):
+            raise ValueError(f"{name}: contains NaN or infinite values")
+        if not torch.allclose(g, g.mT, rtol=1e-5, atol=1e-8 * float(g.abs().max().clamp_min(1e-300))):
+            raise ValueError(f"{name}: is not symmetric")
+        tr = torch.diagonal(g, dim1=-2, dim2=-1).sum(-1)
+        if bool((tr <= 0).any()):
+            raise ValueError(f"{name}: has zero trace at layer slices {torch.nonzero(tr <= 0).flatten().tolist()}")
+        return cls(g / tr[:, None, None], None, g.shape[-1], tr)
 
     @classmethod
     def from_matrix(cls, m: Float[torch.Tensor, "layer d cols"], *, name: str = "delta") -> Target:
@@ -142,3 +158,17 @@ class Target:
         if ev.shape[-1] < max_rank:
             ev = torch.nn.functional.pad(ev, (0, max_rank - ev.shape[-1]))
         return ev[..., :max_rank].cumsum(-1)
+
+    def top_eigvecs(
+        self, k: int, *, rtol: float = 0.0
+    ) -> tuple[Float[torch.Tensor, "layer d k"], Int[torch.Tensor, " layer"]]:
+        """The top-k eigenvectors of T in residual space (float64), zero-padded past each layer's rank:
+        eigenvalues ≤ ``rtol · λ_max`` count as zero (T has at most p nonzero eigenvalues)."""
+        evals, evecs = torch.linalg.eigh(self.s)
+        evals, evecs = evals.flip(-1)[..., :k], evecs.flip(-1)[..., :k]
+        if self.u is not None:
+            evecs = einops.einsum(self.u, evecs, "layer d p, layer p k -> layer d k")
+        keep = evals > rtol * evals[..., :1].clamp_min(1e-300)
+        ranks = keep.sum(-1)
+        # eigh orders ascending, so after the flip the kept eigenvalues come first
+        return evecs * keep[..., None, :].to(evecs.dtype), ranks
