@@ -22,8 +22,8 @@ from interp.circuits.mlp_pass import (
     top_bottom,
 )
 from interp.circuits.qk import qk_affinity, qk_mean_affinity, qk_mean_scores, qk_scores, reduce_heads
-from interp.circuits.tables import weight_circuits
 from interp.circuits.vo import VODecomposition, vo_decomposition, vo_outputs, vo_write
+from interp.circuits.weight_table import weight_circuits
 
 __all__ = [
     "MLPPassComparison",
