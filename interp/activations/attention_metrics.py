@@ -1,4 +1,4 @@
-"""Per-head attention metrics computed inside the forward pass (seed 004).
+"""Per-head attention metrics computed inside the forward pass.
 
 Each layer's ``hook_pattern`` ``A[b, h, q, k]`` is reduced to a few numbers per (prompt, head) while
 the pass runs, so nothing of size layers × heads × seq × seq is ever kept. For the distribution

@@ -1,5 +1,5 @@
 """z-scores against random directions, the self/opposite series, tuned − base deltas, and the
-per-PC mean |Δz| table (seed 000's "is PC1 special?").
+per-PC mean |Δz| table ("is PC1 special?").
 
 A random baseline is computed per layer (and per head when the values have a head axis) from the
 entries that pair random directions, identified by a name prefix:
@@ -186,7 +186,7 @@ def mean_abs_delta(
     *,
     explained_variance: Mapping[str, float] | Sequence[float] | None = None,
 ) -> pd.DataFrame:
-    """Mean ``|Δz|`` over ``layers`` per (direction, [circuit,] relation): seed 000's per-PC table.
+    """Mean ``|Δz|`` over ``layers`` per (direction, [circuit,] relation): the per-direction table.
 
     ``deltas``: a :func:`self_opposite` table passed through :func:`tuned_minus_base` (or the
     reverse). One row per direction and relation with ``number`` (trailing digits of the name, e.g.

@@ -125,7 +125,7 @@ def compare_mlp_pass(
     names: Sequence[str] | None = None,
     post_norm: bool = True,
 ) -> MLPPassComparison:
-    """:func:`mlp_pass` of ``directions`` through ``pair.base`` and ``pair.tuned`` (seed 001's loop)."""
+    """:func:`mlp_pass` of ``directions`` through ``pair.base`` and ``pair.tuned``."""
     base, tuned = check_pair(pair)
     vectors = as_directions(directions, base.cfg.d_model)
     labels = tuple(names_of(directions, names, vectors.shape[0]))  # bad names fail before the passes

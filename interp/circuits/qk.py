@@ -157,7 +157,7 @@ def qk_mean_affinity(
     *,
     layers: int | Iterable[int] | None = None,
 ) -> Float[torch.Tensor, "layer query key"]:
-    """The head-averaged QK affinity, ``reduce_heads(qk_affinity(...), "mean")`` (seed 000's matrix).
+    """The head-averaged QK affinity, ``reduce_heads(qk_affinity(...), "mean")``.
 
     When a head's score is linear in its query (no qk-norm, no softcap), the query heads that share a
     KV head are summed before the projection: ``mean_h q_h · k_(h//g) = (1/H) Σ_kv (x Σ_{h∈kv} W_Q[h]

@@ -1,4 +1,4 @@
-"""Seed 000 in one call: QK affinity and VO decomposition of a direction set, for a model or a pair,
+"""QK affinity and VO decomposition of a direction set, for a model or a pair,
 as one tidy table of raw values, random baselines and z-scores."""
 
 from __future__ import annotations

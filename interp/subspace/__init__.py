@@ -1,4 +1,4 @@
-"""Weight diffs and subspace scoring: which residual directions explain what tuning changed (seed 003).
+"""Weight diffs and subspace scoring: which residual directions explain what tuning changed.
 
 Modules: :mod:`~interp.subspace.weight_diff` (ΔW per tensor, residual views, diagnostics),
 :mod:`~interp.subspace.steering` (``steer``/``apply_delta``), :mod:`~interp.subspace.bases` (the
