@@ -12,8 +12,9 @@ import torch
 from transformer_lens import head_detector as hd
 
 from benchmarks._harness import BenchRow, compare
-from interp.activations import attention_metrics, batch_from_tokens, head_type_scores, repeated_random_tokens
+from interp.activations import attention_metrics, head_type_scores, repeated_random_tokens
 from interp.loading import load_model
+from interp.prompts import batch_from_tokens
 
 N_PROMPTS, N_TOKENS, BATCH = 64, 128, 16
 SEED = 0  # torch.Generator seed of the random prompts

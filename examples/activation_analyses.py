@@ -32,11 +32,10 @@ import torch
 from interp import ModelPair, load_model
 from interp.activations import (
     attention_pattern,
+    attention_study,
     compare_prompt_variants,
     few_shot_answer_attention,
     head_type_scores,
-    pair_attention_metrics,
-    pair_head_type_scores,
     qkv_similarity_study,
 )
 from interp.plots.activations import (
@@ -45,6 +44,7 @@ from interp.plots.activations import (
     head_metric_heatmap,
     similarity_densities,
 )
+from interp.prompts import format_prompt
 
 torch.set_grad_enabled(False)
 OUT = Path("activation_analyses_out")
@@ -58,13 +58,6 @@ def save(fig, name: str) -> None:
 # tests/test_examples_activation_analyses.py hands in its already loaded models
 if "smollm2" not in globals():
     smollm2 = load_model("smollm2-135m-instruct")
-tokenizer = smollm2.tokenizer
-
-
-def chat(user: str, system: str | None = None) -> str:
-    """A SmolLM2 chat prompt ending where the assistant's answer starts."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 # %% [markdown]
@@ -73,12 +66,14 @@ def chat(user: str, system: str | None = None) -> str:
 
 # %%
 QUESTION = "What is 15 plus 27?"
-VARIANTS = {
-    "plain": chat(QUESTION),
-    "cot": chat(f"Let's think step by step.\n\n{QUESTION}"),
-    "expert": chat(QUESTION, system="You are an expert mathematician."),
-    "structured": chat(f"Question: {QUESTION}\nAnswer:"),
+TURNS = {  # label -> (system prompt or None, user turn)
+    "plain": (None, QUESTION),
+    "cot": (None, f"Let's think step by step.\n\n{QUESTION}"),
+    "expert": ("You are an expert mathematician.", QUESTION),
+    "structured": (None, f"Question: {QUESTION}\nAnswer:"),
 }
+# SmolLM2's chat prompts, ending where the assistant's answer starts
+VARIANTS = {label: format_prompt(smollm2, system, user) for label, (system, user) in TURNS.items()}
 KEYWORDS = ["15", "27", "plus", "step", "expert", "Question", "Answer"]
 variants = compare_prompt_variants(smollm2, VARIANTS, keywords=KEYWORDS)
 layers = variants.layer_frame()
@@ -149,19 +144,22 @@ save(attention_heatmap(attention_pattern(smollm2, types.tokens[0], layer=top_lay
 # %%
 if "pair" not in globals():
     pair = ModelPair.default()
-compared = pair_attention_metrics(pair, list(VARIANTS.values()), labels=list(VARIANTS), keywords=KEYWORDS)
-pair_layers = compared.layer_frame()
+# attention_study formats TURNS with the base model's chat template, as VARIANTS above; its head-type probe
+# (4 sequences of 40 tokens, seed 0) is the same as the single-model one
+pair_study = attention_study(pair, TURNS, keywords=KEYWORDS, head_type_length=40, head_type_sequences=4,
+                             head_type_seed=0)
+pair_layers = pair_study.layer_frame
 delta = pair_layers[pair_layers["model"] == "delta"]
 change = delta.groupby("layer")["entropy"].apply(lambda s: s.abs().mean())
 print("mean |Δ entropy| per layer (nats), largest five:")
 print(change.nlargest(5).round(4).to_string())
 print(f"largest |Δ| outside the LoRA's layers 9-23: {change.drop(range(9, 24)).max():.2e} "
       "(layers before 9 cannot change; later ones can, through their inputs)")
-pair_types = pair_head_type_scores(pair, tokens=types.tokens)  # the same probe as above
+pair_types = pair_study.head_types
 print("induction score, base vs tuned, for the top heads:")
 print(pair_types.pivot_table(index=["layer", "head"], columns="model", values="induction")
       .nlargest(4, "base").round(3).to_string())
-save(head_metric_heatmap(compared.to_frame().query("model == 'delta'"), "entropy", colorscale="RdBu", zmid=0,
+save(head_metric_heatmap(pair_study.heads.query("model == 'delta'"), "entropy", colorscale="RdBu", zmid=0,
                          title="Δ last-token entropy (tuned − base)"), "pair_entropy_delta")
 
 # %% [markdown]

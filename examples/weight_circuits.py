@@ -31,16 +31,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pandas as pd
 import torch
 
-from interp import DirectionSet, ModelPair
-from interp.circuits import (
-    compare_mlp_pass,
-    delta_projections,
-    mean_abs_delta,
-    self_opposite,
-    top_bottom,
-    tuned_minus_base,
-    weight_circuits,
-)
+from interp import ModelPair
+from interp.circuits import circuit_study
 from interp.personas import persona_directions, persona_prompts
 from interp.plots.circuits import (
     circuit_heatmap,
@@ -78,10 +70,21 @@ print(pair.name, f"{n_layers} layers, d_model {pair.cfg.d_model}, PCA layer {PCA
 # PCs of the 30 packaged roles' vectors, plus the 12 trait vectors, all read at PCA_LAYER of the base model
 persona = persona_directions(pair.base, layer=PCA_LAYER, n_components=N_PCS, questions=QUESTIONS, traits=True,
                              batch_size=32)
-random_dirs = DirectionSet.random(N_RANDOM, pair.cfg.d_model, seed=RANDOM_SEED)
-probes = persona.pcs.with_negations().concat(random_dirs)
 explained = persona.pcs.metadata["explained_variance_ratio"]
-print(f"{len(probes)} probes; variance explained by PC1..PC{N_PCS}:", [round(v, 3) for v in explained])
+print(f"variance explained by PC1..PC{N_PCS}:", [round(v, 3) for v in explained])
+
+# %% [markdown]
+# ## The whole study in one call
+#
+# `circuit_study` runs seeds 000 and 001 on the pair: the probes are the PCs, their negations and
+# N_RANDOM seeded random unit directions; the MLP pass is of ±PC1, read against the role and trait
+# vectors at PCA_LAYER (the PCs' own layer). The cells below look at what it returns.
+
+# %%
+study = circuit_study(pair, persona.pcs, semantic=persona.roles.concat(persona.traits),
+                      tuned_layers=COMPARISON_LAYERS, n_random=N_RANDOM, random_seed=RANDOM_SEED)
+probes = study.probes
+print(f"{len(probes)} probes")
 
 # %% [markdown]
 # ## Seed 000: QK affinity and VO decomposition, all layers, both models
@@ -90,10 +93,9 @@ print(f"{len(probes)} probes; variance explained by PC1..PC{N_PCS}:", [round(v, 
 # (mean and std over the random directions' self entries, as the seed) and the z-score.
 
 # %%
-table = weight_circuits(pair, probes)
-pcs = list(persona.pcs.names)
-series = self_opposite(table, pcs)  # PC -> PC ("self") and PC -> -PC ("opposite")
-deltas = tuned_minus_base(series)
+table = study.table
+series = study.series  # PC -> PC ("self") and PC -> -PC ("opposite")
+deltas = study.deltas  # z_base, z_tuned, delta_z side by side
 series.head()
 
 # %%
@@ -109,7 +111,7 @@ circuit_heatmap(table, layer=PCA_LAYER, circuit="qk", model="tuned")
 # ### Is PC1 special? Mean |Δz| over the tuned layers, per PC
 
 # %%
-summary = mean_abs_delta(deltas, COMPARISON_LAYERS, explained_variance=explained)
+summary = study.summary  # mean |Δz| over COMPARISON_LAYERS
 wide = summary.pivot_table(index=["direction", "number", "explained_variance"], columns=["circuit", "relation"],
                            values="mean_abs_delta_z").sort_index(level="number")
 print(wide.round(3).to_string())
@@ -123,11 +125,9 @@ pc_comparison(summary)
 # ## Seed 001: the MLP pass of ±PC1, base vs tuned
 
 # %%
-pc1 = persona.pcs.subset(["PC1"]).with_negations()
-mlp = compare_mlp_pass(pair, pc1)
-mlp_table = mlp.table()
-peak = mlp_table[mlp_table["direction"] == "PC1"].sort_values("delta_norm", ascending=False).iloc[0]
-PEAK_LAYER = int(peak["layer"])
+mlp_table = study.mlp_table
+peak = study.mlp_peak_rows(1).iloc[0]
+PEAK_LAYER = study.peak_layer
 print(f"largest tuning change of PC1's MLP output at layer {PEAK_LAYER}: |Δ| = {peak['delta_norm']:.4f} "
       f"(base norm {peak['base_norm']:.3f}, tuned {peak['tuned_norm']:.3f})")
 
@@ -143,9 +143,8 @@ mlp_delta_by_layer(mlp_table)
 # at the cost of another pass over the prompts.
 
 # %%
-semantic = persona.roles.concat(persona.traits)
-projections = delta_projections(mlp, semantic, layer=PCA_LAYER, direction="PC1")
-ends = top_bottom(projections, 8)
+projections = study.projections  # at study.projection_layer == PCA_LAYER
+ends = study.projection_ends
 print(ends[["end", "probe", "projection"]].to_string(index=False))
 
 # %%

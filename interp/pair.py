@@ -1,17 +1,25 @@
-"""A base model and its tuned sibling, checked to share one architecture and one vocabulary."""
+"""A base model and its tuned sibling, checked to share one architecture and one vocabulary.
+
+:class:`ModelPair` is the one pair type every analysis takes (``pair: ModelPair``); analyses call
+:meth:`ModelPair.check` on their argument. This module sits below the analyses: it imports no
+analysis, and the loading/LoRA code only inside the constructors that need it.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
+import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from interp.loading import OFFLINE_MODELS, RawModel, load_model, load_raw
-from interp.lora import lora_delta, read_lora_adapter
+if TYPE_CHECKING:
+    from interp.loading import RawModel
 
 DEFAULT_BASE = "smollm2-135m-instruct"
 
@@ -19,6 +27,7 @@ DEFAULT_BASE = "smollm2-135m-instruct"
 _SHAPE_FIELDS = (
     "d_model", "n_layers", "n_heads", "d_head", "n_key_value_heads", "d_mlp", "d_vocab",
     "act_fn", "normalization_type", "gated_mlp", "positional_embedding_type", "original_architecture",
+    "use_qk_norm", "use_normalization_before_and_after",
 )
 
 
@@ -54,13 +63,40 @@ class ModelPair:
             if getattr(self.base.cfg, field) != getattr(self.tuned.cfg, field)
         ]
         if mismatched:
-            raise ValueError("tuned: not the same architecture as base: " + "; ".join(mismatched))
+            raise ValueError("tuned: not the same architecture as base (different architectures: "
+                             + "; ".join(mismatched) + ")")
         base_vocab, tuned_vocab = _vocab(self.base), _vocab(self.tuned)
         if (base_vocab is None) != (tuned_vocab is None):
             raise ValueError("tuned: one model has a tokenizer and the other has none")
         if base_vocab is not None and base_vocab != tuned_vocab:
             differing = len(set(base_vocab.items()) ^ set(tuned_vocab.items()))
             raise ValueError(f"tuned: tokenizer vocabulary differs from base's ({differing} differing entries)")
+
+    @classmethod
+    def check(cls, pair: object, *, name: str = "pair", needs_tuned: bool = True) -> ModelPair:
+        """``pair`` validated as the pair argument ``name`` of an analysis.
+
+        A :class:`ModelPair` is returned as it is; a ``(base, tuned)`` tuple of HookedTransformers
+        becomes a ModelPair (checked like one). With ``needs_tuned=False`` (analyses that only read
+        the base model and ``delta()``, such as the subspace sweep's steering label) an object with a
+        HookedTransformer ``.base`` and a callable ``.delta`` is accepted as it is, e.g. a base model
+        with a planted delta. Anything else is a TypeError naming ``name``; mismatched models a
+        ValueError naming ``name``.
+        """
+        if isinstance(pair, ModelPair):
+            return pair
+        if isinstance(pair, tuple) and len(pair) == 2:
+            try:
+                return cls(pair[0], pair[1], name=name)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{name}.{error}") from None
+        if (not needs_tuned and isinstance(getattr(pair, "base", None), HookedTransformer)
+                and callable(getattr(pair, "delta", None))):
+            return pair
+        wanted = "a ModelPair (interp.ModelPair) or a (base, tuned) tuple of HookedTransformers"
+        if not needs_tuned:
+            wanted += ", or an object with a HookedTransformer .base and a .delta() method"
+        raise TypeError(f"{name}: expected {wanted}, got {type(pair).__name__}")
 
     @property
     def cfg(self):  # noqa: ANN201 - HookedTransformerConfig
@@ -83,6 +119,8 @@ class ModelPair:
         way (``processed=True`` folds norms etc.), so ``pair.delta()`` is the LoRA's delta as seen
         through that processing.
         """
+        from interp.lora import lora_delta, read_lora_adapter
+
         adapter = read_lora_adapter(adapter_path)
         raw = _raw_for(base)
         delta = lora_delta(adapter, _cfg_of(raw))
@@ -114,6 +152,8 @@ class ModelPair:
         device: str | torch.device = "cpu",
     ) -> ModelPair:
         """Two models loaded by :func:`interp.load_model` (e.g. a base and an instruct checkpoint)."""
+        from interp.loading import load_model
+
         base_model = load_model(base, processed=processed, dtype=dtype, device=device)
         tuned_model = load_model(tuned, processed=processed, dtype=dtype, device=device)
         return cls(base_model, tuned_model, name=f"{base} → {tuned}")
@@ -135,7 +175,47 @@ class ModelPair:
         return out
 
 
+def delta_frame(
+    base: pd.DataFrame,
+    tuned: pd.DataFrame,
+    *,
+    keys: Sequence[str],
+    values: Sequence[str],
+    layout: Literal["long", "wide"] = "long",
+) -> pd.DataFrame:
+    """The library's one tuned − base table: ``base`` and ``tuned`` rows matched one to one on ``keys``.
+
+    ``layout="long"`` (the default, used by every pair frame): the base rows, the tuned rows and
+    ``delta`` rows stacked with a leading ``model`` column ("base", "tuned", "delta"); a delta row
+    holds ``keys`` and ``tuned − base`` of each column in ``values`` (other columns empty).
+    ``layout="wide"``: one row per key with every other column suffixed ``_base``/``_tuned`` and
+    ``delta_{v} = {v}_tuned − {v}_base`` for each ``v`` in ``values``.
+    """
+    if layout not in ("long", "wide"):
+        raise ValueError(f"layout: expected 'long' or 'wide', got {layout!r}")
+    keys, values = list(keys), list(values)
+    for label, frame in (("base", base), ("tuned", tuned)):
+        missing = [c for c in keys + values if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{label}: missing columns {missing} (has {list(frame.columns)})")
+    if layout == "wide":
+        merged = base.merge(tuned, on=keys, suffixes=("_base", "_tuned"), validate="one_to_one")
+        for value in values:
+            merged[f"delta_{value}"] = merged[f"{value}_tuned"] - merged[f"{value}_base"]
+        return merged
+    merged = base[keys + values].merge(tuned[keys + values], on=keys, suffixes=("_base", "_tuned"),
+                                       validate="one_to_one")
+    delta = merged[keys].copy()
+    for value in values:
+        delta[value] = merged[f"{value}_tuned"] - merged[f"{value}_base"]
+    out = pd.concat([base.assign(model="base"), tuned.assign(model="tuned"), delta.assign(model="delta")],
+                    ignore_index=True)
+    return out[["model"] + [c for c in out.columns if c != "model"]]
+
+
 def _raw_for(base: str | os.PathLike[str]) -> RawModel:
+    from interp.loading import OFFLINE_MODELS, RawModel, load_model, load_raw
+
     key = str(base)
     if key in OFFLINE_MODELS or key.endswith(".gguf"):
         return load_raw(key)

@@ -1,6 +1,6 @@
 """Persona directions from prompts: role vectors, trait vectors and the principal axes of role space.
 
-The recipe behind the persona-space analyses (seeds 000/001), at prompt level: ask the model a set of
+The recipe behind the persona-space analyses, at prompt level: ask the model a set of
 neutral questions with a role as the system prompt, read the residual stream at the last prompt
 token at one layer, average over questions and subtract the same average under a plain-assistant
 system prompt::

@@ -13,12 +13,12 @@ from interp.activations import (
     attention_pattern,
     compare_prompt_variants,
     few_shot_answer_attention,
-    few_shot_answers,
     head_type_scores,
     pair_attention_metrics,
     pair_few_shot_answer_attention,
     pair_head_type_scores,
 )
+from interp.activations.attention_metrics import few_shot_answers
 from interp.loading import OFFLINE_MODELS
 
 QUESTION = "What is 15 plus 27?"

@@ -7,12 +7,12 @@ import torch
 
 from interp.activations import (
     cache_positions,
-    check_hook_names,
     index_positions,
     last_positions,
     target_positions,
     tokenize,
 )
+from interp.activations.caching import check_hook_names
 
 SENTENCES = ["I saw her at the market.", "They asked her for advice about the garden.", "We invited her."]
 NAMES = ["blocks.2.attn.hook_q", "blocks.2.attn.hook_k", "blocks.3.hook_resid_post", "blocks.1.attn.hook_pattern"]

@@ -9,11 +9,10 @@ from interp.activations import (
     Positions,
     index_positions,
     last_positions,
-    occurrence_spans,
-    span_mask,
     target_positions,
     tokenize,
 )
+from interp.activations.positions import occurrence_spans, span_mask
 
 SENTENCES = ["I saw her at the market.", "She gave her the book.", "The author based the character on her."]
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from interp.activations import (
+from interp.activations import qkv_similarity_study
+from interp.activations.qkv_structure import (
     BLOCKS,
     block_values,
     histogram_frame,
     neuron_similarity,
-    qkv_similarity_study,
     shuffle_entries,
     similarity_histograms,
 )
@@ -148,3 +148,18 @@ def test_bad_study_inputs(smollm2):
         neuron_similarity(torch.ones(1, 4))
     with pytest.raises(ValueError, match="neighbour_offset"):
         qkv_similarity_study(smollm2, SENTENCES[:3], " her", layer=2, neighbour_offset=0)
+
+
+def test_qkv_similarity_study_threads_prepend_bos(smollm2):
+    """``prepend_bos`` reaches the tokenizer: with and without BOS the rows are TL's projections on
+    ``to_tokens(sentence, prepend_bos=...)`` at the first " her"."""
+    her = smollm2.tokenizer.encode(" her", add_special_tokens=False)[0]
+    sentences = SENTENCES[:3]
+    for bos in (False, True):
+        study = qkv_similarity_study(smollm2, sentences, " her", layer=2, prepend_bos=bos)
+        for i, sentence in enumerate(sentences):
+            tokens = smollm2.to_tokens(sentence, prepend_bos=bos)
+            assert (tokens[0, 0].item() == smollm2.tokenizer.bos_token_id) == bos
+            _, cache = smollm2.run_with_cache(tokens, names_filter="blocks.2.attn.hook_q", stop_at_layer=3)
+            idx = tokens[0].tolist().index(her)
+            torch.testing.assert_close(study.target.q[i], cache["blocks.2.attn.hook_q"][0, idx], atol=2e-5, rtol=1e-4)

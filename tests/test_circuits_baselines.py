@@ -153,7 +153,7 @@ def test_weight_circuits_on_default_pair(default_pair):
 def test_weight_circuits_refuses_a_table_above_max_rows_before_any_work(default_pair, monkeypatch):
     """2 circuits × 2 models × 2 layers × 8² = 512 rows: max_rows=511 is refused with the row count
     (the kernels are never called), 512 is built; per_head multiplies by the head count."""
-    import interp.circuits.tables as tables
+    import interp.circuits.weight_table as tables
 
     d_model = default_pair.cfg.d_model
     probes = DirectionSet.random(2, d_model, seed=1, prefix="PC").with_negations()
@@ -175,7 +175,7 @@ def test_weight_circuits_refuses_a_table_above_max_rows_before_any_work(default_
 def test_weight_circuits_checks_its_arguments_before_any_work(default_pair, monkeypatch):
     """Bad names, a random baseline that cannot be formed and an unknown head reduction are refused
     before a kernel runs, each naming its argument."""
-    import interp.circuits.tables as tables
+    import interp.circuits.weight_table as tables
 
     def boom(*args, **kwargs):
         raise AssertionError("a kernel ran before the arguments were checked")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.circuits import qk_mean_scores, qk_scores, vo_write
+from interp.circuits.qk import qk_mean_scores, qk_scores
+from interp.circuits.vo import vo_write
 
 L, H, KV, D, DH, N, M = 2, 6, 2, 16, 4, 5, 3
 G = H // KV

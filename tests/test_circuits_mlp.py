@@ -10,8 +10,8 @@ import torch
 from _circuit_checks import assert_close_to_scale, seeded_directions
 
 from interp.circuits import compare_mlp_pass, delta_projections, mlp_pass, top_bottom
-from interp.circuits._model import CHUNK_BYTES
 from interp.circuits.mlp_pass import MLPPassComparison
+from interp.circuits.stacking import CHUNK_BYTES
 
 SMOL_LAYERS = [0, 15, 29]
 GEMMA_LAYERS = [0, 5, 17]

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from interp.circuits import qk_affinity, qk_mean_affinity, reduce_heads
-from interp.circuits._model import CHUNK_BYTES
+from interp.circuits.stacking import CHUNK_BYTES
 
 SMOL_LAYERS = [0, 13, 29]
 GEMMA_LAYERS = [0, 3, 5, 17]  # 5 and 17 are global-attention layers, 0 and 3 local

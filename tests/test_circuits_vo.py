@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from interp.circuits import vo_decomposition, vo_outputs
-from interp.circuits._model import CHUNK_BYTES
+from interp.circuits.stacking import CHUNK_BYTES
 
 SMOL_LAYERS = [0, 14, 29]
 GEMMA_LAYERS = [0, 5, 12, 17]

@@ -1,10 +1,12 @@
-"""Activation analyses: targeted caching at selected positions, Q/K/V structure at a target token
-(seed 002), attention metrics reduced inside the forward pass and head types (seed 004).
+"""Activation analyses: pick token positions, cache hooks there, Q/K/V structure at a target token,
+attention metrics reduced inside the forward pass and head types; one study, :func:`attention_study`.
 
-Modules: :mod:`~interp.activations.positions` (tokenize and pick positions),
-:mod:`~interp.activations.caching` (keep named hooks at those positions),
-:mod:`~interp.activations.qkv_structure`, :mod:`~interp.activations.attention_metrics`,
-:mod:`~interp.activations.head_types`. Figures live in :mod:`interp.plots.activations`.
+This package exports the entry points a notebook calls. Kernels and helpers stay importable from
+their modules: :mod:`~interp.activations.positions` (pick positions), :mod:`~interp.activations.caching`
+(keep named hooks at those positions), :mod:`~interp.activations.qkv_structure`,
+:mod:`~interp.activations.attention_metrics`, :mod:`~interp.activations.head_types`,
+:mod:`~interp.activations.study`. Tokenization and batched forwards live in :mod:`interp.prompts`;
+figures in :mod:`interp.plots.activations`.
 """
 
 from interp.activations.attention_metrics import (
@@ -15,13 +17,10 @@ from interp.activations.attention_metrics import (
     attention_pattern,
     compare_prompt_variants,
     few_shot_answer_attention,
-    few_shot_answers,
     pair_attention_metrics,
     pair_few_shot_answer_attention,
-    reduce_attention,
-    with_delta,
 )
-from interp.activations.caching import PositionCache, cache_positions, check_hook_names
+from interp.activations.caching import PositionCache, cache_positions
 from interp.activations.head_types import (
     HEAD_TYPES,
     HeadTypeScores,
@@ -29,36 +28,22 @@ from interp.activations.head_types import (
     pair_head_type_scores,
     repeated_random_tokens,
 )
-from interp.activations.positions import (
-    Positions,
-    index_positions,
-    last_positions,
-    occurrence_spans,
-    span_mask,
-    target_positions,
-)
+from interp.activations.positions import Positions, index_positions, last_positions, target_positions
 from interp.activations.qkv_structure import (
-    BLOCKS,
     QKVActivations,
     QKVSimilarityStudy,
-    block_values,
-    histogram_frame,
-    neuron_similarity,
     qkv_activations,
     qkv_similarity_study,
-    shuffle_entries,
-    similarity_histograms,
 )
-from interp.prompts import TokenBatch, batch_from_tokens, run_batched, tokenize
+from interp.activations.study import AttentionStudy, attention_study
+from interp.prompts import TokenBatch, tokenize
 
 __all__ = [
+    "AttentionStudy", "attention_study",
     "AttentionMetrics", "AttentionPattern", "PairAttentionMetrics", "attention_metrics", "attention_pattern",
-    "compare_prompt_variants", "few_shot_answer_attention", "few_shot_answers", "pair_attention_metrics",
-    "pair_few_shot_answer_attention", "reduce_attention", "with_delta",
-    "PositionCache", "cache_positions", "check_hook_names", "run_batched",
+    "compare_prompt_variants", "few_shot_answer_attention", "pair_attention_metrics", "pair_few_shot_answer_attention",
+    "PositionCache", "cache_positions",
     "HEAD_TYPES", "HeadTypeScores", "head_type_scores", "pair_head_type_scores", "repeated_random_tokens",
-    "Positions", "TokenBatch", "batch_from_tokens", "index_positions", "last_positions", "occurrence_spans", "span_mask",
-    "target_positions", "tokenize",
-    "BLOCKS", "QKVActivations", "QKVSimilarityStudy", "block_values", "histogram_frame", "neuron_similarity",
-    "qkv_activations", "qkv_similarity_study", "shuffle_entries", "similarity_histograms",
+    "Positions", "TokenBatch", "index_positions", "last_positions", "target_positions", "tokenize",
+    "QKVActivations", "QKVSimilarityStudy", "qkv_activations", "qkv_similarity_study",
 ]

@@ -1,4 +1,4 @@
-"""Per-head attention metrics computed inside the forward pass (seed 004).
+"""Per-head attention metrics computed inside the forward pass.
 
 Each layer's ``hook_pattern`` ``A[b, h, q, k]`` is reduced to a few numbers per (prompt, head) while
 the pass runs, so nothing of size layers × heads × seq × seq is ever kept. For the distribution
@@ -42,6 +42,7 @@ from interp.activations.positions import (
     occurrence_spans,
     span_mask,
 )
+from interp.pair import ModelPair, delta_frame
 from interp.prompts import Chunk, TokenBatch, batch_from_tokens, run_batched, tokenize
 
 Query = Literal["last"] | int | Positions
@@ -378,15 +379,8 @@ def attention_pattern(
 
 def with_delta(base: pd.DataFrame, tuned: pd.DataFrame, *, keys: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
     """Stack ``base`` and ``tuned`` with a ``model`` column and add ``model == "delta"`` rows
-    (tuned − base of each column in ``values``, matched on ``keys``; other columns left empty)."""
-    merged = base[list(keys) + list(values)].merge(tuned[list(keys) + list(values)], on=list(keys),
-                                                      suffixes=("_base", "_tuned"), validate="one_to_one")
-    delta = merged[list(keys)].copy()
-    for value in values:
-        delta[value] = merged[f"{value}_tuned"] - merged[f"{value}_base"]
-    frames = [base.assign(model="base"), tuned.assign(model="tuned"), delta.assign(model="delta")]
-    out = pd.concat(frames, ignore_index=True)
-    return out[["model"] + [c for c in out.columns if c != "model"]]
+    (tuned − base of each column in ``values``, matched on ``keys``): :func:`interp.pair.delta_frame`."""
+    return delta_frame(base, tuned, keys=keys, values=values, layout="long")
 
 
 @dataclass(frozen=True)
@@ -410,23 +404,42 @@ class PairAttentionMetrics:
                           keys=["prompt", "label", "layer", "head", "keyword"], values=["attention"])
 
 
-def _check_pair(pair: object) -> None:
-    if not (isinstance(getattr(pair, "base", None), HookedTransformer)
-            and isinstance(getattr(pair, "tuned", None), HookedTransformer)):
-        raise TypeError(f"pair: expected a ModelPair (with .base and .tuned HookedTransformers), got {type(pair).__name__}")
-
-
-def pair_attention_metrics(pair: object, prompts: str | Sequence[str], **kwargs: object) -> PairAttentionMetrics:
+def pair_attention_metrics(
+    pair: ModelPair,
+    prompts: str | Sequence[str] | TokenBatch,
+    *,
+    layers: int | Sequence[int] | None = None,
+    query: Query = "last",
+    keywords: Sequence[str] = (),
+    case_sensitive: bool = False,
+    labels: Sequence[str] | None = None,
+    padding_side: Literal["left", "right"] = "right",
+    batch_size: int = 16,
+    progress: bool | None = None,
+) -> PairAttentionMetrics:
     """:func:`attention_metrics` for ``pair.base`` and ``pair.tuned`` (same arguments)."""
-    _check_pair(pair)
-    return PairAttentionMetrics(attention_metrics(pair.base, prompts, **kwargs),  # type: ignore[attr-defined,arg-type]
-                                attention_metrics(pair.tuned, prompts, **kwargs))  # type: ignore[attr-defined,arg-type]
+    pair = ModelPair.check(pair)
+    kwargs = dict(layers=layers, query=query, keywords=keywords, case_sensitive=case_sensitive, labels=labels,
+                  padding_side=padding_side, batch_size=batch_size, progress=progress)
+    return PairAttentionMetrics(attention_metrics(pair.base, prompts, **kwargs),
+                                attention_metrics(pair.tuned, prompts, **kwargs))
 
 
-def pair_few_shot_answer_attention(pair: object, prompts: Sequence[str], **kwargs: object) -> pd.DataFrame:
-    """:func:`few_shot_answer_attention` for base and tuned, with a ``model`` column and delta rows."""
-    _check_pair(pair)
-    base = few_shot_answer_attention(pair.base, prompts, **kwargs)  # type: ignore[attr-defined,arg-type]
-    tuned = few_shot_answer_attention(pair.tuned, prompts, **kwargs)  # type: ignore[attr-defined,arg-type]
+def pair_few_shot_answer_attention(
+    pair: ModelPair,
+    prompts: Sequence[str],
+    *,
+    marker: str = "A:",
+    labels: Sequence[str] | None = None,
+    layers: int | Sequence[int] | None = None,
+    query: Query = "last",
+    batch_size: int = 16,
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """:func:`few_shot_answer_attention` for base and tuned, in the tuned − base layout of :func:`with_delta`."""
+    pair = ModelPair.check(pair)
+    kwargs = dict(marker=marker, labels=labels, layers=layers, query=query, batch_size=batch_size, progress=progress)
+    base = few_shot_answer_attention(pair.base, prompts, **kwargs)
+    tuned = few_shot_answer_attention(pair.tuned, prompts, **kwargs)
     return with_delta(base, tuned, keys=["prompt", "label", "layer", "head", "example", "answer"],
                       values=["attention"])

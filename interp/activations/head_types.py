@@ -31,7 +31,8 @@ from transformer_lens.utilities import to_numpy
 from transformer_lens.utils import get_act_name
 
 from interp._validate import as_layers
-from interp.activations.attention_metrics import _check_pair, with_delta
+from interp.activations.attention_metrics import with_delta
+from interp.pair import ModelPair
 from interp.prompts import Chunk, batch_from_tokens, run_batched
 
 HEAD_TYPES = ("previous_token", "duplicate_token", "induction")
@@ -175,9 +176,25 @@ def head_type_scores(
     return HeadTypeScores(tuple(layer_list), mean[0], mean[1], mean[2], tokens.cpu())
 
 
-def pair_head_type_scores(pair: object, **kwargs: object) -> pd.DataFrame:
-    """:func:`head_type_scores` of base and tuned on the same probe, with a ``model`` column and delta rows."""
-    _check_pair(pair)
-    base = head_type_scores(pair.base, **kwargs)  # type: ignore[attr-defined,arg-type]
-    tuned = head_type_scores(pair.tuned, base.tokens, **{k: v for k, v in kwargs.items() if k != "tokens"})  # type: ignore[attr-defined,arg-type]
+def pair_head_type_scores(
+    pair: ModelPair,
+    tokens: Int[torch.Tensor, "sequence pos"] | None = None,
+    *,
+    length: int = 40,
+    n_sequences: int = 8,
+    seed: int = 0,
+    layers: int | Sequence[int] | None = None,
+    exclude_bos: bool = False,
+    exclude_current_token: bool = False,
+    rows: Literal["all", "detected"] = "all",
+    batch_size: int = 16,
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """:func:`head_type_scores` of base and tuned on the same probe tokens, in the tuned − base layout
+    of :func:`~interp.activations.attention_metrics.with_delta`."""
+    pair = ModelPair.check(pair)
+    kwargs = dict(length=length, n_sequences=n_sequences, seed=seed, layers=layers, exclude_bos=exclude_bos,
+                  exclude_current_token=exclude_current_token, rows=rows, batch_size=batch_size, progress=progress)
+    base = head_type_scores(pair.base, tokens, **kwargs)
+    tuned = head_type_scores(pair.tuned, base.tokens, **kwargs)
     return with_delta(base.to_frame(), tuned.to_frame(), keys=["layer", "head"], values=list(HEAD_TYPES))

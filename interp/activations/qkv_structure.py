@@ -1,4 +1,4 @@
-"""Q/K/V activation structure at a target token (seed 002): neuron-by-neuron similarity within and
+"""Q/K/V activation structure at a target token: neuron-by-neuron similarity within and
 across the query, key and value projections, at the target and at a neighbouring token.
 
 For samples ``X ∈ R^{n×f}`` (n sentences, f = Q, K and V neurons side by side) the cosine matrix is
@@ -204,7 +204,7 @@ def similarity_histograms(
 
 @dataclass(frozen=True)
 class QKVSimilarityStudy:
-    """Seed 002 for one layer: Q/K/V at the target and at a neighbouring token, and their histograms.
+    """One layer: Q/K/V at the target and at a neighbouring token, and their histograms.
 
     ``histograms`` has one row per (condition, block, bin) — and head, when ``per_head`` — with
     ``condition`` in "target", "neighbour" and "shuffled" (the shuffled target matrix, block "all").
@@ -237,14 +237,16 @@ def qkv_similarity_study(
     on_missing: OnMissing = "raise",
     batch_size: int = 16,
     progress: bool | None = None,
+    prepend_bos: bool | None = None,
 ) -> QKVSimilarityStudy:
-    """Seed 002: neuron similarity of Q/K/V at the first ``target`` token of each prompt vs the token
+    """Neuron similarity of Q/K/V at the first ``target`` token of each prompt vs the token
     ``neighbour_offset`` away, with a shuffled-matrix baseline (``torch.Generator`` seeded with ``seed``).
 
     Prompts missing the target raise (listing them) or are skipped with ``on_missing="skip"``; only
-    prompts that have both positions are used, so target and neighbour rows pair up.
+    prompts that have both positions are used, so target and neighbour rows pair up. ``prepend_bos``
+    as in :func:`interp.prompts.tokenize` (None: the model's ``cfg.default_prepend_bos``).
     """
-    batch = tokenize(model, prompts)
+    batch = tokenize(model, prompts, prepend_bos=prepend_bos)
     (layer,) = as_layers(layer, model.cfg.n_layers, name="layer")
     if neighbour_offset == 0:
         raise ValueError("neighbour_offset: must be nonzero (0 is the target itself)")

@@ -1,4 +1,4 @@
-"""Weight circuits of probe directions (seeds 000 and 001): QK affinity, VO decomposition and the MLP
+"""Weight circuits of probe directions: QK affinity, VO decomposition and the MLP
 pass, for every layer at once, in one model or a base/tuned pair, with random-direction z-scores.
 
 >>> from interp.circuits import weight_circuits, self_opposite, tuned_minus_base, mean_abs_delta
@@ -21,13 +21,16 @@ from interp.circuits.mlp_pass import (
     mlp_pass,
     top_bottom,
 )
-from interp.circuits.qk import qk_affinity, qk_mean_affinity, qk_mean_scores, qk_scores, reduce_heads
-from interp.circuits.tables import weight_circuits
-from interp.circuits.vo import VODecomposition, vo_decomposition, vo_outputs, vo_write
+from interp.circuits.qk import qk_affinity, qk_mean_affinity, reduce_heads
+from interp.circuits.study import CircuitStudy, circuit_study
+from interp.circuits.vo import VODecomposition, vo_decomposition, vo_outputs
+from interp.circuits.weight_table import weight_circuits
 
 __all__ = [
+    "CircuitStudy",
     "MLPPassComparison",
     "VODecomposition",
+    "circuit_study",
     "circuit_table",
     "compare_mlp_pass",
     "delta_projections",
@@ -35,8 +38,6 @@ __all__ = [
     "mlp_pass",
     "qk_affinity",
     "qk_mean_affinity",
-    "qk_mean_scores",
-    "qk_scores",
     "random_baseline",
     "reduce_heads",
     "self_opposite",
@@ -44,6 +45,5 @@ __all__ = [
     "tuned_minus_base",
     "vo_decomposition",
     "vo_outputs",
-    "vo_write",
     "weight_circuits",
 ]

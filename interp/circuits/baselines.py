@@ -1,5 +1,5 @@
 """z-scores against random directions, the self/opposite series, tuned − base deltas, and the
-per-PC mean |Δz| table (seed 000's "is PC1 special?").
+per-PC mean |Δz| table ("is PC1 special?").
 
 A random baseline is computed per layer (and per head when the values have a head axis) from the
 entries that pair random directions, identified by a name prefix:
@@ -24,6 +24,7 @@ from jaxtyping import Float
 from transformer_lens.utilities import to_numpy
 
 from interp._validate import require_columns
+from interp.pair import delta_frame
 
 __all__ = [
     "VALUE_COLUMNS",
@@ -38,7 +39,7 @@ Baseline = Literal["self", "offdiag"]
 VALUE_COLUMNS = ("value", "baseline_mean", "baseline_std", "z")
 
 
-def _random_pairs(
+def random_pairs(
     query_names: Sequence[str], key_names: Sequence[str], prefix: str, kind: Baseline
 ) -> tuple[list[int], list[int]]:
     if kind not in ("self", "offdiag"):
@@ -76,7 +77,7 @@ def random_baseline(
     query_names = list(query_names)
     key_names = query_names if key_names is None else list(key_names)
     _check_values(values, query_names, key_names)
-    rows, cols = _random_pairs(query_names, key_names, random_prefix, baseline)
+    rows, cols = random_pairs(query_names, key_names, random_prefix, baseline)
     entries = values[..., rows, cols].double()
     return entries.mean(-1).float(), entries.std(-1, correction=0).float()
 
@@ -164,7 +165,8 @@ def self_opposite(table: pd.DataFrame, directions: Sequence[str] | None = None) 
 
 def tuned_minus_base(table: pd.DataFrame) -> pd.DataFrame:
     """Base and tuned rows side by side: ``value_base``, ``value_tuned``, ``z_base``, ``z_tuned``,
-    ``delta_value`` and ``delta_z`` (tuned − base), one row per remaining id (layer, query, key...)."""
+    ``delta_value`` and ``delta_z`` (tuned − base), one row per remaining id (layer, query, key...):
+    the wide layout of :func:`interp.pair.delta_frame`."""
     require_columns(table, ("model", "value", "z"), "table")
     models = set(table["model"].unique())
     if not {"base", "tuned"} <= models:
@@ -172,10 +174,7 @@ def tuned_minus_base(table: pd.DataFrame) -> pd.DataFrame:
     ids = [c for c in table.columns if c not in VALUE_COLUMNS and c != "model"]
     base = table[table["model"] == "base"].drop(columns="model")
     tuned = table[table["model"] == "tuned"].drop(columns="model")
-    merged = base.merge(tuned, on=ids, suffixes=("_base", "_tuned"), validate="one_to_one")
-    merged["delta_value"] = merged["value_tuned"] - merged["value_base"]
-    merged["delta_z"] = merged["z_tuned"] - merged["z_base"]
-    return merged
+    return delta_frame(base, tuned, keys=ids, values=["value", "z"], layout="wide")
 
 
 _NUMBER = re.compile(r"(\d+)$")
@@ -187,7 +186,7 @@ def mean_abs_delta(
     *,
     explained_variance: Mapping[str, float] | Sequence[float] | None = None,
 ) -> pd.DataFrame:
-    """Mean ``|Δz|`` over ``layers`` per (direction, [circuit,] relation): seed 000's per-PC table.
+    """Mean ``|Δz|`` over ``layers`` per (direction, [circuit,] relation): the per-direction table.
 
     ``deltas``: a :func:`self_opposite` table passed through :func:`tuned_minus_base` (or the
     reverse). One row per direction and relation with ``number`` (trailing digits of the name, e.g.

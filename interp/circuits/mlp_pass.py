@@ -24,15 +24,10 @@ from transformer_lens import HookedTransformer
 from transformer_lens.components import MLP, GatedMLP
 
 from interp._validate import as_directions, as_layers
-from interp.circuits._model import (
-    check_pair,
-    layer_chunks,
-    names_of,
-    norm_stack,
-    param_bytes,
-    prepare,
-    stack_blocks,
-)
+from interp.circuits.checks import check_pair, names_of, prepare
+from interp.circuits.norms import norm_stack
+from interp.circuits.stacking import layer_chunks, param_bytes, stack_blocks
+from interp.pair import ModelPair
 
 __all__ = ["MLPPassComparison", "compare_mlp_pass", "delta_projections", "mlp_pass", "top_bottom"]
 
@@ -123,14 +118,14 @@ class MLPPassComparison:
 
 
 def compare_mlp_pass(
-    pair: object,
+    pair: ModelPair,
     directions: object,
     *,
     layers: int | Iterable[int] | None = None,
     names: Sequence[str] | None = None,
     post_norm: bool = True,
 ) -> MLPPassComparison:
-    """:func:`mlp_pass` of ``directions`` through ``pair.base`` and ``pair.tuned`` (seed 001's loop)."""
+    """:func:`mlp_pass` of ``directions`` through ``pair.base`` and ``pair.tuned``."""
     base, tuned = check_pair(pair)
     vectors = as_directions(directions, base.cfg.d_model)
     labels = tuple(names_of(directions, names, vectors.shape[0]))  # bad names fail before the passes

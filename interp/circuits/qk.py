@@ -24,15 +24,9 @@ from transformer_lens.components import GroupedQueryAttention
 from transformer_lens.utilities.activation_functions import apply_softcap
 
 from interp._validate import as_directions
-from interp.circuits._model import (
-    NormStack,
-    layer_chunks,
-    norm_stack,
-    param_bytes,
-    prepare,
-    stack_blocks,
-    sum_head_groups,
-)
+from interp.circuits.checks import prepare
+from interp.circuits.norms import NormStack, norm_stack
+from interp.circuits.stacking import layer_chunks, param_bytes, stack_blocks, sum_head_groups
 
 __all__ = ["qk_affinity", "qk_mean_affinity", "qk_mean_scores", "qk_scores", "reduce_heads"]
 
@@ -67,10 +61,10 @@ def qk_affinity(
 
 def _qk_bytes_per_layer(model: HookedTransformer) -> int:
     attn = model.blocks[0].attn
-    return param_bytes(attn.W_Q, _kv(attn, "W_K"))
+    return param_bytes(attn.W_Q, kv_weight(attn, "W_K"))
 
 
-def _kv(attn: torch.nn.Module, which: str) -> torch.Tensor:
+def kv_weight(attn: torch.nn.Module, which: str) -> torch.Tensor:
     """The per-KV-head tensor (``_W_K``/``_b_K``... for grouped-query attention, else ``W_K``...)."""
     return getattr(attn, f"_{which}") if isinstance(attn, GroupedQueryAttention) else getattr(attn, which)
 
@@ -84,8 +78,8 @@ def _qk_inputs(
     weights = dict(
         W_Q=stack_blocks(model, layers, lambda b: b.attn.W_Q),
         b_Q=stack_blocks(model, layers, lambda b: b.attn.b_Q),
-        W_K=stack_blocks(model, layers, lambda b: _kv(b.attn, "W_K")),
-        b_K=stack_blocks(model, layers, lambda b: _kv(b.attn, "b_K")),
+        W_K=stack_blocks(model, layers, lambda b: kv_weight(b.attn, "W_K")),
+        b_K=stack_blocks(model, layers, lambda b: kv_weight(b.attn, "b_K")),
         attn_scale=torch.tensor([float(b.attn.attn_scale) for b in blocks], device=u.device),
     )
     q_in = ln1(u.expand(len(layers), *u.shape))
@@ -163,7 +157,7 @@ def qk_mean_affinity(
     *,
     layers: int | Iterable[int] | None = None,
 ) -> Float[torch.Tensor, "layer query key"]:
-    """The head-averaged QK affinity, ``reduce_heads(qk_affinity(...), "mean")`` (seed 000's matrix).
+    """The head-averaged QK affinity, ``reduce_heads(qk_affinity(...), "mean")``.
 
     When a head's score is linear in its query (no qk-norm, no softcap), the query heads that share a
     KV head are summed before the projection: ``mean_h q_h · k_(h//g) = (1/H) Σ_kv (x Σ_{h∈kv} W_Q[h]

@@ -21,15 +21,10 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
 from interp._validate import as_directions, as_layers
-from interp.circuits._model import (
-    layer_chunks,
-    norm_stack,
-    param_bytes,
-    prepare,
-    stack_blocks,
-    sum_head_groups,
-)
-from interp.circuits.qk import _kv, head_projection, kv_groups
+from interp.circuits.checks import prepare
+from interp.circuits.norms import norm_stack
+from interp.circuits.qk import head_projection, kv_groups, kv_weight
+from interp.circuits.stacking import layer_chunks, param_bytes, stack_blocks, sum_head_groups
 
 __all__ = ["VODecomposition", "vo_decomposition", "vo_outputs", "vo_write"]
 
@@ -75,7 +70,7 @@ def _vo(
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     model, v, layer_list = prepare(model, keys, layers, name="keys")
     attn0 = model.blocks[0].attn
-    per_layer = param_bytes(_kv(attn0, "W_V"), attn0.W_O)
+    per_layer = param_bytes(kv_weight(attn0, "W_V"), attn0.W_O)
     heads, sums = [], []
     for chunk in layer_chunks(layer_list, per_layer, v.device):
         h, s = _vo_chunk(model, v, chunk, post_norm=post_norm, per_head=per_head)
@@ -90,8 +85,8 @@ def _vo_chunk(
     blocks = [model.blocks[layer] for layer in layers]
     ln1 = norm_stack([b.ln1 for b in blocks], name="model")
     weights = dict(
-        W_V=stack_blocks(model, layers, lambda b: _kv(b.attn, "W_V")),
-        b_V=stack_blocks(model, layers, lambda b: _kv(b.attn, "b_V")),
+        W_V=stack_blocks(model, layers, lambda b: kv_weight(b.attn, "W_V")),
+        b_V=stack_blocks(model, layers, lambda b: kv_weight(b.attn, "b_V")),
         W_O=stack_blocks(model, layers, lambda b: b.attn.W_O),
     )
     v_in = ln1(v.expand(len(layers), *v.shape))

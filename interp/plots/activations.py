@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 from transformer_lens.utilities import to_numpy
 
@@ -55,7 +56,7 @@ def head_metric_heatmap(frame: pd.DataFrame, value: str, *, title: str | None = 
 
 
 def similarity_densities(histograms: pd.DataFrame, *, title: str | None = None) -> go.Figure:
-    """Seed 002's 2 × 2 panel: density curves of neuron similarities per block, target (top) vs
+    """The Q/K/V similarity 2 × 2 panel: density curves of neuron similarities per block, target (top) vs
     neighbour (bottom), within-matrix (QQ, KK, VV; left) vs across-matrix (QK, QV, KV; right); the
     shuffled-matrix baseline is the dashed grey curve in every within-matrix panel."""
     require_columns(histograms, ["condition", "block", "bin_center", "density"], "histograms")
@@ -80,3 +81,18 @@ def similarity_densities(histograms: pd.DataFrame, *, title: str | None = None) 
     fig.update_yaxes(title_text="density", rangemode="tozero")
     fig.update_layout(title=title or "Q/K/V neuron similarity densities")
     return fig
+
+
+def entropy_lines_by_model(layer_frame: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Entropy by layer from a pair's ``layer_frame``: one colour per variant ``label``, solid = base, dashed = tuned."""
+    require_columns(layer_frame, ("model", "label", "layer", "entropy"), "layer_frame")
+    frame = layer_frame[layer_frame["model"].isin(["base", "tuned"])]
+    frame = frame.assign(series=frame["label"] + " · " + frame["model"])
+    figure = entropy_by_layer(frame, value="entropy", by="series",
+                              title=title or "Last-token attention entropy by layer (mean over heads), base vs tuned")
+    colours = {label: qualitative.Plotly[i % 10] for i, label in enumerate(dict.fromkeys(frame["label"]))}
+    for trace in figure.data:
+        label, model = trace.name.rsplit(" · ", 1)
+        trace.line = {"color": colours[label], "dash": "dash" if model == "tuned" else "solid"}
+    figure.update_layout(yaxis_title="entropy (nats)", legend_title="variant · model")
+    return figure

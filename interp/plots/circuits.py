@@ -186,7 +186,7 @@ def circuit_heatmap(
 
 
 def mlp_delta_by_layer(table: pd.DataFrame, directions: Sequence[str] | None = None, *, title: str | None = None) -> go.Figure:
-    """Seed 001's two panels from :meth:`~interp.circuits.MLPPassComparison.table`: ``delta_norm``
+    """The MLP-pass figure's two panels from :meth:`~interp.circuits.MLPPassComparison.table`: ``delta_norm``
     by layer per direction, and base vs tuned output norms per direction."""
     require_columns(table, ["layer", "direction", "base_norm", "tuned_norm", "delta_norm"], "table")
     directions = _pick(directions, table["direction"], "directions")

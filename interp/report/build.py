@@ -23,9 +23,8 @@ from interp.pair import DEFAULT_BASE, ModelPair, default_adapter_path
 from interp.report.html import Section, render
 from interp.report.options import ReportOptions
 from interp.report.sections import SECTIONS
-from interp.report.sections.weights import delta_norms
 
-__all__ = ["Report", "ReportInputError", "SectionOutcome", "build_report", "check_options", "delta_norms", "load_pair",
+__all__ = ["Report", "ReportInputError", "SectionOutcome", "build_report", "check_options", "load_pair",
            "run_sections", "write_report"]
 
 

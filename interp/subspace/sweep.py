@@ -24,6 +24,7 @@ import torch
 from transformer_lens.utilities import to_numpy
 
 from interp._validate import as_layers
+from interp.pair import ModelPair
 from interp.subspace.activation_library import ACTIVATION_BASES, CAPTURES, activation_bases, extra_captures
 from interp.subspace.basis import Basis, check_rank, definitions_table, random_basis
 from interp.subspace.captures import pair_label, probe_activations, steering_label
@@ -240,7 +241,7 @@ def summarize(per_layer: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 @torch.no_grad()  # a measurement over weights and activations: no graph is built
 def subspace_sweep(
-    pair: object,
+    pair: ModelPair,
     *,
     k: int = 8,
     layers: int | Sequence[int] | None = None,
@@ -272,9 +273,8 @@ def subspace_sweep(
         raise ValueError(f"label: expected 'steer' or 'pair', got {label!r}")
     if null not in NULLS:
         raise ValueError(f"null: expected one of {NULLS}, got {null!r}")
-    base = getattr(pair, "base", None)
-    if base is None:
-        raise TypeError(f"pair: expected a ModelPair (with .base, .tuned, .delta()), got {type(pair).__name__}")
+    pair = ModelPair.check(pair, needs_tuned=label == "pair")
+    base = pair.base
     delta = as_delta(pair)
     tuned_layers = write_layers(delta)
     if not tuned_layers:

@@ -29,6 +29,8 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 
+from interp.pair import ModelPair
+
 WRITE_KINDS = ("attn.W_O", "mlp.W_out")
 READ_KINDS = ("attn.W_Q", "attn.W_K", "attn.W_V", "mlp.W_in", "mlp.W_gate")
 
@@ -163,10 +165,47 @@ def delta_diagnostics(delta: Mapping[str, torch.Tensor] | object, *, top_k: int 
     return frame.sort_values(["layer", "kind"], na_position="last", kind="stable").reset_index(drop=True)
 
 
-def frobenius_by_layer(diagnostics: pd.DataFrame) -> pd.DataFrame:
-    """Long table ``layer, kind, frobenius`` from :func:`delta_diagnostics` (block tensors only)."""
-    table = diagnostics.dropna(subset=["layer"])
-    return table[["layer", "kind", "side", "frobenius"]].reset_index(drop=True)
+def changed_layers(delta: Mapping[str, torch.Tensor]) -> list[int]:
+    """Layers with at least one parameter in ``delta`` (keys ``blocks.{layer}.…``), sorted."""
+    return sorted({int(name.split(".")[1]) for name in delta if name.startswith("blocks.")})
+
+
+def delta_norms(pair: ModelPair) -> pd.DataFrame:
+    """One row per changed parameter of a :class:`interp.ModelPair`: ``layer`` (−1 outside the blocks),
+    ``tensor``, ``delta_fro`` = ‖W_tuned − W_base‖_F and ``relative`` = ‖ΔW‖_F / ‖W_base‖_F."""
+    pair = ModelPair.check(pair)
+    base_params = dict(pair.base.named_parameters())
+    rows = []
+    for name, delta in pair.delta().items():
+        parts = name.split(".")
+        layer = int(parts[1]) if parts[0] == "blocks" else -1
+        weight_norm = base_params[name].norm().item()
+        delta_norm = delta.norm().item()
+        rows.append({
+            "layer": layer,
+            "tensor": ".".join(parts[2:]) if layer >= 0 else name,
+            "delta_fro": delta_norm,
+            "relative": delta_norm / weight_norm if weight_norm else float("nan"),
+        })
+    columns = ["layer", "tensor", "delta_fro", "relative"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame(rows, columns=columns).sort_values(["layer", "tensor"]).reset_index(drop=True)
+
+
+def norms_by_tensor(norms: pd.DataFrame) -> pd.DataFrame:
+    """Per tensor kind of a :func:`delta_norms` table: ``layers`` changed, ``total_delta_fro`` =
+    sqrt(Σ_layers ‖ΔW‖_F²), ``mean_relative`` and ``max_relative``; largest total first."""
+    return (norms.groupby("tensor").agg(layers=("layer", "nunique"),
+                                        total_delta_fro=("delta_fro", lambda s: (s**2).sum() ** 0.5),
+                                        mean_relative=("relative", "mean"), max_relative=("relative", "max"))
+            .reset_index().sort_values("total_delta_fro", ascending=False))
+
+
+def norms_by_layer(norms: pd.DataFrame) -> pd.Series:
+    """sqrt(Σ_tensors ‖ΔW‖_F²) per block layer of a :func:`delta_norms` table."""
+    in_blocks = norms[norms.layer >= 0]
+    return in_blocks.groupby("layer")["delta_fro"].apply(lambda s: (s**2).sum() ** 0.5)
 
 
 def _singular_values(m: Float[torch.Tensor, "batch d cols"]) -> Float[torch.Tensor, "batch r"]:

@@ -7,20 +7,23 @@ from collections.abc import Callable
 from interp.pair import ModelPair
 from interp.report.html import Section
 from interp.report.options import ReportOptions
+from interp.report.sections._common import SECTION_TITLES
 from interp.report.sections.activations import activations_section
 from interp.report.sections.circuits import circuits_section
 from interp.report.sections.subspace import subspace_section
-from interp.report.sections.weights import delta_norms, weights_section
+from interp.report.sections.weights import weights_section
 
 SectionBuilder = Callable[[ModelPair, ReportOptions], tuple[Section, list[str]]]
 
-#: name -> (title, builder), in report order.
-SECTIONS: dict[str, tuple[str, SectionBuilder]] = {
-    "weights": ("What changed in the weights", weights_section),
-    "circuits": ("Weight circuits: QK, VO and MLP of persona directions", circuits_section),
-    "activations": ("Activations: attention entropy, head metrics and head types", activations_section),
-    "subspace": ("Which subspaces explain the weight delta?", subspace_section),
+_BUILDERS: dict[str, SectionBuilder] = {
+    "weights": weights_section,
+    "circuits": circuits_section,
+    "activations": activations_section,
+    "subspace": subspace_section,
 }
 
-__all__ = ["SECTIONS", "SectionBuilder", "activations_section", "circuits_section", "delta_norms",
+#: name -> (title, builder), in report order (titles from :data:`SECTION_TITLES`).
+SECTIONS: dict[str, tuple[str, SectionBuilder]] = {name: (SECTION_TITLES[name], _BUILDERS[name]) for name in SECTION_TITLES}
+
+__all__ = ["SECTIONS", "SECTION_TITLES", "SectionBuilder", "activations_section", "circuits_section",
            "subspace_section", "weights_section"]

@@ -8,15 +8,23 @@ from interp._validate import as_layers
 from interp.pair import ModelPair
 from interp.report.options import ReportOptions
 
+#: Section key -> title, in report order: the one place section names and titles are defined.
+SECTION_TITLES: dict[str, str] = {
+    "weights": "What changed in the weights",
+    "circuits": "Weight circuits: QK, VO and MLP of persona directions",
+    "activations": "Activations: attention entropy, head metrics and head types",
+    "subspace": "Which subspaces explain the weight delta?",
+}
+
+
+def section_title(key: str) -> str:
+    """The title of section ``key`` (see :data:`SECTION_TITLES`)."""
+    return SECTION_TITLES[key]
+
 
 def analysed_layers(pair: ModelPair, options: ReportOptions) -> list[int]:
     """``options.layers`` checked against the model (sorted, unique), or every layer."""
     return sorted(set(as_layers(options.layers, pair.cfg.n_layers, name="layers")))
-
-
-def changed_layers(delta: dict) -> list[int]:
-    """Layers with at least one parameter in ``delta`` (keys ``blocks.{layer}.…``)."""
-    return sorted({int(name.split(".")[1]) for name in delta if name.startswith("blocks.")})
 
 
 def layer_span(layers: Iterable[int]) -> str:

@@ -9,15 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from interp.circuits import (
-    compare_mlp_pass,
-    delta_projections,
-    mean_abs_delta,
-    self_opposite,
-    top_bottom,
-    tuned_minus_base,
-    weight_circuits,
-)
+from interp.circuits.study import CIRCUIT_LABELS, CircuitStudy, circuit_study
 from interp.directions import DirectionSet
 from interp.pair import ModelPair
 from interp.personas import persona_prompts
@@ -31,12 +23,9 @@ from interp.plots.circuits import (
 from interp.report.cache import cached_persona_directions
 from interp.report.html import Section
 from interp.report.options import ReportOptions
-from interp.report.sections._common import analysed_layers, changed_layers, layer_span, layers_text
+from interp.report.sections._common import analysed_layers, layer_span, layers_text, section_title
 
 __all__ = ["circuits_section", "probe_directions"]
-
-_CIRCUIT = {"qk": "QK", "vo": "VO"}
-
 
 def probe_directions(pair: ModelPair, options: ReportOptions) -> tuple[DirectionSet, DirectionSet | None, str]:
     """The named directions to analyse, semantic vectors to read MLP changes against (or None), and a
@@ -62,13 +51,14 @@ def probe_directions(pair: ModelPair, options: ReportOptions) -> tuple[Direction
 
 
 def circuits_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, list[str]]:
-    """Seeds 000/001 on the pair: z-score lines, Δz lines, per-direction mean |Δz|, the MLP pass."""
-    section = Section("Weight circuits: QK, VO and MLP of persona directions", key="circuits")
-    layers = analysed_layers(pair, options)
-    tuned_layers = [layer for layer in changed_layers(pair.delta()) if layer in layers] or layers
+    """Seeds 000/001 on the pair: z-score lines, Δz lines, per-direction mean |Δz|, the MLP pass
+    (laid out from :func:`interp.circuits.circuit_study`)."""
+    section = Section(section_title("circuits"), key="circuits")
     named, semantic, where = probe_directions(pair, options)
-    randoms = DirectionSet.random(options.n_random, pair.cfg.d_model, seed=options.random_seed)
-    probes = named.with_negations().concat(randoms)
+    study = circuit_study(pair, named, semantic=semantic, layers=analysed_layers(pair, options),
+                          n_random=options.n_random, random_seed=options.random_seed,
+                          n_projections=options.n_projections)
+    tuned_layers = list(study.tuned_layers)
     section.add_text(
         f"Probes: {where}, each with its negation, plus {options.n_random} random unit directions "
         f"(torch.Generator seed {options.random_seed}) whose self-entries give each layer's baseline mean and "
@@ -77,49 +67,29 @@ def circuits_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
         f"Tuned layers averaged over: {layer_span(tuned_layers)}."
     )
     section.add_heading("QK affinity and VO decomposition (seed 000)")
-    table = weight_circuits(pair, probes, layers=layers)
-    names = list(named.names)
-    series = self_opposite(table, names)
-    deltas = tuned_minus_base(series)
-    ratios = named.metadata.get("explained_variance_ratio")
-    explained = ratios if isinstance(ratios, list) and len(ratios) == len(named) else None
-    per_pc = mean_abs_delta(deltas, tuned_layers, explained_variance=explained)
-    wide = per_pc.pivot_table(index=["direction", "number"], columns=["circuit", "relation"],
-                              values="mean_abs_delta_z").sort_index(level="number")
-    wide.columns = [f"{_CIRCUIT.get(c, c)} {r}" for c, r in wide.columns]
-    wide = wide.reset_index().drop(columns="number")
-    if explained is not None:
-        wide.insert(1, "explained_variance", explained[: len(wide)])
     section.add_table("mean-abs-delta-z", f"Mean |Δz| over the tuned layers ({layer_span(tuned_layers)}), per direction",
-                      wide, note="Self: query x, key x. Opposite: query x, key −x. Larger = tuning moved this circuit more.")
-    top_changes = deltas.assign(abs_delta_z=deltas["delta_z"].abs()).nlargest(8, "abs_delta_z")
-    top_changes = top_changes[["circuit", "relation", "query", "layer", "z_base", "z_tuned", "delta_z"]]
-    top_changes = top_changes.assign(circuit=top_changes["circuit"].map(_CIRCUIT)).rename(columns={"query": "direction"})
-    section.add_table("largest-delta-z", "Largest single-layer changes |Δz|", top_changes)
+                      study.summary_wide(),
+                      note="Self: query x, key x. Opposite: query x, key −x. Larger = tuning moved this circuit more.")
+    section.add_table("largest-delta-z", "Largest single-layer changes |Δz|", study.largest_changes(8))
 
-    shown = names[: options.n_plot_directions]
-    pca_layer = named.layer if named.layer in layers else None
-    section.add_figure(zscore_lines(series, shown, pca_layer=pca_layer))
-    section.add_figure(zscore_delta_lines(deltas, shown))
-    numbered = per_pc[per_pc["number"] >= 1]
+    shown = study.names[: options.n_plot_directions]
+    pca_layer = named.layer if named.layer in study.layers else None
+    section.add_figure(zscore_lines(study.series, shown, pca_layer=pca_layer))
+    section.add_figure(zscore_delta_lines(study.deltas, shown))
+    numbered = study.summary[study.summary["number"] >= 1]
     if numbered["direction"].nunique() >= 2:
         section.add_figure(pc_comparison(numbered))
 
-    # seed 001: the MLP pass of ±(first direction) through every analysed layer
-    first = names[0]
+    first = study.mlp_direction
     section.add_heading(f"MLP pass of ±{first} (seed 001)")
-    mlp = compare_mlp_pass(pair, named.subset([first]).with_negations(), layers=layers)
-    mlp_table = mlp.table()
-    first_rows = mlp_table[mlp_table["direction"] == first].sort_values("delta_norm", ascending=False)
+    first_rows = study.mlp_peak_rows(5)
     peak = first_rows.iloc[0]
     section.add_table("mlp-peak", f"MLP pass of {first}: layers where tuning changed the output most",
-                      first_rows.head(5)[["layer", "base_norm", "tuned_norm", "delta_norm", "one_minus_cos"]])
-    lines = _summary(per_pc, deltas, tuned_layers, first, peak)
-    section.add_figure(mlp_delta_by_layer(mlp_table))
-    if semantic is not None:
-        layer = named.layer if named.layer in mlp.layers else int(peak["layer"])
-        projections = delta_projections(mlp, semantic, layer=layer, direction=first)
-        ends = top_bottom(projections, min(options.n_projections, max(1, len(projections) // 2)))
+                      first_rows[["layer", "base_norm", "tuned_norm", "delta_norm", "one_minus_cos"]])
+    lines = _summary(study, peak)
+    section.add_figure(mlp_delta_by_layer(study.mlp_table))
+    if study.projection_ends is not None:
+        ends, layer = study.projection_ends, study.projection_layer
         section.add_table("mlp-projections", f"What tuning adds to {first}'s MLP output at layer {layer}, read "
                           "against role and trait vectors (Δ·v̂)", ends[["end", "probe", "projection", "rank_abs"]])
         section.add_figure(projection_bars(ends))
@@ -130,27 +100,24 @@ def circuits_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
     return section, lines
 
 
-def _summary(per_pc: pd.DataFrame, deltas: pd.DataFrame, tuned_layers: list[int], first: str,
-             peak: pd.Series) -> list[str]:
+def _summary(study: CircuitStudy, peak: pd.Series) -> list[str]:
     lines = []
-    for circuit in ("qk", "vo"):
-        rows = per_pc[per_pc["circuit"] == circuit]
-        if rows.empty:
+    tuned_layers = list(study.tuned_layers)
+    for circuit, label in CIRCUIT_LABELS.items():
+        best = study.strongest(circuit)
+        if best is None:
             continue
-        best = rows.loc[rows["mean_abs_delta_z"].idxmax()]
         if best.mean_abs_delta_z < 1e-9:
-            lines.append(f"{_CIRCUIT[circuit]}: unchanged by tuning (Δz = 0 for every direction in "
-                         f"{layers_text(tuned_layers)}).")
+            lines.append(f"{label}: unchanged by tuning (Δz = 0 for every direction in {layers_text(tuned_layers)}).")
             continue
-        layer_rows = deltas[(deltas["circuit"] == circuit) & deltas["layer"].isin(tuned_layers)]
-        by_layer = layer_rows.groupby("layer")["delta_z"].apply(lambda s: s.abs().mean())
+        by_layer = study.delta_by_layer(circuit)
         relation = f"{best.direction} → {best.direction}" if best.relation == "self" else \
             f"{best.direction} → −{best.direction}"
         lines.append(
-            f"{_CIRCUIT[circuit]}: tuning moved {best.direction} most ({relation}: mean |Δz| = "
+            f"{label}: tuning moved {best.direction} most ({relation}: mean |Δz| = "
             f"{best.mean_abs_delta_z:.3g} over {layers_text(tuned_layers)}); across directions the largest mean "
             f"|Δz| is at layer {int(by_layer.idxmax())} ({by_layer.max():.3g})."
         )
-    lines.append(f"MLP: {first}'s MLP output changes most at layer {int(peak['layer'])} "
+    lines.append(f"MLP: {study.mlp_direction}'s MLP output changes most at layer {int(peak['layer'])} "
                  f"(‖Δ‖ = {peak['delta_norm']:.3g}, base norm {peak['base_norm']:.3g}).")
     return lines

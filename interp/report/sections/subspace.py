@@ -6,7 +6,7 @@ from interp.pair import ModelPair
 from interp.plots.subspace import subspace_layer_curves, subspace_scatter
 from interp.report.html import Section
 from interp.report.options import ReportOptions
-from interp.report.sections._common import analysed_layers, layer_span, layers_text
+from interp.report.sections._common import analysed_layers, layer_span, layers_text, section_title
 from interp.subspace import CLAIMS, as_delta, delta_diagnostics, subspace_sweep, write_layers
 
 __all__ = ["subspace_section", "sweep_layers"]
@@ -32,7 +32,7 @@ def sweep_layers(pair: ModelPair, options: ReportOptions) -> list[int]:
 
 def subspace_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, list[str]]:
     """The sweep's summary ranked by joint score, the read-side table, the scatter and layer curves."""
-    section = Section("Which subspaces explain the weight delta?", key="subspace")
+    section = Section(section_title("subspace"), key="subspace")
     layers = sweep_layers(pair, options)
     claims = None if options.sweep_claims is None else list(CLAIMS[: options.sweep_claims])
     result = subspace_sweep(pair, k=options.sweep_k, layers=layers, include=options.sweep_bases, claims=claims)

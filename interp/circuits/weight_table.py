@@ -1,4 +1,4 @@
-"""Seed 000 in one call: QK affinity and VO decomposition of a direction set, for a model or a pair,
+"""QK affinity and VO decomposition of a direction set, for a model or a pair,
 as one tidy table of raw values, random baselines and z-scores."""
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ import pandas as pd
 from transformer_lens import HookedTransformer
 
 from interp._validate import as_directions, as_layers
-from interp.circuits._model import check_model, check_pair, names_of
-from interp.circuits.baselines import Baseline, _random_pairs, circuit_table
+from interp.circuits.baselines import Baseline, circuit_table, random_pairs
+from interp.circuits.checks import check_model, check_pair, names_of
 from interp.circuits.qk import HeadReduction, qk_affinity, qk_mean_affinity, reduce_heads
 from interp.circuits.vo import vo_decomposition
+from interp.pair import ModelPair
 
 __all__ = ["weight_circuits"]
 
@@ -21,7 +22,7 @@ _BYTES_PER_ROW = 90  # measured: pandas memory_usage(deep=True) of a pair's tabl
 
 
 def weight_circuits(
-    model: object,
+    model: HookedTransformer | ModelPair,
     directions: object,
     *,
     names: Sequence[str] | None = None,
@@ -62,7 +63,7 @@ def weight_circuits(
     vectors = as_directions(directions, first.cfg.d_model)
     n = len(vectors)
     labels = names_of(directions, names, n)
-    _random_pairs(labels, labels, random_prefix, baseline)  # a baseline it cannot form fails before any work
+    random_pairs(labels, labels, random_prefix, baseline)  # a baseline it cannot form fails before any work
     rows = 2 * len(models) * len(layer_list) * (first.cfg.n_heads if per_head else 1) * n * n
     if max_rows is not None and rows > max_rows:
         raise ValueError(

@@ -1,0 +1,158 @@
+"""The weight-circuit study of a pair in one call: named directions → QK/VO circuits → Δz → MLP pass.
+
+:func:`circuit_study` runs the whole pipeline that the report section, the CLI and
+``examples/weight_circuits.py`` share and returns a :class:`CircuitStudy` holding every table they
+show (and what the figures in :mod:`interp.plots.circuits` need):
+
+1. probes = the directions, their negations and ``n_random`` seeded random unit directions;
+2. :func:`~interp.circuits.weight_circuits` over the analysed layers of base and tuned, reduced to
+   self/opposite series and ``Δz = z_tuned − z_base`` (:func:`~interp.circuits.tuned_minus_base`);
+3. per direction, the mean ``|Δz|`` over the tuned layers (:func:`~interp.circuits.mean_abs_delta`);
+4. the MLP pass of ±(first direction) through base and tuned, and (given ``semantic`` vectors) what
+   tuning adds to it read against them (:func:`~interp.circuits.delta_projections`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from interp._validate import as_layers
+from interp.circuits.baselines import mean_abs_delta, self_opposite, tuned_minus_base
+from interp.circuits.mlp_pass import MLPPassComparison, compare_mlp_pass, delta_projections, top_bottom
+from interp.circuits.weight_table import weight_circuits
+from interp.directions import DirectionSet
+from interp.pair import ModelPair
+from interp.subspace.weight_diff import changed_layers
+
+__all__ = ["CIRCUIT_LABELS", "CircuitStudy", "circuit_study"]
+
+#: Display names of the ``circuit`` column values.
+CIRCUIT_LABELS = {"qk": "QK", "vo": "VO"}
+
+
+@dataclass(frozen=True, eq=False)
+class CircuitStudy:
+    """Everything :func:`circuit_study` computed.
+
+    ``table``: the :func:`weight_circuits` table of all probes; ``series``: its self/opposite rows of
+    the named directions; ``deltas``: those in the wide tuned − base layout (``z_base``, ``z_tuned``,
+    ``delta_z``...); ``summary``: mean ``|Δz|`` over ``tuned_layers`` per (direction, circuit,
+    relation); ``mlp``/``mlp_table``: the MLP pass of ±``mlp_direction``; ``peak_layer``: where its
+    MLP output changed most; ``projections``/``projection_ends``: what tuning adds to it at
+    ``projection_layer`` read against the semantic vectors (None without them).
+    """
+
+    directions: DirectionSet
+    probes: DirectionSet
+    layers: tuple[int, ...]
+    tuned_layers: tuple[int, ...]
+    explained_variance: list[float] | None
+    table: pd.DataFrame
+    series: pd.DataFrame
+    deltas: pd.DataFrame
+    summary: pd.DataFrame
+    mlp_direction: str
+    mlp: MLPPassComparison
+    mlp_table: pd.DataFrame
+    peak_layer: int
+    projection_layer: int | None
+    projections: pd.DataFrame | None
+    projection_ends: pd.DataFrame | None
+
+    @property
+    def names(self) -> list[str]:
+        """The named directions (without negations and random probes)."""
+        return list(self.directions.names)
+
+    def summary_wide(self) -> pd.DataFrame:
+        """:attr:`summary` with one row per direction and one column per ``"{circuit} {relation}"``
+        (e.g. ``"QK self"``), ordered by the direction's number, with ``explained_variance`` when known."""
+        wide = self.summary.pivot_table(index=["direction", "number"], columns=["circuit", "relation"],
+                                        values="mean_abs_delta_z").sort_index(level="number")
+        wide.columns = [f"{CIRCUIT_LABELS.get(c, c)} {r}" for c, r in wide.columns]
+        wide = wide.reset_index().drop(columns="number")
+        if self.explained_variance is not None:
+            wide.insert(1, "explained_variance", self.explained_variance[: len(wide)])
+        return wide
+
+    def largest_changes(self, n: int = 8) -> pd.DataFrame:
+        """The ``n`` single-layer rows of :attr:`deltas` with the largest ``|Δz|``."""
+        top = self.deltas.assign(abs_delta_z=self.deltas["delta_z"].abs()).nlargest(n, "abs_delta_z")
+        top = top[["circuit", "relation", "query", "layer", "z_base", "z_tuned", "delta_z"]]
+        return top.assign(circuit=top["circuit"].map(CIRCUIT_LABELS)).rename(columns={"query": "direction"})
+
+    def strongest(self, circuit: str) -> pd.Series | None:
+        """The :attr:`summary` row with the largest mean ``|Δz|`` of ``circuit`` ("qk"/"vo"), or None."""
+        rows = self.summary[self.summary["circuit"] == circuit]
+        return None if rows.empty else rows.loc[rows["mean_abs_delta_z"].idxmax()]
+
+    def delta_by_layer(self, circuit: str) -> pd.Series:
+        """Mean ``|Δz|`` over directions and relations per tuned layer, for ``circuit``."""
+        rows = self.deltas[(self.deltas["circuit"] == circuit) & self.deltas["layer"].isin(self.tuned_layers)]
+        return rows.groupby("layer")["delta_z"].apply(lambda s: s.abs().mean())
+
+    def mlp_peak_rows(self, n: int = 5) -> pd.DataFrame:
+        """The ``n`` layers where :attr:`mlp_direction`'s MLP output changed most."""
+        rows = self.mlp_table[self.mlp_table["direction"] == self.mlp_direction]
+        return rows.sort_values("delta_norm", ascending=False).head(n)
+
+
+def circuit_study(
+    pair: ModelPair,
+    directions: DirectionSet,
+    *,
+    semantic: DirectionSet | None = None,
+    layers: int | Iterable[int] | None = None,
+    tuned_layers: Sequence[int] | None = None,
+    n_random: int = 20,
+    random_seed: int = 42,
+    n_projections: int = 8,
+) -> CircuitStudy:
+    """Weight circuits, Δz and the MLP pass of the named ``directions`` in ``pair`` (see the module).
+
+    ``layers``: analysed layers (default all). ``tuned_layers``: the layers Δz is averaged over
+    (default: the analysed layers whose weights differ, or all analysed layers if none does).
+    ``semantic``: vectors to read the MLP change against (e.g. role and trait vectors), at the
+    directions' own layer when analysed, else at the MLP peak layer. Random probes are
+    ``DirectionSet.random(n_random, d_model, seed=random_seed)``; ``n_projections`` rows are kept
+    at each end of the projection ranking (at most half the semantic vectors).
+    """
+    pair = ModelPair.check(pair)
+    if not isinstance(directions, DirectionSet):
+        raise TypeError(f"directions: expected a DirectionSet, got {type(directions).__name__}")
+    if semantic is not None and not isinstance(semantic, DirectionSet):
+        raise TypeError(f"semantic: expected a DirectionSet or None, got {type(semantic).__name__}")
+    layer_list = sorted(set(as_layers(layers, pair.cfg.n_layers, name="layers")))
+    if tuned_layers is None:
+        tuned = [layer for layer in changed_layers(pair.delta()) if layer in layer_list] or layer_list
+    else:
+        tuned = sorted(set(as_layers(list(tuned_layers), pair.cfg.n_layers, name="tuned_layers")))
+    probes = directions.with_negations().concat(DirectionSet.random(n_random, pair.cfg.d_model, seed=random_seed))
+    names = list(directions.names)
+
+    table = weight_circuits(pair, probes, layers=layer_list)
+    series = self_opposite(table, names)
+    deltas = tuned_minus_base(series)
+    ratios = directions.metadata.get("explained_variance_ratio")
+    explained = list(ratios) if isinstance(ratios, list) and len(ratios) == len(directions) else None
+    summary = mean_abs_delta(deltas, tuned, explained_variance=explained)
+
+    first = names[0]
+    mlp = compare_mlp_pass(pair, directions.subset([first]).with_negations(), layers=layer_list)
+    mlp_table = mlp.table()
+    first_rows = mlp_table[mlp_table["direction"] == first].sort_values("delta_norm", ascending=False)
+    peak_layer = int(first_rows.iloc[0]["layer"])
+    projection_layer = projections = ends = None
+    if semantic is not None:
+        projection_layer = directions.layer if directions.layer in mlp.layers else peak_layer
+        projections = delta_projections(mlp, semantic, layer=projection_layer, direction=first)
+        ends = top_bottom(projections, min(n_projections, max(1, len(projections) // 2)))
+    return CircuitStudy(
+        directions=directions, probes=probes, layers=tuple(layer_list), tuned_layers=tuple(tuned),
+        explained_variance=explained, table=table, series=series, deltas=deltas, summary=summary,
+        mlp_direction=first, mlp=mlp, mlp_table=mlp_table, peak_layer=peak_layer,
+        projection_layer=projection_layer, projections=projections, projection_ends=ends,
+    )

@@ -1,0 +1,96 @@
+"""circuit_study and attention_study on the default pair, checked against independent computations:
+z-scores read straight from the circuit table, and attention entropies from TransformerLens' own
+hook_pattern on one unpadded prompt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from interp.activations import attention_study
+from interp.circuits import circuit_study
+from interp.directions import DirectionSet
+
+LAYERS = [0, 10, 12]  # the default LoRA tunes layers 9-23
+
+
+@pytest.fixture(scope="module")
+def circuits(default_pair):
+    d = default_pair.cfg.d_model
+    named = DirectionSet.random(2, d, seed=3, prefix="PC")
+    semantic = DirectionSet.random(6, d, seed=4, prefix="Role")
+    return circuit_study(default_pair, named, semantic=semantic, layers=LAYERS, n_random=6, random_seed=5)
+
+
+def test_circuit_study_summary_equals_the_table(circuits):
+    assert circuits.tuned_layers == (10, 12) and circuits.layers == tuple(LAYERS)
+    assert len(circuits.probes) == 2 * 2 + 6
+    table = circuits.table
+    for circuit in ("qk", "vo"):
+        for name in ("PC1", "PC2"):
+            for relation, key in (("self", name), ("opposite", f"-{name}")):
+                z = {}
+                for model in ("base", "tuned"):
+                    rows = table[(table.circuit == circuit) & (table.model == model) & (table["query"] == name)
+                                 & (table["key"] == key) & table.layer.isin([10, 12])].sort_values("layer")
+                    z[model] = rows["z"].to_numpy()
+                expected = np.abs(z["tuned"] - z["base"]).mean()
+                got = circuits.summary[(circuits.summary.circuit == circuit) & (circuits.summary.direction == name)
+                                       & (circuits.summary.relation == relation)]["mean_abs_delta_z"].item()
+                np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert circuits.deltas.loc[circuits.deltas.layer == 0, "delta_z"].abs().max() == 0
+    wide = circuits.summary_wide()
+    assert list(wide["direction"]) == ["PC1", "PC2"] and {"QK self", "VO opposite"} <= set(wide.columns)
+
+
+def test_circuit_study_mlp_pass_and_projections(circuits):
+    assert circuits.mlp_direction == "PC1"
+    first = circuits.mlp_table[circuits.mlp_table.direction == "PC1"].set_index("layer")
+    assert first.loc[0, "delta_norm"] == 0 and first.loc[10, "delta_norm"] > 0
+    assert circuits.peak_layer == int(first["delta_norm"].idxmax())
+    assert circuits.projection_layer == circuits.peak_layer  # the random directions carry no layer
+    assert len(circuits.projections) == 6 and len(circuits.projection_ends) == 6  # 3 at each end
+
+
+def test_circuit_study_rejects_bad_input(default_pair):
+    with pytest.raises(TypeError, match="directions: expected a DirectionSet"):
+        circuit_study(default_pair, torch.ones(2, default_pair.cfg.d_model))
+    with pytest.raises(TypeError, match="pair: expected a ModelPair"):
+        circuit_study(default_pair.base, DirectionSet.random(1, default_pair.cfg.d_model))
+
+
+def _last_token_entropy(model, text: str, layer: int) -> torch.Tensor:
+    name = f"blocks.{layer}.attn.hook_pattern"
+    _, cache = model.run_with_cache(model.to_tokens(text), names_filter=name)
+    p = cache[name][0, :, -1]  # [head, key]
+    return -(p * p.clamp_min(1e-30).log()).sum(-1)
+
+
+def test_attention_study_entropy_equals_transformer_lens(default_pair):
+    turns = {"plain": (None, "What is 15 plus 27?"), "expert": ("You are an expert.", "What is 15 plus 27?")}
+    study = attention_study(default_pair, turns, keywords=["plus"], layers=[0, 10], head_type_length=10,
+                            head_type_sequences=2, progress=False)
+    tokenizer = default_pair.base.tokenizer
+    expected_text = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "You are an expert."}, {"role": "user", "content": "What is 15 plus 27?"}],
+        tokenize=False, add_generation_prompt=True)
+    assert study.texts["expert"] == expected_text
+    for label, text in study.texts.items():
+        for layer in (0, 10):
+            base = _last_token_entropy(default_pair.base, text, layer)
+            tuned = _last_token_entropy(default_pair.tuned, text, layer)
+            rows = study.heads[(study.heads.label == label) & (study.heads.layer == layer)]
+            for model, values in (("base", base), ("tuned", tuned), ("delta", tuned - base)):
+                got = rows[rows.model == model].sort_values("head")["entropy"].to_numpy()
+                np.testing.assert_allclose(got, values.numpy(), rtol=1e-4, atol=1e-5)
+    change = study.entropy_change_by_layer().set_index("layer")
+    assert change.loc[0, "mean_abs_delta"] == 0 and change.loc[10, "mean_abs_delta"] > 0
+    heads = study.head_changes("entropy")
+    assert len(heads) == 2 * default_pair.cfg.n_heads
+    types = study.type_changes()
+    assert set(types["type"]) == {"previous_token", "duplicate_token", "induction"}
+    assert (types.loc[types.layer == 0, "delta"] == 0).all()
+    keywords = study.keyword_table()
+    assert set(keywords["keyword"]) == {"plus"}
+    np.testing.assert_allclose(keywords["delta"], keywords["tuned"] - keywords["base"], atol=1e-7)
