@@ -60,16 +60,22 @@ class AttentionStudy:
     head_type_nulls: pd.DataFrame
     alpha: float
 
-    def null_phrase(self, row: pd.Series, unit: str) -> str:
-        """A :func:`paired_change` row in words: its ``mean_abs_delta`` CI and sign-flip p-value over ``unit``."""
-        return describe_paired(row["mean_abs_delta_low"], row["mean_abs_delta_high"], row["p_value"],
-                               int(row["n_units"]), unit, row["level"], self.alpha, bool(row["exact"]))
+    def null_phrase(self, row: pd.Series, unit: str, value: str = "mean_abs_delta") -> str:
+        """A :func:`paired_change` row in words: the CI of ``value`` ("mean_abs_delta" or "mean_delta")
+        and the sign-flip p-value over ``unit`` (e.g. "prompt variants")."""
+        return describe_paired(row[f"{value}_low"], row[f"{value}_high"], row["p_value"], int(row["n_units"]),
+                               unit, row["level"], self.alpha, bool(row["exact"]))
 
     def entropy_change_by_layer(self) -> pd.DataFrame:
-        """Per layer: ``mean_abs_delta`` and ``mean_delta`` of the last-token entropy over heads and variants."""
+        """Per layer: ``mean_abs_delta`` and ``mean_delta`` of the last-token entropy over heads and variants,
+        with the bootstrap CI of ``mean_abs_delta`` (``ci_low``/``ci_high``) and the sign-flip ``p_value``
+        of :attr:`entropy_layer_nulls`."""
         delta = self.layer_frame[self.layer_frame["model"] == "delta"]
-        return (delta.groupby("layer")["entropy"].agg(mean_abs_delta=lambda s: s.abs().mean(), mean_delta="mean")
-                .reset_index())
+        table = (delta.groupby("layer")["entropy"].agg(mean_abs_delta=lambda s: s.abs().mean(), mean_delta="mean")
+                 .reset_index())
+        nulls = self.entropy_layer_nulls.rename(columns={"mean_abs_delta_low": "ci_low",
+                                                         "mean_abs_delta_high": "ci_high"})
+        return table.merge(nulls[["layer", "ci_low", "ci_high", "p_value"]], on="layer", how="left")
 
     def variant_entropy_delta(self, layer: int) -> pd.Series:
         """Δ entropy (mean over heads) per variant label at ``layer``."""
@@ -77,11 +83,16 @@ class AttentionStudy:
         return frame[(frame["model"] == "delta") & (frame["layer"] == layer)].set_index("label")["entropy"]
 
     def head_changes(self, value: str = "entropy") -> pd.DataFrame:
-        """Per (layer, head): ``base``, ``tuned`` and ``delta`` of ``value`` averaged over variants, and ``abs_delta``."""
+        """Per (layer, head): ``base``, ``tuned`` and ``delta`` of ``value`` averaged over variants, and
+        ``abs_delta``; for entropy also the bootstrap CI of ``delta`` over the variants (``ci_low``/``ci_high``)
+        and its sign-flip ``p_value`` (:attr:`entropy_head_nulls`)."""
         wide = self.heads.groupby(["model", "layer", "head"])[value].mean().unstack("model").reset_index()
         out = wide[["layer", "head", "base", "tuned", "delta"]].copy()
         out["abs_delta"] = out["delta"].abs()
-        return out
+        if value != "entropy":
+            return out
+        nulls = self.entropy_head_nulls.rename(columns={"mean_delta_low": "ci_low", "mean_delta_high": "ci_high"})
+        return out.merge(nulls[["layer", "head", "ci_low", "ci_high", "p_value"]], on=["layer", "head"], how="left")
 
     def keyword_table(self) -> pd.DataFrame:
         """Per (variant, keyword that occurs in it): attention from the last token, mean over layers and
@@ -98,13 +109,16 @@ class AttentionStudy:
         return table[columns]
 
     def type_changes(self) -> pd.DataFrame:
-        """One row per (layer, head, type) with ``base``, ``tuned``, ``delta`` and ``abs_delta``."""
+        """One row per (layer, head, type) with ``base``, ``tuned``, ``delta``, ``abs_delta`` and, from
+        :attr:`head_type_nulls`, the bootstrap CI of ``delta`` over the sequences and its sign-flip ``p_value``."""
         long = self.head_types.melt(id_vars=["model", "layer", "head"], value_vars=list(HEAD_TYPES), var_name="type",
                                     value_name="score")
         wide = long.pivot_table(index=["layer", "head", "type"], columns="model", values="score").reset_index()
         out = wide[["layer", "head", "type", "base", "tuned", "delta"]].copy()
         out["abs_delta"] = out["delta"].abs()
-        return out
+        nulls = self.head_type_nulls.rename(columns={"mean_delta_low": "ci_low", "mean_delta_high": "ci_high"})
+        return out.merge(nulls[["layer", "head", "type", "ci_low", "ci_high", "p_value"]],
+                         on=["layer", "head", "type"], how="left")
 
     def strong_head_counts(self, threshold: float = 0.3) -> pd.DataFrame:
         """Per head type: how many heads score above ``threshold`` in base and in tuned."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from interp._stats import describe_against_random
+from interp._stats import describe_against_random, verdict
 from interp._validate import as_layers
 from interp.circuits.baselines import mean_abs_delta, self_opposite, tuned_minus_base
 from interp.circuits.mlp_pass import MLPPassComparison, compare_mlp_pass, delta_projections, top_bottom
@@ -110,6 +110,25 @@ class CircuitStudy:
         """Mean ``|Δz|`` over directions and relations per tuned layer, for ``circuit``."""
         rows = self.deltas[(self.deltas["circuit"] == circuit) & self.deltas["layer"].isin(self.tuned_layers)]
         return rows.groupby("layer")["delta_z"].apply(lambda s: s.abs().mean())
+
+    def null_summary(self) -> pd.DataFrame:
+        """The named directions' rows of :attr:`nulls` (mean ``|Δz|`` over the tuned layers against the
+        random directions'), circuits by display name, with a ``verdict`` at :attr:`alpha`."""
+        rows = self.nulls[self.nulls["probe"] == "named"].drop(columns=["probe", "n_layers"])
+        return rows.assign(circuit=rows["circuit"].map(CIRCUIT_LABELS),
+                           verdict=[verdict(p, self.alpha) for p in rows["p_value"]]).reset_index(drop=True)
+
+    def mlp_null_summary(self) -> pd.DataFrame:
+        """The named directions' rows of :attr:`mlp_nulls` (mean MLP-output ``‖Δ‖`` over the tuned
+        layers against random directions of the same norm), with a ``verdict`` at :attr:`alpha`."""
+        rows = self.mlp_nulls[self.mlp_nulls["probe"] == "named"].drop(columns=["probe", "n_layers"])
+        return rows.assign(verdict=[verdict(p, self.alpha) for p in rows["p_value"]]).reset_index(drop=True)
+
+    def random_layer_mean(self, circuit: str, layer: int) -> float:
+        """Mean ``|Δz|`` of the random directions (both relations) of ``circuit`` at ``layer``."""
+        rows = self.layer_nulls
+        rows = rows[(rows["probe"] == "random") & (rows["circuit"] == circuit) & (rows["layer"] == layer)]
+        return float(rows["abs_delta_z"].mean())
 
     def null_of(self, direction: str, circuit: str | None = None, relation: str | None = None,
                 layer: int | None = None) -> pd.Series:
