@@ -40,7 +40,8 @@ class AttentionStudy:
     (model, layer, head). All in the long tuned − base layout (:func:`interp.pair.delta_frame`).
 
     Nulls (:func:`~interp.activations.nulls.paired_change`, verdicts at ``alpha``): ``entropy_layer_nulls``
-    (per layer, pooling heads) and ``entropy_head_nulls`` (per head) over the prompt variants;
+    (per layer, of the head-averaged entropy: :meth:`entropy_change_by_layer`'s numbers) and
+    ``entropy_head_nulls`` (per head) over the prompt variants;
     ``head_type_by_sequence`` (head-type scores per probe sequence, long layout) and ``head_type_nulls``
     (per layer, head and type) over the sequences.
     """
@@ -67,7 +68,7 @@ class AttentionStudy:
                                unit, row["level"], self.alpha, bool(row["exact"]))
 
     def entropy_change_by_layer(self) -> pd.DataFrame:
-        """Per layer: ``mean_abs_delta`` and ``mean_delta`` of the last-token entropy over heads and variants,
+        """Per layer: ``mean_abs_delta`` and ``mean_delta`` over variants of Δ of the head-averaged last-token entropy,
         with the bootstrap CI of ``mean_abs_delta`` (``ci_low``/``ci_high``) and the sign-flip ``p_value``
         of :attr:`entropy_layer_nulls`."""
         delta = self.layer_frame[self.layer_frame["model"] == "delta"]
@@ -172,17 +173,17 @@ def attention_study(
     by_sequence = pair_head_type_scores(pair, length=head_type_length, n_sequences=head_type_sequences,
                                         seed=head_type_seed, layers=layers, progress=progress, by_sequence=True)
     null_args = dict(n_resamples=n_resamples, n_permutations=n_permutations, seed=null_seed, level=level)
-    heads = compared.to_frame()
+    heads, layer_frame = compared.to_frame(), compared.layer_frame()
     entropy = heads[heads["model"] == "delta"]
     type_deltas = by_sequence[by_sequence["model"] == "delta"].melt(
         id_vars=["sequence", "layer", "head"], value_vars=list(HEAD_TYPES), var_name="type", value_name="score")
     return AttentionStudy(
         texts=texts, layers=None if layers is None else tuple(layers) if not isinstance(layers, int) else (layers,),
-        heads=heads, layer_frame=compared.layer_frame(), keywords=compared.keyword_frame(),
+        heads=heads, layer_frame=layer_frame, keywords=compared.keyword_frame(),
         head_types=types, head_type_length=head_type_length, head_type_sequences=head_type_sequences,
         head_type_seed=head_type_seed, head_type_by_sequence=by_sequence,
-        entropy_layer_nulls=paired_change(entropy, "entropy", unit="label", items=["layer", "head"], groups=["layer"],
-                                          **null_args),
+        entropy_layer_nulls=paired_change(layer_frame[layer_frame["model"] == "delta"], "entropy", unit="label",
+                                          items=["layer"], **null_args),
         entropy_head_nulls=paired_change(entropy, "entropy", unit="label", items=["layer", "head"], **null_args),
         head_type_nulls=paired_change(type_deltas, "score", unit="sequence", items=["layer", "head", "type"],
                                       **null_args),

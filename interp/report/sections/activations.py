@@ -42,10 +42,11 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
                          title="Δ entropy by layer (tuned − base)"),
     )
     by_layer = study.entropy_change_by_layer()
-    section.add_table("entropy-layers", "Layers whose attention entropy changed most (mean over heads and variants)",
+    section.add_table("entropy-layers", "Layers whose head-averaged attention entropy changed most (mean |Δ| over variants)",
                       by_layer.nlargest(5, "mean_abs_delta"),
-                      note="ci_low/ci_high: bootstrap interval of mean |Δ| over the variants; p_value: sign-flip "
-                           "test of a change consistent across variants (per head, pooled over the layer's heads).")
+                      note="mean_abs_delta: mean over variants of |Δ| of the head-averaged entropy; ci_low/ci_high: "
+                           "its bootstrap interval over the variants; p_value: sign-flip test of a change consistent "
+                           "across variants.")
     head_change = study.head_changes("entropy").nlargest(options.n_top_heads, "abs_delta")
     section.add_table("entropy-heads", "Heads whose last-token entropy changed most (mean over variants)",
                       head_change.drop(columns="abs_delta"),
@@ -95,8 +96,8 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
     where = "changed most at" if null["p_value"] <= study.alpha else \
         "changed most (but not distinguishably from no change) at"
     lines.append(
-        f"Attention: last-token entropy {where} layer {layer} (mean |Δ| = "
-        f"{top_layer.mean_abs_delta:.3g} nats over heads and {len(texts)} variants; "
+        f"Attention: last-token entropy {where} layer {layer} (head-averaged, mean |Δ| = "
+        f"{top_layer.mean_abs_delta:.3g} nats over {len(texts)} variants; "
         f"{study.null_phrase(null, 'prompt variants')}; largest for "
         f"'{variant_delta.abs().idxmax()}', Δ = {variant_delta.loc[variant_delta.abs().idxmax()]:+.3g})."
     )
