@@ -546,7 +546,7 @@ def load_raw(name: str | os.PathLike[str]) -> RawModel:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         cfg_dict = {k: v for k, v in model.cfg.to_dict().items() if k not in ("dtype", "device", "n_params")}
         return RawModel(key, cfg_dict, state, model.tokenizer)
-    cfg_dict, state, tokenizer = load_checkpoint(folder)
+    cfg_dict, state, tokenizer, _ = load_checkpoint(folder)
     return RawModel(key, cfg_dict, state, tokenizer)
 
 
@@ -588,7 +588,7 @@ def load_model(
         if folder is None:
             return _load_official(key, processed=processed, dtype=torch_dtype, device=target, n_ctx=n_ctx,
                                   n_devices=n_devices)
-        cfg_dict, state, tokenizer = load_checkpoint(folder)
+        cfg_dict, state, tokenizer, _ = load_checkpoint(folder)
         raw = RawModel(key, cfg_dict, state, tokenizer)
     return raw.build(processed=processed, dtype=torch_dtype, device=target, n_ctx=n_ctx, n_devices=n_devices)
 
@@ -614,3 +614,29 @@ def _load_official(
     model = loader(key, **kwargs)
     model.eval()
     return model
+
+
+def load_raw_with_adapter(
+    name: str | os.PathLike[str], adapter: Any
+) -> tuple[RawModel, dict[str, torch.Tensor]]:
+    """``(base RawModel, unprocessed state dict of base + LoRA)`` for an :class:`interp.lora.LoraAdapter`.
+
+    Hugging Face folders and hub ids: the LoRA is merged into the transformers model's weights
+    (:func:`interp.lora.merge_lora`, as PEFT merges) and both are converted by TransformerLens'
+    converter. GGUF / offline / official names: the delta is rearranged into TransformerLens' layout
+    (:func:`interp.lora.lora_delta`) and added to the unprocessed weights."""
+    from interp.lora import lora_delta, merge_lora
+
+    key = str(name)
+    folder = None if key in OFFLINE_MODELS or key.endswith(".gguf") else _checkpoint_folder(key, "base")
+    if folder is not None:
+        cfg_dict, state, tokenizer, tuned = load_checkpoint(folder, "base", edit=lambda model: merge_lora(model, adapter))
+        return RawModel(key, cfg_dict, state, tokenizer), tuned
+    raw = load_raw(key)
+    cfg = HookedTransformerConfig.from_dict({k: v for k, v in raw.cfg_dict.items() if k != "n_params"})
+    tuned = dict(raw.state_dict)
+    for param, value in lora_delta(adapter, cfg).items():
+        if param not in tuned:
+            raise ValueError(f"adapter_path: the base model has no parameter {param!r} for this adapter")
+        tuned[param] = tuned[param] + value.to(tuned[param].dtype)
+    return raw, tuned

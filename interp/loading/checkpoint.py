@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -271,11 +272,15 @@ def _data_end(path: Path) -> int:
     return 8 + n + max(ends, default=0)
 
 
-def load_checkpoint(folder: Path, label: str = "name") -> tuple[dict[str, Any], dict[str, torch.Tensor], Any]:
-    """``(TL config dict, unprocessed TL state dict, tokenizer)`` of a Hugging Face folder.
+def load_checkpoint(
+    folder: Path, label: str = "name", *, edit: Callable[[Any], None] | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], Any, dict[str, torch.Tensor] | None]:
+    """``(TL config dict, unprocessed TL state dict, tokenizer, edited state dict)`` of a Hugging Face folder.
 
     The weights are read by transformers (float32) and converted by TransformerLens' converter for
-    the checkpoint's architecture (``get_pretrained_state_dict`` with that model)."""
+    the checkpoint's architecture (``get_pretrained_state_dict`` with that model). ``edit``, when
+    given, changes the transformers model in place (e.g. merges a LoRA) after the first conversion;
+    the edited model is converted too (else the last item is None)."""
     from transformer_lens import HookedTransformerConfig
     from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -290,9 +295,18 @@ def load_checkpoint(folder: Path, label: str = "name") -> tuple[dict[str, Any], 
     hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     hf_model.eval()
     cfg = HookedTransformerConfig.from_dict(dict(cfg_dict, dtype=torch.float32, device="cpu"))
-    state = get_pretrained_state_dict(str(folder), cfg, hf_model=hf_model)
-    state = {k: v.detach().to(torch.float32).contiguous() for k, v in state.items()}
-    return cfg_dict, state, tokenizer
+
+    def convert() -> dict[str, torch.Tensor]:  # copies: converters may return the model's own tensors
+        with torch.no_grad():
+            state = get_pretrained_state_dict(str(folder), cfg, hf_model=hf_model)
+            return {k: v.detach().to(torch.float32).clone() for k, v in state.items()}
+
+    state = convert()
+    edited = None
+    if edit is not None:
+        edit(hf_model)
+        edited = convert()
+    return cfg_dict, state, tokenizer, edited
 
 
 def hub_folder(repo_id: str, label: str = "name") -> Path:
