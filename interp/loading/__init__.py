@@ -27,7 +27,12 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interp._gguf import read_gguf
-from interp.loading.checkpoint import SUPPORTED_ARCHITECTURES, hub_folder, load_checkpoint
+from interp.loading.checkpoint import (
+    SUPPORTED_ARCHITECTURES,
+    hub_folder,
+    load_checkpoint,
+    safetensors_problem,
+)
 from interp.loading.devices import check_n_devices, resolve_device
 
 __all__ = ["DEFAULT_N_CTX", "OFFLINE_MODELS", "SUPPORTED_ARCHITECTURES", "OfflineModel", "RawModel", "cache_dir",
@@ -492,7 +497,13 @@ def _processed_from_cache(key: str) -> RawModel | None:
     reads those), so a processed load does not also read the unprocessed weights; else None."""
     path, label = _gguf_source(key)
     folder = _converted_folder(path, label)
-    if not ((folder / "done.json").is_file() and (folder / _processed_name()).is_file()):
+    processed = folder / _processed_name()
+    if not ((folder / "done.json").is_file() and processed.is_file()):
+        return None
+    problem = safetensors_problem(processed)
+    if problem:  # rebuilt from the unprocessed weights by the full load
+        _warn_rebuilding(processed, ValueError(problem), "the unprocessed weights")
+        processed.unlink(missing_ok=True)
         return None
     try:
         cfg_dict, tokenizer = _read_converted(folder)
