@@ -203,3 +203,19 @@ def test_learned_positions_follow_n_ctx(checkpoints):
     assert (model(TOKENS).log_softmax(-1) - hf_logprobs(hf, TOKENS)).abs().max().item() <= 1e-4
     with pytest.raises(ValueError, match="n_ctx: 65 is more than the checkpoint's context of 64"):
         load_model(folder, device="cpu", n_ctx=65)
+
+
+def test_llama3_rope_scaling_folder_equals_transformers(tokenizer, tmp_path):
+    """Llama 3.1/3.2-style NTK-by-parts rope scaling (factor 8, original context 16 < head wavelengths)
+    read from config.json: TransformerLens' implementation equals transformers'."""
+    rope = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+    hf = build_model("LlamaForCausalLM", rope_parameters=rope, max_position_embeddings=128)
+    folder = save_checkpoint(hf, tokenizer, tmp_path / "llama3-rope")
+    model = load_model(folder, processed=False, device="cpu")
+    assert model.cfg.use_NTK_by_parts_rope and model.cfg.NTK_by_parts_factor == 8.0
+    long_tokens = torch.arange(100, 160)[None]  # 60 positions, past the original context of 16
+    worst = (model(long_tokens).log_softmax(-1) - hf_logprobs(hf, long_tokens)).abs().max().item()
+    assert worst <= 1e-4, f"llama3 rope scaling: log-probs differ by {worst:.2e}"
+    plain = build_model("LlamaForCausalLM", max_position_embeddings=128)
+    assert (hf_logprobs(plain, long_tokens) - hf_logprobs(hf, long_tokens)).abs().max() > 1e-3, "scaling matters"
