@@ -219,3 +219,16 @@ def test_llama3_rope_scaling_folder_equals_transformers(tokenizer, tmp_path):
     assert worst <= 1e-4, f"llama3 rope scaling: log-probs differ by {worst:.2e}"
     plain = build_model("LlamaForCausalLM", max_position_embeddings=128)
     assert (hf_logprobs(plain, long_tokens) - hf_logprobs(hf, long_tokens)).abs().max() > 1e-3, "scaling matters"
+
+
+@pytest.mark.parametrize("arch", ["MistralForCausalLM", "Phi3ForCausalLM"])
+def test_sliding_window_attention_equals_transformers(tokenizer, tmp_path, arch):
+    """Mistral / Phi-3 with a sliding window (3) shorter than the sequence (12 tokens)."""
+    hf = build_model(arch, sliding_window=3)
+    folder = save_checkpoint(hf, tokenizer, tmp_path / arch)
+    model = load_model(folder, processed=False, device="cpu")
+    assert model.cfg.use_local_attn and model.cfg.window_size == 3
+    worst = (model(TOKENS).log_softmax(-1) - hf_logprobs(hf, TOKENS)).abs().max().item()
+    assert worst <= 1e-4, f"{arch} with a sliding window: log-probs differ by {worst:.2e}"
+    full = build_model(arch)
+    assert (hf_logprobs(full, TOKENS) - hf_logprobs(hf, TOKENS)).abs().max() > 1e-3, "the window matters"
