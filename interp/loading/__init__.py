@@ -36,7 +36,7 @@ from interp.loading.checkpoint import (
 from interp.loading.devices import check_n_devices, resolve_device
 
 __all__ = ["DEFAULT_N_CTX", "OFFLINE_MODELS", "SUPPORTED_ARCHITECTURES", "OfflineModel", "RawModel", "cache_dir",
-           "cached_config", "known_models", "load_model", "load_raw", "resolve_device"]
+           "cached_config", "known_models", "load_model", "load_raw", "load_raw_with_adapter", "resolve_device"]
 
 CACHE_ENV = "INTERP_CACHE_DIR"
 _CACHE_FORMAT = 1
