@@ -47,9 +47,17 @@ CONFIGS: dict[str, tuple[str, dict]] = {
 
 
 def smollm2_tokenizer():
-    """SmolLM2's tokenizer, from interp's cached conversion of the offline GGUF."""
-    from interp.loading import load_raw
+    """SmolLM2's tokenizer, from interp's cached conversion of the offline GGUF (converted first if absent)."""
+    from transformers import AutoTokenizer
 
+    from interp.loading import OFFLINE_MODELS, _converted_folder, load_raw
+
+    folder = _converted_folder(OFFLINE_MODELS["smollm2-135m-instruct"].locate(), "smollm2-135m-instruct")
+    if (folder / "done.json").is_file():
+        try:
+            return AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+        except (OSError, ValueError):
+            pass
     return load_raw("smollm2-135m-instruct").tokenizer
 
 
@@ -85,3 +93,26 @@ def hf_logprobs(model, tokens: torch.Tensor) -> torch.Tensor:
     """transformers' own forward pass (float32 log-probs)."""
     with torch.no_grad():
         return model(tokens).logits.float().log_softmax(-1)
+
+
+def hub_cache(root: Path, repo_id: str, folder: Path) -> Path:
+    """A Hugging Face hub cache under ``root/hub`` holding ``folder``'s files as ``repo_id``
+    (``refs/main`` → one snapshot), as ``huggingface_hub`` lays it out."""
+    import shutil
+
+    commit = "0" * 40
+    repo = root / "hub" / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return root / "hub"
+
+
+def use_hub_cache(monkeypatch, hub: Path) -> None:
+    """Point huggingface_hub (offline) at ``hub`` for one test."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HOME", str(hub.parent))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)

@@ -13,7 +13,15 @@ import math
 import pytest
 import torch
 from _circuit_checks import assert_close_to_scale, seeded_directions
-from _tiny_checkpoints import CONFIGS, build_model, hf_logprobs, save_checkpoint, smollm2_tokenizer
+from _tiny_checkpoints import (
+    CONFIGS,
+    build_model,
+    hf_logprobs,
+    hub_cache,
+    save_checkpoint,
+    smollm2_tokenizer,
+    use_hub_cache,
+)
 
 from interp.circuits import mlp_pass, qk_affinity, vo_outputs
 from interp.loading import SUPPORTED_ARCHITECTURES, load_model
@@ -152,28 +160,10 @@ def test_gemma2_softcap_and_query_pre_attn_scalar_in_qk_affinity(tokenizer, tmp_
     torch.testing.assert_close(ours[0, 0, 0], 5.0 * torch.tanh(raw / 5.0), rtol=1e-4, atol=1e-5)
 
 
-def _hub_cache(root, repo_id, folder):
-    """A Hugging Face hub cache holding ``folder``'s files as ``repo_id`` (refs/main → one snapshot)."""
-    import shutil
-
-    commit = "0" * 40
-    repo = root / "hub" / f"models--{repo_id.replace('/', '--')}"
-    shutil.copytree(folder, repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    return root / "hub"
-
-
-@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "Gemma3ForCausalLM"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_hub_id_loads_offline_from_the_hugging_face_cache(checkpoints, tmp_path, monkeypatch, arch):
-    from huggingface_hub import constants
-
     hf, folder = checkpoints(arch)
-    hub = _hub_cache(tmp_path, "someone/tiny-finetune", folder)
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    use_hub_cache(monkeypatch, hub_cache(tmp_path, "someone/tiny-finetune", folder))
     model = load_model("someone/tiny-finetune", processed=False, device="cpu")
     worst = (model(TOKENS).log_softmax(-1) - hf_logprobs(hf, TOKENS)).abs().max().item()
     assert worst <= 1e-4

@@ -12,7 +12,14 @@ import json
 import einops
 import pytest
 import torch
-from _tiny_checkpoints import build_model, hf_logprobs, save_checkpoint, smollm2_tokenizer
+from _tiny_checkpoints import (
+    build_model,
+    hf_logprobs,
+    hub_cache,
+    save_checkpoint,
+    smollm2_tokenizer,
+    use_hub_cache,
+)
 
 from interp import ModelPair
 from interp.loading import load_model
@@ -66,6 +73,22 @@ def test_pair_of_two_folders_delta_is_the_perturbation(base_folders, tokenizer, 
     torch.testing.assert_close(delta["blocks.0.attn._W_V"], einops.rearrange(d_v, "(n h) m -> n m h", n=2),
                                rtol=1e-4, atol=1e-6)
     assert (pair.tuned(TOKENS).log_softmax(-1) - hf_logprobs(tuned.eval(), TOKENS)).abs().max() <= 1e-4
+
+
+def test_pair_of_a_hub_id_and_a_folder(base_folders, tokenizer, tmp_path, monkeypatch):
+    """Mixed sources: the base by hub id from the (offline) Hugging Face cache, the tuned by folder."""
+    from transformers import AutoModelForCausalLM
+
+    base_folder = base_folders("Gemma3ForCausalLM")
+    use_hub_cache(monkeypatch, hub_cache(tmp_path, "google/tiny-gemma-3", base_folder))
+    tuned = AutoModelForCausalLM.from_pretrained(str(base_folder), dtype=torch.float32)
+    d_up = 0.05 * torch.randn(96, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        tuned.model.layers[0].mlp.up_proj.weight += d_up
+    tuned_folder = save_checkpoint(tuned, tokenizer, tmp_path / "tuned")
+    pair = ModelPair.from_names("google/tiny-gemma-3", tuned_folder, processed=False, device="cpu")
+    assert sorted(pair.delta()) == ["blocks.0.mlp.W_in"]
+    torch.testing.assert_close(pair.delta()["blocks.0.mlp.W_in"], d_up.T, rtol=1e-4, atol=1e-6)
 
 
 def _peft_adapter(base_folder, arch, folder, **options):
