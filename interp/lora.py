@@ -66,7 +66,7 @@ class LoraAdapter:
 
 def _pattern_value(pattern: dict[str, Any], key: str, default: Any) -> Any:
     for pat, value in pattern.items():
-        if re.match(rf"(.*\.)?{pat}$", key):
+        if re.match(rf"(.*\.)?({pat})$", key):  # as PEFT's get_pattern_key
             return value
     return default
 
