@@ -70,6 +70,26 @@ def test_settings_the_converter_would_drop_are_refused(llama_folder, tmp_path):
         load_model(folder, device="cpu")
 
 
+@pytest.mark.parametrize("config_class,arch,changes,message", [
+    ("Qwen2Config", "Qwen2ForCausalLM", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6,
+                                                             "original_max_position_embeddings": 512}},
+     "uses rope scaling 'yarn', which TransformerLens does not implement for Qwen2ForCausalLM"),
+    ("Gemma2Config", "Gemma2ForCausalLM", {"attention_bias": True}, "has attention_bias=True"),
+    ("Qwen3Config", "Qwen3ForCausalLM", {"use_sliding_window": True}, "has use_sliding_window=True"),
+    ("Olmo2Config", "Olmo2ForCausalLM", {"num_key_value_heads": 2}, "has grouped-query attention"),
+])
+def test_settings_refused_from_config_alone(tmp_path, config_class, arch, changes, message):
+    """Refused from config.json, before any weight file is looked at (this folder has none)."""
+    import transformers
+
+    config = getattr(transformers, config_class)(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                                 num_attention_heads=4, vocab_size=128, **changes)
+    config.architectures = [arch]
+    config.save_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match=f"name: .*{message}"):
+        load_model(tmp_path, device="cpu")
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_corrupt_or_truncated_weight_shard(llama_folder, tmp_path, damage):
     folder = _copy(llama_folder, tmp_path / "m")

@@ -72,16 +72,18 @@ def _rope(hf_config: Any) -> dict[str, Any]:
     return dict(params) if isinstance(params, dict) else {}
 
 
-def _check_rope(hf_config: Any, where: str, label: str) -> None:
+def _check_rope(arch: str, hf_config: Any, where: str, label: str) -> None:
+    """Rope scaling TransformerLens implements: none, or ``llama3`` (NTK-by-parts) on Llama."""
+    allowed = _ROPE_TYPES if arch == "LlamaForCausalLM" else ("default",)
     params = getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None) or {}
     groups = params.values() if isinstance(params, dict) and all(isinstance(v, dict) for v in params.values()) \
         and params else [params]
     for group in groups:
         rope_type = str((group or {}).get("rope_type") or (group or {}).get("type") or "default").lower()
-        if rope_type not in _ROPE_TYPES:
+        if rope_type not in allowed:
             raise UnsupportedCheckpoint(
-                f"{label}: {where} uses rope scaling {rope_type!r}, which TransformerLens does not implement "
-                f"(supported: {', '.join(_ROPE_TYPES)})"
+                f"{label}: {where} uses rope scaling {rope_type!r}, which TransformerLens does not implement for "
+                f"{arch} (supported: {', '.join(allowed)})"
             )
 
 
@@ -90,18 +92,19 @@ def _refuse_unsupported_settings(arch: str, hf_config: Any, where: str, label: s
     def refuse(what: str) -> None:
         raise UnsupportedCheckpoint(f"{label}: {where} ({arch}) has {what}, which TransformerLens' converter drops")
 
-    if arch in ("LlamaForCausalLM", "MistralForCausalLM", "Olmo2ForCausalLM", "Qwen3ForCausalLM") and getattr(
-            hf_config, "attention_bias", False):
+    if arch != "Qwen2ForCausalLM" and getattr(hf_config, "attention_bias", False):  # Qwen 2's biases are converted
         refuse("attention_bias=True")
     if getattr(hf_config, "mlp_bias", False):
         refuse("mlp_bias=True")
-    if arch == "Qwen2ForCausalLM" and getattr(hf_config, "use_sliding_window", False):
+    if arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM") and getattr(hf_config, "use_sliding_window", False):
         refuse("use_sliding_window=True")
+    if getattr(hf_config, "use_bidirectional_attention", False):
+        refuse("use_bidirectional_attention=True")
     if arch == "Olmo2ForCausalLM" and hf_config.num_key_value_heads != hf_config.num_attention_heads:
         refuse(f"grouped-query attention ({hf_config.num_key_value_heads} KV heads)")
     if arch == "Phi3ForCausalLM" and getattr(hf_config, "partial_rotary_factor", 1.0) not in (None, 1.0):
         refuse(f"partial_rotary_factor={hf_config.partial_rotary_factor}")
-    _check_rope(hf_config, where, label)
+    _check_rope(arch, hf_config, where, label)
 
 
 def _layer_attn_types(hf_config: Any, default_pattern: int) -> list[str]:
@@ -222,9 +225,6 @@ def tl_config(folder: Path, config: dict[str, Any], label: str = "name") -> dict
                        NTK_by_parts_low_freq_factor=rope.get("low_freq_factor", 1.0),
                        NTK_by_parts_high_freq_factor=rope.get("high_freq_factor", 4.0),
                        NTK_by_parts_factor=rope.get("factor", 1.0))
-        elif rope.get("rope_type", "default") not in ("default", None):
-            raise UnsupportedCheckpoint(f"{label}: {folder} ({arch}) uses rope scaling {rope.get('rope_type')!r}, "
-                                        "which TransformerLens implements for Llama only")
     elif arch == "Olmo2ForCausalLM":
         cfg = _olmo2_cfg(hf_config)
     else:
