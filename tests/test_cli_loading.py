@@ -96,3 +96,19 @@ def test_directions_on_a_folder_model(folders, tmp_path, capsys):
 
     saved = DirectionSet.load(out)
     assert saved.vectors.shape == (2, 64) and saved.layer == 1
+
+
+def test_models_lists_cached_hub_checkpoints_of_supported_architectures(folders, tmp_path, monkeypatch, capsys):
+    import json
+
+    from _tiny_checkpoints import hub_cache, use_hub_cache
+
+    hub = hub_cache(tmp_path, "someone/tiny-llama", folders[0])
+    unsupported = hub_cache(tmp_path, "someone/tiny-falcon", folders[0])
+    config = next((unsupported / "models--someone--tiny-falcon" / "snapshots").glob("*/config.json"))
+    config.write_text(json.dumps({**json.loads(config.read_text()), "architectures": ["FalconForCausalLM"]}))
+    use_hub_cache(monkeypatch, hub)
+    assert main(["models"]) == EXIT_OK
+    out = capsys.readouterr().out
+    listed = out.split("can load offline:")[1]
+    assert "someone/tiny-llama" in listed and "someone/tiny-falcon" not in listed
