@@ -22,7 +22,7 @@ def smollm2():
     """SmolLM2-135M-Instruct, processed (fold_ln etc.), float32."""
     from interp import load_model
 
-    return load_model("smollm2-135m-instruct")
+    return load_model("smollm2-135m-instruct", device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +30,7 @@ def smollm2_raw():
     """SmolLM2-135M-Instruct with unprocessed weights."""
     from interp import load_model
 
-    return load_model("smollm2-135m-instruct", processed=False)
+    return load_model("smollm2-135m-instruct", processed=False, device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def gemma():
     """Gemma 3 270M base, processed, float32."""
     from interp import load_model
 
-    return load_model("gemma-3-270m")
+    return load_model("gemma-3-270m", device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +46,7 @@ def gemma_raw():
     """Gemma 3 270M base with unprocessed weights."""
     from interp import load_model
 
-    return load_model("gemma-3-270m", processed=False)
+    return load_model("gemma-3-270m", processed=False, device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +54,7 @@ def default_pair():
     """The embedded default pair: SmolLM2-135M-Instruct and its committed LoRA sibling (processed)."""
     from interp import ModelPair
 
-    return ModelPair.default()
+    return ModelPair.default(device="cpu")
 
 
 def _transformers_gguf_model(name: str):
