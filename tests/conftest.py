@@ -17,6 +17,18 @@ import torch
 torch.set_grad_enabled(False)
 
 
+@pytest.fixture(autouse=True)
+def _pandas_display_options_restored():
+    """Example scripts run in-process set pandas display options; no test sees another's."""
+    import pandas as pd
+
+    names = ("display.precision", "display.width", "display.max_columns", "display.max_rows")
+    saved = {name: pd.get_option(name) for name in names}
+    yield
+    for name, value in saved.items():
+        pd.set_option(name, value)
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """SmolLM2-135M-Instruct, processed (fold_ln etc.), float32."""
