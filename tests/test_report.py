@@ -256,3 +256,19 @@ def test_layer_span_compresses_runs():
     assert layer_span([9, 10, 11, 14, 16, 17]) == "9–11, 14, 16–17"
     assert layer_span([]) == "none"
     assert layers_text([15]) == "layer 15" and layers_text(range(9, 24)) == "layers 9–23"
+
+
+def test_quick_sweep_takes_the_middle_adapted_layer(default_pair):
+    """ReportOptions.quick() names no layer number (it ran only on models with more than 15 layers):
+    the sweep takes the middle layer the adapter writes to, read here from the adapter's own config."""
+    import json
+
+    from interp.pair import default_adapter_path
+    from interp.report.sections.subspace import sweep_layers
+
+    adapted = json.loads((default_adapter_path() / "adapter_config.json").read_text())["layers_to_transform"]
+    assert sweep_layers(default_pair, ReportOptions.quick()) == [sorted(adapted)[len(adapted) // 2]]
+    two = sweep_layers(default_pair, ReportOptions.quick(sweep_layer_limit=2))
+    assert len(two) == 2 and set(two) <= set(adapted)
+    with pytest.raises(ValueError, match="sweep_layer_limit"):
+        ReportOptions(sweep_layer_limit=0)
