@@ -8,7 +8,7 @@ gives ``p = (1 + #{s_r ≥ s_d}) / (1 + n_random)``, the mid-rank percentile of 
 directions (uniform on ``{1/n, ..., 1}`` when the null is calibrated). See :mod:`interp._stats`.
 
 >>> null = delta_null_table(study.deltas, study.random_deltas, layers=study.tuned_layers)
->>> null[null.probe == "named"][["direction", "circuit", "relation", "abs_delta_z", "percentile", "p_value"]]
+>>> null.query("probe == 'named'")       # direction, circuit, relation, abs_delta_z, percentile, p_value...
 """
 
 from __future__ import annotations
