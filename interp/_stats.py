@@ -24,6 +24,7 @@ __all__ = [
     "bootstrap_ci",
     "empirical_p_value",
     "leave_one_out_p_values",
+    "leave_one_out_percentiles",
     "percentile_of",
     "describe_against_random",
     "describe_paired",
@@ -77,6 +78,19 @@ def leave_one_out_p_values(null: np.ndarray) -> np.ndarray:
     others = null[..., None, :]
     at_least = (others >= x - _TIES * np.abs(x)).sum(-1) - 1  # minus the value itself
     return (1 + at_least) / null.shape[-1]
+
+
+def leave_one_out_percentiles(null: np.ndarray) -> np.ndarray:
+    """Each null value's mid-rank percentile among the other ``n − 1`` (last axis)."""
+    null = _check_null(null, "null")
+    if null.shape[-1] < 2:
+        raise ValueError("null: leave-one-out needs at least 2 values")
+    x = null[..., :, None]
+    others = null[..., None, :]
+    tie = _TIES * np.abs(x)
+    below = (others < x - tie).sum(-1)
+    equal = (np.abs(others - x) <= tie).sum(-1) - 1  # minus the value itself
+    return 100.0 * (below + 0.5 * equal) / (null.shape[-1] - 1)
 
 
 def _check_deltas(deltas: np.ndarray) -> np.ndarray:

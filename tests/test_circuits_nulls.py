@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from interp import ModelPair
-from interp._stats import empirical_p_value, leave_one_out_p_values, percentile_of
+from interp._stats import empirical_p_value, leave_one_out_p_values, leave_one_out_percentiles, percentile_of
 from interp.circuits import circuit_study
 from interp.circuits.nulls import delta_null_table
 from interp.directions import DirectionSet
@@ -33,6 +33,8 @@ def test_empirical_p_value_and_percentile_by_hand():
     assert empirical_p_value(0.0, null) == pytest.approx(1.0)
     # leave one out: 0.4 has no other value >= it -> 1/4; 0.1 has three -> 4/4
     np.testing.assert_allclose(leave_one_out_p_values(null), [1 / 4, 4 / 4, 2 / 4, 3 / 4])
+    # among the other three: 0.4 is above all (100), 0.1 below all (0), 0.3 above one of three
+    np.testing.assert_allclose(leave_one_out_percentiles(null), [100, 0, 100 * 2 / 3, 100 / 3])
     np.testing.assert_allclose(empirical_p_value(np.array([0.05, 0.35]), null), [5 / 5, 2 / 5])
 
 
@@ -55,6 +57,7 @@ def test_delta_null_table_by_hand():
     # leave one out among (0.2, 0.2, 0.9): 0.9 -> 1/3; each 0.2 -> (1 + 2)/3
     assert rand.loc["Random3", "p_value"] == pytest.approx(1 / 3)
     assert rand.loc["Random1", "p_value"] == pytest.approx(1.0)
+    assert rand.loc["Random1", "percentile"] == pytest.approx(100 * 0.5 / 2)  # ties the other 0.2, below 0.9
     at2 = delta_null_table(named, random, layers=[2], per_layer=True)
     # layer 2 alone: PC1 0.7; randoms 0.3, 0.2, 0.9
     assert at2[at2.probe == "named"]["p_value"].item() == pytest.approx(2 / 4)

@@ -5,7 +5,8 @@ For a named direction ``d`` and a layer range ``R`` the statistic is ``s_d = mea
 random direction, ``s_r``, on the same circuit, relation and layers. Per named direction the table
 gives ``p = (1 + #{s_r ≥ s_d}) / (1 + n_random)``, the mid-rank percentile of ``s_d`` among the
 ``s_r`` and ``n_random``; per random direction the leave-one-out p-value against the other random
-directions (uniform on ``{1/n, ..., 1}`` when the null is calibrated). See :mod:`interp._stats`.
+directions (uniform on ``{1/n, ..., 1}`` when the null is calibrated) and its percentile among them.
+See :mod:`interp._stats`.
 
 >>> null = delta_null_table(study.deltas, study.random_deltas, layers=study.tuned_layers)
 >>> null.query("probe == 'named'")       # direction, circuit, relation, abs_delta_z, percentile, p_value...
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from interp._stats import empirical_p_value, leave_one_out_p_values, percentile_of
+from interp._stats import empirical_p_value, leave_one_out_p_values, leave_one_out_percentiles, percentile_of
 from interp._validate import require_columns
 from interp.circuits.mlp_pass import MLPPassComparison
 
@@ -69,7 +70,7 @@ def _against_random(
             rows.append(part.assign(probe="named", percentile=percentile_of(x, sample),
                                     p_value=empirical_p_value(x, sample), **summary))
         # each random direction against the other random directions
-        rows.append(sample_rows.assign(probe="random", percentile=percentile_of(sample, sample),
+        rows.append(sample_rows.assign(probe="random", percentile=leave_one_out_percentiles(sample),
                                        p_value=leave_one_out_p_values(sample), **summary))
     table = pd.concat(rows, ignore_index=True).sort_values("probe", kind="stable", ignore_index=True)
     return table[["direction", *groups, stat, *NULL_COLUMNS]]
