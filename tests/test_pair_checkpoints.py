@@ -23,7 +23,7 @@ from _tiny_checkpoints import (
 
 from interp import ModelPair
 from interp.loading import load_model
-from interp.lora import read_lora_adapter
+from interp.lora import lora_delta, read_lora_adapter
 
 TOKENS = torch.tensor([[1, 502, 33, 9000, 48000, 17, 250, 4, 7777, 12]])
 TARGETS = {
@@ -31,6 +31,7 @@ TARGETS = {
     "Qwen2ForCausalLM": ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
     "GPT2LMHeadModel": ["c_attn", "c_proj", "c_fc"],
     "Gemma3ForCausalLM": ["q_proj", "v_proj", "up_proj"],
+    "Phi3ForCausalLM": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],  # Phi-3's fused projections
 }
 
 
@@ -115,6 +116,7 @@ def _peft_adapter(base_folder, arch, folder, **options):
     ("Qwen2ForCausalLM", dict()),
     ("GPT2LMHeadModel", dict(rank_pattern={"c_fc": 2})),
     ("Gemma3ForCausalLM", dict(alpha_pattern={"layers.1.self_attn.v_proj": 12})),
+    ("Phi3ForCausalLM", dict(rank_pattern={"gate_up_proj": 2}, alpha_pattern={"layers.0.self_attn.qkv_proj": 5})),
 ])
 def test_adapter_delta_equals_peft_merge(base_folders, tokenizer, tmp_path, arch, options):
     from peft.tuners.lora import LoraLayer
@@ -168,6 +170,27 @@ def test_adapter_whose_shapes_do_not_fit_the_base_is_refused(base_folders, tmp_p
     _, gpt2_adapter = _peft_adapter(base_folders("GPT2LMHeadModel"), "GPT2LMHeadModel", tmp_path / "gpt2")
     with pytest.raises(ValueError, match="adapter_path: the base model has no module 'transformer.h.0.attn.c_attn'"):
         ModelPair.from_lora(base_folders("LlamaForCausalLM"), gpt2_adapter, device="cpu")
+
+
+def test_phi3_fused_adapter_is_refused_where_the_base_lacks_its_modules(base_folders, tmp_path):
+    """Phi-3's qkv_proj/gate_up_proj exist only in Phi-3: a Llama folder base names its own modules, and
+    TransformerLens' layout (the path of GGUF / registry / official-name bases) refuses fused modules."""
+    from transformer_lens import HookedTransformerConfig
+
+    _, adapter_folder = _peft_adapter(base_folders("Phi3ForCausalLM"), "Phi3ForCausalLM", tmp_path / "phi3")
+    adapter = read_lora_adapter(adapter_folder)
+    assert adapter.target_modules == ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"]
+    with pytest.raises(ValueError, match=r"adapter_path: the base model has no module 'model\.layers\.0\.mlp\."
+                                         r"gate_up_proj' .*its per-layer modules are mlp\.down_proj, mlp\.gate_proj, "
+                                         r"mlp\.up_proj, self_attn\.k_proj, self_attn\.o_proj, self_attn\.q_proj, "
+                                         r"self_attn\.v_proj: the adapter was trained on another architecture"):
+        ModelPair.from_lora(base_folders("LlamaForCausalLM"), adapter_folder, device="cpu")
+    llama_cfg = HookedTransformerConfig(n_layers=2, d_model=64, n_ctx=32, d_head=16, n_heads=4, d_mlp=96,
+                                        act_fn="silu", d_vocab=100, n_key_value_heads=2, gated_mlp=True,
+                                        normalization_type="RMS", positional_embedding_type="rotary")
+    with pytest.raises(ValueError, match=r"adapter_path: the adapter targets 'mlp\.gate_up_proj' \(a fused "
+                                         r"projection\), which cannot be added to this base in TransformerLens' layout"):
+        lora_delta(adapter, llama_cfg)
 
 
 def test_dora_and_other_peft_types_are_refused(base_folders, tmp_path):
