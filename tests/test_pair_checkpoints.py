@@ -152,6 +152,44 @@ def test_adapter_delta_equals_peft_merge(base_folders, tokenizer, tmp_path, arch
     assert worst <= 1e-4, f"{arch}: tuned log-probs differ from PEFT's merged model by {worst:.2e}"
 
 
+@pytest.mark.parametrize("arch,official,n_changed", [
+    ("Phi3ForCausalLM", "microsoft/Phi-3-mini-4k-instruct", 14),  # W_Q, _W_K, _W_V, W_O, W_gate, W_in, W_out x 2
+    ("GPT2LMHeadModel", "gpt2", 12),  # W_Q, W_K, W_V (c_attn), W_O, W_in, W_out x 2
+])
+def test_adapter_on_an_official_name_is_merged_on_the_transformers_side(base_folders, tokenizer, tmp_path,
+                                                                        monkeypatch, arch, official, n_changed):
+    """An adapter whose base_model_name_or_path is one of TransformerLens' official names (as adapters
+    on the hub record it), read offline from a Hugging Face cache holding a tiny model under that name:
+    fused and Conv1D modules, which TransformerLens' layout path refuses, are merged by transformers."""
+    base_folder = base_folders(arch)
+    hub = hub_cache(tmp_path, official, base_folder)
+    if arch == "GPT2LMHeadModel":  # gpt2's own config.json has n_ctx, which TransformerLens reads; transformers 5 drops it
+        (cached_config,) = hub.glob("models--gpt2/snapshots/*/config.json")
+        cached_config.write_text(json.dumps({**json.loads(cached_config.read_text()), "n_ctx": 64}))
+    use_hub_cache(monkeypatch, hub)
+    peft_model, adapter_folder = _peft_adapter(base_folder, arch, tmp_path / "adapter")
+    config_path = adapter_folder / "adapter_config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "base_model_name_or_path": official}))
+    merged = peft_model.merge_and_unload().eval()
+    reference = load_model(save_checkpoint(merged, tokenizer, tmp_path / "merged"), processed=False, device="cpu")
+    pair = ModelPair.from_lora(adapter_folder, processed=False, device="cpu")
+    base = load_model(base_folder, processed=False, device="cpu")
+    expected = {name: param - base.get_parameter(name) for name, param in reference.named_parameters()}
+    expected = {name: value for name, value in expected.items() if value.abs().max() > 0}
+    delta = pair.delta()
+    assert len(expected) == n_changed and sorted(delta) == sorted(expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(delta[name], value, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    assert (pair.base(TOKENS).log_softmax(-1) - hf_logprobs(_hf(base_folder), TOKENS)).abs().max() <= 1e-4
+    assert (pair.tuned(TOKENS).log_softmax(-1) - hf_logprobs(merged, TOKENS)).abs().max() <= 1e-4
+
+
+def _hf(folder):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+
+
 def test_processed_adapter_pair_tracks_the_merged_model(base_folders, tokenizer, tmp_path):
     peft_model, adapter_folder = _peft_adapter(base_folders("Qwen2ForCausalLM"), "Qwen2ForCausalLM",
                                                tmp_path / "adapter")
