@@ -231,6 +231,18 @@ def test_phi3_fused_adapter_is_refused_where_the_base_lacks_its_modules(base_fol
         lora_delta(adapter, llama_cfg)
 
 
+@pytest.mark.parametrize("module", ["lm_head", "embed_tokens"])
+def test_adapter_on_a_module_outside_the_layers_is_refused(base_folders, tmp_path, module):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_folders("LlamaForCausalLM")))
+    get_peft_model(model, LoraConfig(r=2, target_modules=[module])).save_pretrained(str(tmp_path / "outside"))
+    with pytest.raises(ValueError, match=rf"adapter_path: unexpected tensor '\S*{module}\.\S*' \(expected "
+                                         r"a LoRA factor of a module inside a layer"):
+        read_lora_adapter(tmp_path / "outside")
+
+
 def test_dora_and_other_peft_types_are_refused(base_folders, tmp_path):
     from peft import IA3Config, get_peft_model
     from transformers import AutoModelForCausalLM
