@@ -644,12 +644,14 @@ def _official_with_adapter(key: str, adapter: Any) -> tuple[RawModel, dict[str, 
                          f"({exc})") from exc
     hf_model.eval()
     model = HookedTransformer.from_pretrained_no_processing(key, hf_model=hf_model, dtype=torch.float32, device="cpu")
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    cfg_dict = {k: v for k, v in model.cfg.to_dict().items() if k not in ("dtype", "device", "n_params")}
-    raw = RawModel(key, cfg_dict, state, model.tokenizer)
+    cfg, tokenizer = model.cfg, model.tokenizer
+    state = {k: v.detach() for k, v in model.state_dict().items()}  # the model's own copies (loaded, not assigned)
+    del model
+    raw = RawModel(key, {k: v for k, v in cfg.to_dict().items() if k not in ("dtype", "device", "n_params")},
+                   state, tokenizer)
     merge_lora(hf_model, adapter)
     with torch.no_grad():
-        converted = get_pretrained_state_dict(key, model.cfg, hf_model=hf_model)
+        converted = get_pretrained_state_dict(key, cfg, hf_model=hf_model)
     # keys the model does not hold (e.g. zero LayerNorm biases of RMS models) are dropped, as
     # TransformerLens' own loading drops them
     tuned = dict(state)
