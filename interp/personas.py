@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import einops
 import pandas as pd
@@ -37,6 +37,7 @@ from transformer_lens import (
 from interp._validate import as_layers
 from interp.directions import DirectionSet
 from interp.prompts import PromptFormat, format_prompt, forward, pad_id, pad_rows, token_ids, uses_chat
+from interp.results import Result, ResultLayout
 
 __all__ = [
     "PersonaDirections",
@@ -333,12 +334,16 @@ def _persona_vectors(
 
 # ---------------------------------------------------------------------- persona PCs
 @dataclass(frozen=True, eq=False)
-class PersonaDirections:
+class PersonaDirections(Result):
     """Principal axes of role space at one layer, with the role (and optionally trait) vectors.
 
     ``pcs``: unit vectors PC1..PCk of the role vectors centred across roles, sorted by explained
     variance (ratios in ``pcs.metadata["explained_variance_ratio"]`` and :attr:`explained_variance`).
     """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="scores", objects=(("pcs", DirectionSet), ("roles", DirectionSet), ("traits", DirectionSet)),
+        metadata=("layer",))
 
     pcs: DirectionSet
     roles: DirectionSet

@@ -2,8 +2,9 @@
 
 A result dataclass inherits :class:`Result` and declares, in one :class:`ResultLayout`, what each of
 its fields is: a table (``pandas.DataFrame``), a tensor (``torch.Tensor``), plain metadata (JSON:
-``None``, bool, int, float, str and lists, tuples and str-keyed dicts of them) or a nested
-:class:`Result`; and which table is the headline (a table field or a method returning a DataFrame).
+``None``, bool, int, float, str and lists, tuples and str-keyed dicts of them), a nested
+:class:`Result`, or an object that saves itself to one file (e.g. a ``DirectionSet``, whose
+``save(file)`` / ``load(file)`` write and read one safetensors file); and which table is the headline (a table field or a method returning a DataFrame).
 From that declaration it gets
 
 * ``_repr_html_``: in a notebook, the headline table plus a note of what else is inside (other
@@ -45,6 +46,7 @@ an older interp misread a newer folder (or the reverse)."""
 
 META_FILE = "result.json"
 TENSOR_FILE = "tensors.safetensors"
+OBJECT_SUFFIX = ".safetensors"
 _FORMAT_NAME = "interp-result"
 _HEADLINE_ROWS = 10
 _HEADLINE_COLS = 12
@@ -62,6 +64,9 @@ class ResultLayout:
         tensors: ``torch.Tensor`` fields, saved together in one safetensors file (loaded on the CPU).
         metadata: Fields holding JSON-like values, saved in ``result.json``.
         results: Fields holding another :class:`Result`, saved in a sub-folder of the same name.
+        objects: ``(field, class)`` pairs for fields holding an object (or None) that saves itself:
+            ``value.save(folder / f"{field}.safetensors")`` and ``class.load(that file)`` (e.g.
+            ``("directions", DirectionSet)``).
         figures: Methods that build a figure, listed in the notebook summary.
         derived_tables: Further methods returning DataFrames, listed (with shapes) in the summary.
     """
@@ -71,6 +76,7 @@ class ResultLayout:
     tensors: tuple[str, ...] = ()
     metadata: tuple[str, ...] = ()
     results: tuple[str, ...] = ()
+    objects: tuple[tuple[str, type], ...] = ()
     figures: tuple[str, ...] = ()
     derived_tables: tuple[str, ...] = ()
 
@@ -78,11 +84,11 @@ class ResultLayout:
         """Field name → kind for every stored field, checking no field is listed twice.
 
         Returns:
-            ``{field name: "table" | "tensor" | "metadata" | "result"}``.
+            ``{field name: "table" | "tensor" | "metadata" | "result" | "object"}``.
         """
         kinds: dict[str, str] = {}
         for kind, names in (("table", self.tables), ("tensor", self.tensors), ("metadata", self.metadata),
-                            ("result", self.results)):
+                            ("result", self.results), ("object", tuple(name for name, _ in self.objects))):
             for name in names:
                 if name in kinds:
                     raise TypeError(f"ResultLayout lists field {name!r} as both {kinds[name]} and {kind}")
@@ -171,6 +177,10 @@ class Result:
         for name in layout.results:
             value = getattr(self, name)
             lines.append(f"result {name}: " + ("None" if value is None else type(value).__qualname__))
+        for name, _ in layout.objects:
+            value = getattr(self, name)
+            described = type(value).__qualname__ + (f" of {len(value)}" if hasattr(value, "__len__") else "")
+            lines.append(f"{name}: " + ("None" if value is None else described))
         lines.extend(f"figure {name}()" for name in layout.figures)
         return lines
 
@@ -191,8 +201,10 @@ class Result:
                                 "class": _class_name(type(self)), "tables": {}, "tensors": [],
                                 "results": [], "none": [], "metadata": {}}
         tensors: dict[str, torch.Tensor] = {}
+        meta["objects"] = []
+        objects = dict(layout.objects)
         for name, kind in kinds.items():
-            value = getattr(self, name)
+            value = self._saved_value(name, getattr(self, name))
             if value is None and kind != "metadata":
                 meta["none"].append(name)
             elif kind == "table":
@@ -209,6 +221,12 @@ class Result:
                                     f"{type(value).__name__}")
                 value.save(folder / name)
                 meta["results"].append(name)
+            elif kind == "object":
+                if not isinstance(value, objects[name]):
+                    raise TypeError(f"{type(self).__qualname__}.{name} is declared a {objects[name].__qualname__} "
+                                    f"but holds {type(value).__name__}")
+                value.save(folder / f"{name}{OBJECT_SUFFIX}")
+                meta["objects"].append(name)
             else:
                 meta["metadata"][name] = _encode(value, f"{type(self).__qualname__}.{name}")
         if tensors:
@@ -230,7 +248,7 @@ class Result:
             ResultFormatError: The folder is not a saved result, was written for another class, or by
                 another result-format version.
         """
-        _, kinds = cls._checked_layout()
+        layout, kinds = cls._checked_layout()
         folder = Path(path)
         meta = read_meta(folder)
         if meta["format_version"] != RESULT_FORMAT_VERSION:
@@ -240,7 +258,8 @@ class Result:
         if meta["class"] != _class_name(cls):
             raise ResultFormatError(f"{folder} holds a {meta['class']}, not a {_class_name(cls)}; load it with "
                                     f"{meta['class'].rsplit('.', 1)[-1]}.load")
-        saved = set(meta["tables"]) | set(meta["tensors"]) | set(meta["results"]) | set(meta["none"]) | set(meta["metadata"])
+        saved = (set(meta["tables"]) | set(meta["tensors"]) | set(meta["results"]) | set(meta["none"])
+                 | set(meta["metadata"]) | set(meta.get("objects", [])))
         if saved != set(kinds):
             raise ResultFormatError(f"{folder} stores fields {sorted(saved)}, but {cls.__qualname__} has "
                                     f"{sorted(kinds)}")
@@ -253,7 +272,21 @@ class Result:
             nested = _field_type(cls, name, read_meta(folder / name)["class"])
             values[name] = nested.load(folder / name)
         values.update({name: _decode(value) for name, value in meta["metadata"].items()})
-        return cls(**values)
+        objects = dict(layout.objects)
+        for name in meta.get("objects", []):
+            values[name] = objects[name].load(folder / f"{name}{OBJECT_SUFFIX}")
+        return cls(**cls._restored_values(values))
+
+    # ------------------------------------------------------ hooks for fields stored in another form
+    def _saved_value(self, name: str, value: Any) -> Any:
+        """The form in which field ``name`` is saved (default: as it is). A class whose field has no
+        storable form overrides this and :meth:`_restored_values`."""
+        return value
+
+    @classmethod
+    def _restored_values(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Constructor arguments from the loaded values (default: unchanged); undoes :meth:`_saved_value`."""
+        return values
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:

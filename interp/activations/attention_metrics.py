@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import einops
 import pandas as pd
@@ -44,6 +44,7 @@ from interp.activations.positions import (
 )
 from interp.pair import ModelPair, delta_frame
 from interp.prompts import Chunk, TokenBatch, batch_from_tokens, run_batched, tokenize
+from interp.results import Result, ResultLayout
 
 Query = Literal["last"] | int | Positions
 HEAD_METRICS = ("entropy", "mean_entropy", "max_attention", "sink", "mean_sink")
@@ -55,8 +56,18 @@ def _entropy(p: Float[torch.Tensor, "... key"]) -> Float[torch.Tensor, "..."]:
 
 
 @dataclass(frozen=True)
-class AttentionMetrics:
-    """Per-(prompt, layer, head) attention metrics at one query position per prompt (module docstring)."""
+class AttentionMetrics(Result):
+    """Per-(prompt, layer, head) attention metrics at one query position per prompt (module docstring).
+
+    Saved with its :class:`~interp.prompts.TokenBatch`, whose tokenizer is kept only as the strings of
+    the batch's own tokens (so :meth:`to_frame` shows the same ``max_token`` after loading).
+    """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="to_frame", derived_tables=("layer_frame", "keyword_frame"), results=("batch",),
+        metadata=("labels", "layers", "keywords"),
+        tensors=("query_position", "entropy", "mean_entropy", "max_attention", "max_position", "sink", "mean_sink",
+                 "head_mean_entropy", "keyword_attention", "keyword_tokens"))
 
     batch: TokenBatch
     labels: tuple[str, ...]
@@ -342,13 +353,24 @@ def few_shot_answer_attention(
 
 
 @dataclass(frozen=True)
-class AttentionPattern:
+class AttentionPattern(Result):
     """One head's attention pattern on one prompt, with token labels: ``pattern[q, k]``."""
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(headline="to_frame", tensors=("pattern",),
+                                                         metadata=("tokens", "layer", "head"))
 
     pattern: Float[torch.Tensor, "query key"]
     tokens: tuple[str, ...]
     layer: int
     head: int
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (query, key) with ``key <= query``: positions, tokens and ``attention``."""
+        q, k = torch.tril_indices(len(self.tokens), len(self.tokens))
+        return pd.DataFrame({"query": q.tolist(), "key": k.tolist(),
+                             "query_token": [self.tokens[i] for i in q.tolist()],
+                             "key_token": [self.tokens[i] for i in k.tolist()],
+                             "attention": to_numpy(self.pattern[q, k])})
 
 
 def attention_pattern(
@@ -384,8 +406,11 @@ def with_delta(base: pd.DataFrame, tuned: pd.DataFrame, *, keys: Sequence[str], 
 
 
 @dataclass(frozen=True)
-class PairAttentionMetrics:
+class PairAttentionMetrics(Result):
     """:class:`AttentionMetrics` of a ModelPair's base and tuned models on the same prompts."""
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="to_frame", derived_tables=("layer_frame", "keyword_frame"), results=("base", "tuned"))
 
     base: AttentionMetrics
     tuned: AttentionMetrics

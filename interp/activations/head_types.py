@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import einops
 import pandas as pd
@@ -34,6 +34,7 @@ from interp._validate import as_layers
 from interp.activations.attention_metrics import with_delta
 from interp.pair import ModelPair
 from interp.prompts import Chunk, batch_from_tokens, run_batched
+from interp.results import Result, ResultLayout
 
 HEAD_TYPES = ("previous_token", "duplicate_token", "induction")
 _DETECTORS = {
@@ -80,8 +81,11 @@ def detection_patterns(tokens: Int[torch.Tensor, "sequence pos"]) -> Float[torch
 
 
 @dataclass(frozen=True)
-class HeadTypeScores:
+class HeadTypeScores(Result):
     """Per-(layer, head) head-type scores in [0, 1], averaged over the probe sequences."""
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="to_frame", metadata=("layers",), tensors=("previous_token", "duplicate_token", "induction", "tokens"))
 
     layers: tuple[int, ...]
     previous_token: Float[torch.Tensor, "layer head"]

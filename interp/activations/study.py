@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 
@@ -22,18 +23,24 @@ from interp.activations.attention_metrics import pair_attention_metrics
 from interp.activations.head_types import HEAD_TYPES, pair_head_type_scores
 from interp.pair import ModelPair
 from interp.prompts import format_prompt
+from interp.results import Result, ResultLayout
 
 __all__ = ["AttentionStudy", "attention_study"]
 
 
 @dataclass(frozen=True, eq=False)
-class AttentionStudy:
+class AttentionStudy(Result):
     """Everything :func:`attention_study` computed.
 
     ``texts``: label -> formatted prompt; ``heads``/``layers_frame``/``keywords``: the head-level,
     layer-level and keyword frames of the attention metrics; ``head_types``: head-type scores per
     (model, layer, head). All in the long tuned − base layout (:func:`interp.pair.delta_frame`).
     """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="entropy_change_by_layer", tables=("heads", "layer_frame", "keywords", "head_types"),
+        metadata=("texts", "layers", "head_type_length", "head_type_sequences", "head_type_seed"),
+        derived_tables=("head_changes", "keyword_table", "type_changes", "strong_head_counts"))
 
     texts: dict[str, str]
     layers: tuple[int, ...] | None

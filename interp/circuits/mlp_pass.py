@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import einops
 import pandas as pd
@@ -28,6 +28,7 @@ from interp.circuits.checks import check_pair, names_of, prepare
 from interp.circuits.norms import norm_stack
 from interp.circuits.stacking import layer_chunks, param_bytes, stack_blocks
 from interp.pair import ModelPair
+from interp.results import Result, ResultLayout
 
 __all__ = ["MLPPassComparison", "compare_mlp_pass", "delta_projections", "mlp_pass", "top_bottom"]
 
@@ -79,11 +80,14 @@ def _mlp_chunk(model: HookedTransformer, x: torch.Tensor, layers: list[int], *, 
 
 
 @dataclass(frozen=True)
-class MLPPassComparison:
+class MLPPassComparison(Result):
     """The MLP pass of the same directions through a base model and its tuned sibling.
 
     ``base[k, i]`` / ``tuned[k, i]`` are the outputs for direction ``names[i]`` at layer ``layers[k]``.
     """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(headline="table", tensors=("base", "tuned"),
+                                                         metadata=("layers", "names"))
 
     layers: tuple[int, ...]
     names: tuple[str, ...]

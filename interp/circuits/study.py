@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 
@@ -25,6 +26,7 @@ from interp.circuits.mlp_pass import MLPPassComparison, compare_mlp_pass, delta_
 from interp.circuits.weight_table import weight_circuits
 from interp.directions import DirectionSet
 from interp.pair import ModelPair
+from interp.results import Result, ResultLayout
 from interp.subspace.weight_diff import changed_layers
 
 __all__ = ["CIRCUIT_LABELS", "CircuitStudy", "circuit_study"]
@@ -34,7 +36,7 @@ CIRCUIT_LABELS = {"qk": "QK", "vo": "VO"}
 
 
 @dataclass(frozen=True, eq=False)
-class CircuitStudy:
+class CircuitStudy(Result):
     """Everything :func:`circuit_study` computed.
 
     ``table``: the :func:`weight_circuits` table of all probes; ``series``: its self/opposite rows of
@@ -44,6 +46,13 @@ class CircuitStudy:
     MLP output changed most; ``projections``/``projection_ends``: what tuning adds to it at
     ``projection_layer`` read against the semantic vectors (None without them).
     """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="summary_wide", tables=("table", "series", "deltas", "summary", "mlp_table", "projections",
+                                         "projection_ends"),
+        objects=(("directions", DirectionSet), ("probes", DirectionSet)), results=("mlp",),
+        metadata=("layers", "tuned_layers", "explained_variance", "mlp_direction", "peak_layer", "projection_layer"),
+        derived_tables=("largest_changes", "mlp_peak_rows"))
 
     directions: DirectionSet
     probes: DirectionSet

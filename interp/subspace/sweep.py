@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import einops
 import numpy as np
@@ -25,6 +26,7 @@ from transformer_lens.utilities import to_numpy
 
 from interp._validate import as_layers
 from interp.pair import ModelPair
+from interp.results import Result, ResultLayout
 from interp.subspace.activation_library import ACTIVATION_BASES, CAPTURES, activation_bases, extra_captures
 from interp.subspace.basis import Basis, check_rank, definitions_table, random_basis
 from interp.subspace.captures import pair_label, probe_activations, steering_label
@@ -58,10 +60,14 @@ _SHORT = {"attn.W_O": "W_O", "mlp.W_out": "W_out", "combined": "combined"}
 
 
 @dataclass(frozen=True, eq=False)
-class SweepResult:
+class SweepResult(Result):
     """The sweep's tables: ``per_layer`` (one row per basis × layer), ``summary`` (write/mixed/ceiling
     bases, mean over layers, ranked by ``joint``), ``read_side`` (read bases, same columns),
     ``definitions`` (one row per basis) and the config used."""
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="summary", tables=("per_layer", "summary", "read_side", "definitions"),
+        metadata=("layers", "config"))
 
     per_layer: pd.DataFrame
     summary: pd.DataFrame
