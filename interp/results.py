@@ -32,6 +32,7 @@ import html
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -61,6 +62,8 @@ class ResultLayout:
         headline: The table shown first in a notebook: a table field, or the name of a method that
             takes no arguments and returns a DataFrame (e.g. ``"to_frame"``).
         tables: ``pandas.DataFrame`` fields, saved as parquet.
+        table_maps: Fields holding a ``{name: DataFrame}`` dict, saved as one parquet file per entry in
+            a sub-folder of the field's name (names must be file-name safe; their order is kept).
         tensors: ``torch.Tensor`` fields, saved together in one safetensors file (loaded on the CPU).
         metadata: Fields holding JSON-like values, saved in ``result.json``.
         results: Fields holding another :class:`Result`, saved in a sub-folder of the same name.
@@ -73,6 +76,7 @@ class ResultLayout:
 
     headline: str
     tables: tuple[str, ...] = ()
+    table_maps: tuple[str, ...] = ()
     tensors: tuple[str, ...] = ()
     metadata: tuple[str, ...] = ()
     results: tuple[str, ...] = ()
@@ -84,10 +88,10 @@ class ResultLayout:
         """Field name → kind for every stored field, checking no field is listed twice.
 
         Returns:
-            ``{field name: "table" | "tensor" | "metadata" | "result" | "object"}``.
+            ``{field name: "table" | "table_map" | "tensor" | "metadata" | "result" | "object"}``.
         """
         kinds: dict[str, str] = {}
-        for kind, names in (("table", self.tables), ("tensor", self.tensors), ("metadata", self.metadata),
+        for kind, names in (("table", self.tables), ("table_map", self.table_maps), ("tensor", self.tensors), ("metadata", self.metadata),
                             ("result", self.results), ("object", tuple(name for name, _ in self.objects))):
             for name in names:
                 if name in kinds:
@@ -167,6 +171,10 @@ class Result:
             if name != layout.headline:
                 value = getattr(self, name)
                 lines.append(f"table {name}: " + ("None" if value is None else _shape(value)))
+        for name in layout.table_maps:
+            value = getattr(self, name)
+            lines.append(f"tables {name}: " + ("None" if value is None else f"{len(value)} ({', '.join(list(value)[:8])}"
+                                                                                 f"{', ...' if len(value) > 8 else ''})"))
         for name in layout.derived_tables:
             if name != layout.headline:
                 lines.append(f"table {name}(): {_shape(getattr(self, name)())}")
@@ -202,6 +210,7 @@ class Result:
                                 "results": [], "none": [], "metadata": {}}
         tensors: dict[str, torch.Tensor] = {}
         meta["objects"] = []
+        meta["table_maps"] = {}
         objects = dict(layout.objects)
         for name, kind in kinds.items():
             value = self._saved_value(name, getattr(self, name))
@@ -221,6 +230,14 @@ class Result:
                                     f"{type(value).__name__}")
                 value.save(folder / name)
                 meta["results"].append(name)
+            elif kind == "table_map":
+                if not isinstance(value, dict) or not all(isinstance(k, str) and _SAFE_NAME.fullmatch(k) for k in value):
+                    raise TypeError(f"{type(self).__qualname__}.{name} is declared a table map but is not a dict with "
+                                    "file-name-safe string keys (letters, digits, '.', '_', '-'; not starting with '.')")
+                (folder / name).mkdir(exist_ok=True)
+                meta["table_maps"][name] = [
+                    _save_table(frame, folder / name / f"{key}.parquet", f"{type(self).__qualname__}.{name}[{key!r}]")
+                    for key, frame in value.items()]
             elif kind == "object":
                 if not isinstance(value, objects[name]):
                     raise TypeError(f"{type(self).__qualname__}.{name} is declared a {objects[name].__qualname__} "
@@ -259,7 +276,7 @@ class Result:
             raise ResultFormatError(f"{folder} holds a {meta['class']}, not a {_class_name(cls)}; load it with "
                                     f"{meta['class'].rsplit('.', 1)[-1]}.load")
         saved = (set(meta["tables"]) | set(meta["tensors"]) | set(meta["results"]) | set(meta["none"])
-                 | set(meta["metadata"]) | set(meta.get("objects", [])))
+                 | set(meta["metadata"]) | set(meta.get("objects", [])) | set(meta.get("table_maps", {})))
         if saved != set(kinds):
             raise ResultFormatError(f"{folder} stores fields {sorted(saved)}, but {cls.__qualname__} has "
                                     f"{sorted(kinds)}")
@@ -272,6 +289,8 @@ class Result:
             nested = _field_type(cls, name, read_meta(folder / name)["class"])
             values[name] = nested.load(folder / name)
         values.update({name: _decode(value) for name, value in meta["metadata"].items()})
+        for name, files in meta.get("table_maps", {}).items():
+            values[name] = {Path(file).stem: pd.read_parquet(folder / name / file) for file in files}
         objects = dict(layout.objects)
         for name in meta.get("objects", []):
             values[name] = objects[name].load(folder / f"{name}{OBJECT_SUFFIX}")
@@ -353,6 +372,7 @@ def _save_table(frame: Any, file: Path, where: str) -> str:
 
 
 _TUPLE = "__tuple__"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
 def _encode(value: Any, where: str) -> Any:

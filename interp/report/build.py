@@ -7,15 +7,20 @@ still written, and :attr:`Report.failed` names it (the CLI then exits with code 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import html
 import io
 import platform
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
 import torch
 from tqdm.auto import tqdm
 
@@ -23,9 +28,10 @@ from interp.pair import DEFAULT_BASE, ModelPair, default_adapter_path
 from interp.report.html import Section, render
 from interp.report.options import ReportOptions
 from interp.report.sections import SECTIONS
+from interp.results import Result, ResultLayout
 
 __all__ = ["Report", "ReportInputError", "SectionOutcome", "build_report", "check_options", "load_pair",
-           "run_sections", "write_report"]
+           "report_contents", "run_sections", "write_report"]
 
 
 class ReportInputError(ValueError):
@@ -47,20 +53,85 @@ class SectionOutcome:
         return self.error is None
 
 
-@dataclass(frozen=True)
-class Report:
-    """A written report: the HTML file, the folder of CSV tables, and each section's outcome."""
+@dataclass(frozen=True, eq=False)
+class Report(Result):
+    """A written report: the HTML file, the folder of CSV tables, each section's outcome, and every
+    table and figure of the report (``tables[name]`` is also ``tables_dir / f"{name}.csv"``;
+    ``figures`` are named ``"{section key}-{i}"``, or ``"{section key}-{i}-{j}"`` inside a row).
+
+    In a notebook it shows its summary and one row per section (:meth:`overview`); ``save`` /
+    ``load`` keep all of it (figures as plotly JSON) in a folder, without the HTML file.
+    """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="overview", table_maps=("tables",),
+        metadata=("path", "tables_dir", "summary", "sections", "seconds", "figures"))
 
     path: Path
     tables_dir: Path
     summary: tuple[str, ...]
     sections: tuple[SectionOutcome, ...]
     seconds: float
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, go.Figure] = field(default_factory=dict)
 
     @property
     def failed(self) -> tuple[str, ...]:
         """Keys of the sections whose analysis raised."""
         return tuple(s.key for s in self.sections if not s.ok)
+
+    def overview(self) -> pd.DataFrame:
+        """One row per section: ``section`` (key), ``title``, ``status`` ("ok"/"failed"), ``seconds``,
+        and its numbers of ``tables`` and ``figures``."""
+        def count(names: Sequence[str], key: str) -> int:
+            return sum(name.startswith(f"{key}-") for name in names)
+
+        return pd.DataFrame({
+            "section": [s.key for s in self.sections], "title": [s.title for s in self.sections],
+            "status": ["ok" if s.ok else "failed" for s in self.sections],
+            "seconds": [round(s.seconds, 1) for s in self.sections],
+            "tables": [count(list(self.tables), s.key) for s in self.sections],
+            "figures": [count(list(self.figures), s.key) for s in self.sections],
+        })
+
+    def _repr_html_(self) -> str:
+        """The summary lines, then the per-section overview and what else is inside."""
+        lines = "".join(f"<li>{html.escape(line)}</li>" for line in self.summary)
+        return (f"<div class='interp-report'><p>{html.escape(str(self.path))}</p><ul>{lines}</ul></div>"
+                + super()._repr_html_())
+
+    def _saved_value(self, name: str, value: Any) -> Any:
+        if name in ("path", "tables_dir"):
+            return str(value)
+        if name == "sections":
+            return [dataclasses.asdict(s) for s in value]
+        if name == "figures":
+            return {key: figure.to_json() for key, figure in value.items()}
+        return value
+
+    @classmethod
+    def _restored_values(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return {**values, "path": Path(values["path"]), "tables_dir": Path(values["tables_dir"]),
+                "sections": tuple(SectionOutcome(**s) for s in values["sections"]),
+                "figures": {key: pio.from_json(text) for key, text in values["figures"].items()}}
+
+
+def report_contents(sections: Sequence[Section]) -> tuple[dict[str, pd.DataFrame], dict[str, go.Figure]]:
+    """Every table (by its CSV name) and every figure (``"{key}-{i}"``, ``"{key}-{i}-{j}"`` in a row) of
+    ``sections``."""
+    tables: dict[str, pd.DataFrame] = {}
+    figures: dict[str, go.Figure] = {}
+    for section in sections:
+        for table in section.tables:
+            if table.name in tables:
+                raise ValueError(f"sections: two tables are named {table.name!r}")
+            tables[table.name] = table.frame
+        for i, row in enumerate(section.figures):
+            if isinstance(row, list):
+                figures.update({f"{section.key}-{i}-{j}": figure for j, figure in enumerate(row)})
+            else:
+                figures[f"{section.key}-{i}"] = row
+    return tables, figures
 
 
 def load_pair(base: str = DEFAULT_BASE, tuned: str | None = None, adapter: str | None = None) -> ModelPair:
@@ -220,7 +291,8 @@ def build_report(
                     f"{time.strftime('%Y-%m-%d %H:%M')}")
         path, tables_dir = write_report(out_dir, f"interp report: {pair.name}", summary, sections, subtitle=subtitle)
         bar.update(1)
-    return Report(path, tables_dir, tuple(summary), outcomes, time.perf_counter() - started)
+    tables, figures = report_contents(sections)
+    return Report(path, tables_dir, tuple(summary), outcomes, time.perf_counter() - started, tables, figures)
 
 
 def check_options(pair: ModelPair, options: ReportOptions) -> None:
