@@ -36,6 +36,7 @@ from transformer_lens import (
 
 from interp._validate import as_layers
 from interp.directions import DirectionSet
+from interp.progress import progress_bar
 from interp.prompts import PromptFormat, format_prompt, forward, pad_id, pad_rows, token_ids, uses_chat
 from interp.results import Result, ResultLayout
 
@@ -100,6 +101,7 @@ def prompt_activations(
     position: Position = "last",
     batch_size: int = 64,
     prompt_format: PromptFormat = "auto",
+    progress: bool | None = None,
 ) -> Float[torch.Tensor, "system question d_model"]:
     """Residual stream ``h_L(s, q)`` = ``blocks.{layer}.hook_resid_post`` for every system prompt
     ``s`` and question ``q``, at the last prompt token (``position="last"``) or averaged over all
@@ -110,7 +112,8 @@ def prompt_activations(
     for the questions (TransformerLens' key-value cache), roughly halving the tokens processed.
     Batches hold up to ``batch_size`` prompts (prefixes left-padded, question suffixes right-padded,
     explicit attention masks, positions counted over real tokens only) and run only up to block
-    ``layer``. The result equals one unpadded forward pass per prompt (tested).
+    ``layer``. The result equals one unpadded forward pass per prompt (tested). ``progress``: a bar over
+    the batches (None: when there is more than one; False: silent).
     """
     layer = _as_layer(model, layer)
     if position not in ("last", "mean"):
@@ -125,7 +128,8 @@ def prompt_activations(
            for s in systems]
 
     out = torch.empty(len(systems), len(questions), model.cfg.d_model, dtype=torch.float32)
-    for batch in _batches(_units(ids, batch_size), batch_size):
+    batches = _batches(_units(ids, batch_size), batch_size)
+    for batch in progress_bar(batches, desc="persona activations", unit="batch", progress=progress):
         values = _run_units(model, batch, layer=layer, position=position)
         rows = [(u.system, q) for u in batch for q in u.questions]
         out[torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows])] = values
@@ -233,6 +237,7 @@ def role_vectors(
     batch_size: int = 64,
     default_system: str | None = PACKAGED_DEFAULT,
     prompt_format: PromptFormat = "auto",
+    progress: bool | None = None,
 ) -> DirectionSet:
     """One unnormalised vector per role: ``v_r = mean_q h_L(r, q) - mean_q h_L(default, q)``.
 
@@ -249,7 +254,7 @@ def role_vectors(
     return _vectors(
         model, "role", _as_prompts(roles, _packaged().roles, "roles", "role"), questions,
         layer=layer, position=position, batch_size=batch_size, default_system=default_system,
-        prompt_format=prompt_format,
+        prompt_format=prompt_format, progress=progress,
     )
 
 
@@ -263,13 +268,14 @@ def trait_vectors(
     batch_size: int = 64,
     default_system: str | None = PACKAGED_DEFAULT,
     prompt_format: PromptFormat = "auto",
+    progress: bool | None = None,
 ) -> DirectionSet:
     """One unnormalised vector per trait, ``v_t = mean_q h_L(t, q) - mean_q h_L(default, q)``, with
     trait system prompts ("You are a very {trait} assistant: ..."); arguments as :func:`role_vectors`."""
     return _vectors(
         model, "trait", _as_prompts(traits, _packaged().traits, "traits", "trait"), questions,
         layer=layer, position=position, batch_size=batch_size, default_system=default_system,
-        prompt_format=prompt_format,
+        prompt_format=prompt_format, progress=progress,
     )
 
 
@@ -293,6 +299,7 @@ def _persona_vectors(
     batch_size: int,
     default_system: str | None,
     prompt_format: PromptFormat,
+    progress: bool | None = None,
 ) -> dict[str, DirectionSet]:
     """Vectors for several groups of system prompts sharing one pass over the default prompt."""
     layer = _as_layer(model, layer)
@@ -304,7 +311,7 @@ def _persona_vectors(
     systems = [s for prompts in groups.values() for s in prompts.values()] + [default_system]
     acts = prompt_activations(
         model, systems, questions, layer=layer, position=position, batch_size=batch_size,
-        prompt_format=prompt_format,
+        prompt_format=prompt_format, progress=progress,
     )
     means = einops.reduce(acts, "system question d -> system d", "mean")
     offsets = means[:-1] - means[-1:]
@@ -392,6 +399,7 @@ def persona_directions(
     batch_size: int = 64,
     default_system: str | None = PACKAGED_DEFAULT,
     prompt_format: PromptFormat = "auto",
+    progress: bool | None = None,
 ) -> PersonaDirections:
     """Persona PCs: the top ``n_components`` principal axes of the role vectors at ``layer``.
 
@@ -423,7 +431,7 @@ def persona_directions(
         groups["trait"] = _as_prompts(traits, _packaged().traits, "traits", "trait")
     vectors = _persona_vectors(
         model, groups, questions, layer=layer, position=position, batch_size=batch_size,
-        default_system=default_system, prompt_format=prompt_format,
+        default_system=default_system, prompt_format=prompt_format, progress=progress,
     )
     model_name = getattr(model.cfg, "model_name", "model")
     pcs = DirectionSet.from_pca(

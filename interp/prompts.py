@@ -24,9 +24,9 @@ from typing import Any, ClassVar, Literal
 import pandas as pd
 import torch
 from jaxtyping import Bool, Int
-from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from interp.progress import progress_bar
 from interp.results import Result, ResultLayout
 
 __all__ = [
@@ -529,7 +529,7 @@ def run_batched(
     n = len(batch)
     starts = range(0, n, batch_size)
     show = len(starts) > 1 if progress is None else progress
-    for start in tqdm(starts, desc=desc, disable=not show, leave=False):
+    for start in progress_bar(starts, desc=desc, unit="batch", progress=show, leave=False):
         rows = slice(start, min(start + batch_size, n))
         used = batch.mask[rows].any(dim=0).nonzero().flatten()
         cols = slice(int(used[0]), int(used[-1]) + 1)

@@ -22,9 +22,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 import torch
-from tqdm.auto import tqdm
 
 from interp.pair import DEFAULT_BASE, ModelPair, default_adapter_path
+from interp.progress import progress_bar
 from interp.report.html import Section, render
 from interp.report.options import ReportOptions
 from interp.report.sections import SECTIONS
@@ -159,7 +159,7 @@ def _short_error(exc: BaseException) -> str:
 
 
 def run_sections(
-    pair: ModelPair, options: ReportOptions, *, bar: tqdm | None = None
+    pair: ModelPair, options: ReportOptions, *, bar: Any | None = None
 ) -> list[tuple[Section, SectionOutcome]]:
     """Run every section in ``options.sections`` (report order), catching each one's errors."""
     out = []
@@ -257,7 +257,7 @@ def build_report(
     if quiet:
         options = options.replace(progress=False)
     n_stages = len(options.sections) + (pair is None) + 1
-    with tqdm(total=n_stages, desc="report", unit="stage", disable=not options.progress) as bar:
+    with progress_bar(total=n_stages, desc="report", unit="stage", progress=options.progress) as bar:
         load_seconds = None
         if pair is None:
             bar.set_description("report: loading the pair")

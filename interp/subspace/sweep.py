@@ -26,6 +26,7 @@ from transformer_lens.utilities import to_numpy
 
 from interp._validate import as_layers
 from interp.pair import ModelPair
+from interp.progress import progress_bar
 from interp.results import Result, ResultLayout
 from interp.subspace.activation_library import ACTIVATION_BASES, CAPTURES, activation_bases, extra_captures
 from interp.subspace.basis import Basis, check_rank, definitions_table, random_basis
@@ -263,6 +264,7 @@ def subspace_sweep(
     extra_bases: Sequence[Basis] = (),
     positive_system: str = SYCOPHANTIC_SYSTEM,
     negative_system: str = CRITICAL_SYSTEM,
+    progress: bool | None = None,
 ) -> SweepResult:
     """Run the whole sweep on a :class:`interp.ModelPair` (or anything with ``.base``, ``.tuned``, ``.delta()``).
 
@@ -273,7 +275,8 @@ def subspace_sweep(
     build (default all); ``extra_bases`` are scored too. Deterministic: the only randomness is the
     seeded ``random`` basis and, with ``null="monte_carlo"``, the seeded null draws.
     An unknown name in ``include`` is a ValueError listing the known ones
-    (:func:`interp.subspace.library.library_names`).
+    (:func:`interp.subspace.library.library_names`). ``progress``: one bar over the sweep's four
+    stages (label, probe activations, bases, scores); False silences it.
     """
     if label not in ("steer", "pair"):
         raise ValueError(f"label: expected 'steer' or 'pair', got {label!r}")
@@ -301,47 +304,54 @@ def subspace_sweep(
     prompts = probe_prompts(claims)
     fit, evaluation = split_fit_eval(prompts, fit_fraction)
     texts = chat_texts(base.tokenizer, prompts)
-    if label == "steer":
-        full = steering_label(base, delta, texts, layers, alpha)
-    else:
-        full = pair_label(pair, texts, layers)
-    label_fit, label_eval = full[:, : len(fit)], full[:, len(fit) :]
-    acts = probe_activations(base, fit, layers, positive_system=positive_system, negative_system=negative_system)
+    with progress_bar(total=4, desc="subspace sweep: label", unit="stage", progress=progress) as bar:
+        if label == "steer":
+            full = steering_label(base, delta, texts, layers, alpha)
+        else:
+            full = pair_label(pair, texts, layers)
+        label_fit, label_eval = full[:, : len(fit)], full[:, len(fit) :]
+        bar.update(1)
+        bar.set_description("subspace sweep: probe activations")
+        acts = probe_activations(base, fit, layers, positive_system=positive_system, negative_system=negative_system)
+        bar.update(1)
+        bar.set_description("subspace sweep: bases")
+        wanted = None if include is None else set(include)
+        w_names = [n for n in WEIGHT_BASES if wanted is None or n in wanted]
+        a_names = [n for n in ACTIVATION_BASES if wanted is None or n in wanted]
+        library = []
+        if w_names:
+            library += weight_bases(base, layers, k, k_broad=k_broad, include=w_names)
+        clean = activation_bases(acts, k, include=["layer_clean_resid_pca"])[0]
+        if a_names:
+            needs = {need for n in a_names for need in ACTIVATION_BASES[n].needs if need in CAPTURES}
+            extra = extra_captures(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
+                                   needs=needs) if needs else None
+            library += activation_bases(acts, k, model=base, include=a_names, extra=extra)
+        library += compound_bases({b.name: b for b in library}, k)
+        library.append(random_basis(layers, base.cfg.d_model, k, seed=RANDOM_BASIS_SEED + seed))
+        library += [b.select(layers) for b in extra_bases]
+        gains = post_norm_gains(base, layers)
+        library += [activation_ceiling(label_fit, layers, k), weight_ceiling(delta, layers, k, gains=gains)]
+        names = [b.name for b in library]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"extra_bases: names {dupes} clash with library bases")
+        bar.update(1)
+        bar.set_description("subspace sweep: scores")
 
-    wanted = None if include is None else set(include)
-    w_names = [n for n in WEIGHT_BASES if wanted is None or n in wanted]
-    a_names = [n for n in ACTIVATION_BASES if wanted is None or n in wanted]
-    library = []
-    if w_names:
-        library += weight_bases(base, layers, k, k_broad=k_broad, include=w_names)
-    clean = activation_bases(acts, k, include=["layer_clean_resid_pca"])[0]
-    if a_names:
-        needs = {need for n in a_names for need in ACTIVATION_BASES[n].needs if need in CAPTURES}
-        extra = extra_captures(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
-                               needs=needs) if needs else None
-        library += activation_bases(acts, k, model=base, include=a_names, extra=extra)
-    library += compound_bases({b.name: b for b in library}, k)
-    library.append(random_basis(layers, base.cfg.d_model, k, seed=RANDOM_BASIS_SEED + seed))
-    library += [b.select(layers) for b in extra_bases]
-    gains = post_norm_gains(base, layers)
-    library += [activation_ceiling(label_fit, layers, k), weight_ceiling(delta, layers, k, gains=gains)]
-    names = [b.name for b in library]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"extra_bases: names {dupes} clash with library bases")
-
-    per_layer = score_table(
-        library,
-        label_eval=label_eval,
-        label_fit=label_fit,
-        delta=delta,
-        clean=clean,
-        null=null,
-        n_null=n_null,
-        seed=seed,
-        gains=gains,
-        dw_rank=k,
-    )
+        per_layer = score_table(
+            library,
+            label_eval=label_eval,
+            label_fit=label_fit,
+            delta=delta,
+            clean=clean,
+            null=null,
+            n_null=n_null,
+            seed=seed,
+            gains=gains,
+            dw_rank=k,
+        )
+        bar.update(1)
     summary, read_side = summarize(per_layer)
     config = {
         "k": k, "layers": tuple(layers), "label": label, "alpha": alpha, "fit_fraction": fit_fraction,
