@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from interp.activations import attention_study
-from interp.activations.attention_metrics import attention_pattern, pair_attention_metrics
+from interp.activations.attention_metrics import attention_pattern, pair_attention_metrics, pair_attention_pattern
 from interp.activations.head_types import head_type_scores
 from interp.activations.qkv_structure import qkv_similarity_study
 from interp.circuits import circuit_study
@@ -45,6 +45,7 @@ BUILDERS = {
     "PairAttentionMetrics": lambda pair, model: pair_attention_metrics(
         pair, PROMPTS, layers=[1, 10], keywords=["cat"], progress=False),
     "AttentionPattern": lambda pair, model: attention_pattern(model, PROMPTS[0], layer=2, head=1),
+    "PairAttentionPattern": lambda pair, model: pair_attention_pattern(pair, PROMPTS[1], layer=10, head=0),
     "HeadTypeScores": lambda pair, model: head_type_scores(model, length=6, n_sequences=2, layers=[0, 1],
                                                            progress=False),
     "QKVSimilarityStudy": lambda pair, model: qkv_similarity_study(model, PROMPTS, " cat", layer=1, bins=10,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import einops
 import pandas as pd
@@ -45,6 +45,9 @@ from interp.activations.positions import (
 from interp.pair import ModelPair, delta_frame
 from interp.prompts import Chunk, TokenBatch, batch_from_tokens, run_batched, tokenize
 from interp.results import Result, ResultLayout
+
+if TYPE_CHECKING:
+    from interp.plots.attention_view import AttentionView
 
 Query = Literal["last"] | int | Positions
 HEAD_METRICS = ("entropy", "mean_entropy", "max_attention", "sink", "mean_sink")
@@ -372,6 +375,23 @@ class AttentionPattern(Result):
                              "key_token": [self.tokens[i] for i in k.tolist()],
                              "attention": to_numpy(self.pattern[q, k])})
 
+    @property
+    def name(self) -> str:
+        """``"L{layer}H{head}"``."""
+        return f"L{self.layer}H{self.head}"
+
+    def view(self) -> AttentionView:
+        """The pattern as an interactive circuitsvis view (hover a token to see what it attends to),
+        rendered offline by :func:`interp.plots.attention_view.attention_view`; needs the ``notebook`` extra.
+
+        Returns:
+            An :class:`~interp.plots.attention_view.AttentionView` that displays itself in a notebook.
+        """
+        from interp.plots.attention_view import attention_view  # the one figure import here: kept lazy
+
+        return attention_view(self.tokens, {self.name: self.pattern[None]}, head_names=[self.name],
+                              title=f"attention of {self.name}")
+
 
 def attention_pattern(
     model: HookedTransformer, prompt: str | Int[torch.Tensor, " pos"], *, layer: int, head: int
@@ -397,6 +417,53 @@ def attention_pattern(
 
 # ------------------------------------------------------------------------------------------------
 # Base vs tuned
+
+
+@dataclass(frozen=True)
+class PairAttentionPattern(Result):
+    """One head's attention pattern on one prompt in a pair's base and tuned models."""
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(headline="to_frame", results=("base", "tuned"))
+
+    base: AttentionPattern
+    tuned: AttentionPattern
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (model, query, key) with ``model`` in "base", "tuned", "delta" (tuned − base)."""
+        return with_delta(self.base.to_frame(), self.tuned.to_frame(),
+                          keys=["query", "key", "query_token", "key_token"], values=["attention"])
+
+    def view(self) -> AttentionView:
+        """Base, tuned and ``tuned − base`` side by side as interactive circuitsvis views (the difference on a
+        diverging scale), rendered offline by :func:`interp.plots.attention_view.pair_attention_view`.
+
+        Returns:
+            An :class:`~interp.plots.attention_view.AttentionView` that displays itself in a notebook.
+        """
+        from interp.plots.attention_view import pair_attention_view  # the one figure import here: kept lazy
+
+        return pair_attention_view(self.base.tokens, self.base.pattern[None], self.tuned.pattern[None],
+                                   head_names=[self.base.name],
+                                   title=f"attention of {self.base.name}: base, tuned, tuned − base")
+
+
+def pair_attention_pattern(
+    pair: ModelPair, prompt: str | Int[torch.Tensor, " pos"], *, layer: int, head: int
+) -> PairAttentionPattern:
+    """:func:`attention_pattern` of one head in ``pair.base`` and ``pair.tuned`` on the same prompt.
+
+    Args:
+        pair: The base/tuned pair (one tokenizer).
+        prompt: Text (tokenized as :func:`interp.prompts.tokenize` does) or a 1-d token tensor.
+        layer: The head's layer.
+        head: The head's index.
+
+    Returns:
+        A :class:`PairAttentionPattern`; ``.view()`` shows base, tuned and tuned − base interactively.
+    """
+    pair = ModelPair.check(pair)
+    return PairAttentionPattern(attention_pattern(pair.base, prompt, layer=layer, head=head),
+                                attention_pattern(pair.tuned, prompt, layer=layer, head=head))
 
 
 def with_delta(base: pd.DataFrame, tuned: pd.DataFrame, *, keys: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
