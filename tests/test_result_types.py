@@ -17,7 +17,11 @@ import pytest
 import torch
 
 from interp.activations import attention_study
-from interp.activations.attention_metrics import attention_pattern, pair_attention_metrics, pair_attention_pattern
+from interp.activations.attention_metrics import (
+    attention_pattern,
+    pair_attention_metrics,
+    pair_attention_pattern,
+)
 from interp.activations.head_types import head_type_scores
 from interp.activations.qkv_structure import qkv_similarity_study
 from interp.circuits import circuit_study
