@@ -405,9 +405,24 @@ def persona_directions(
 
     With ``v_r`` from :func:`role_vectors` and ``V`` the matrix of ``v_r - mean_r v_r``, the PCs are
     the top right singular vectors of ``V`` (sign: largest-|entry| positive), see
-    :meth:`DirectionSet.from_pca`. ``layer`` defaults to the middle layer, ``n_layers // 2``.
-    ``traits``: also compute trait vectors (True: packaged traits; or a mapping / list of names).
-    ``n_components`` may be at most ``n_roles - 1``. Deterministic: same inputs, same result.
+    :meth:`DirectionSet.from_pca`. Deterministic: same inputs, same result.
+
+    Args:
+        model: The model whose residual stream is read.
+        layer: Layer of ``blocks.{layer}.hook_resid_post`` (default the middle layer, ``n_layers // 2``).
+        n_components: Number of PCs, at most ``n_roles - 1``.
+        roles: ``{name: system prompt}``, packaged role names, or None for all packaged roles.
+        questions: User turns asked under every role (default the packaged questions).
+        traits: Also compute trait vectors (True: packaged traits; or a mapping / list of names).
+        position: "last" prompt token or "mean" over the prompt's tokens.
+        batch_size: Prompts per forward pass.
+        default_system: The baseline system prompt subtracted from every role (None: no system turn).
+        prompt_format: "auto" (chat template when the tokenizer has one), "chat" or "plain".
+        progress: Progress bar over the batches (None: when there is more than one; False: silent).
+
+    Returns:
+        A :class:`PersonaDirections` with ``pcs``, ``roles`` and ``traits`` DirectionSets; ``scores()``
+        places every vector in PC space.
 
     Example::
 

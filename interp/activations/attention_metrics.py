@@ -239,9 +239,27 @@ def attention_metrics(
 ) -> AttentionMetrics:
     """Entropy, maximum, sink and keyword attention of every head at ``query`` (module docstring).
 
-    ``query`` is "last" (last real token), an index over each prompt's real tokens, or a Positions
-    with one row per prompt. ``keywords`` are found in the prompt text (case-insensitive unless
-    ``case_sensitive``), every occurrence, and mapped to the tokens overlapping them.
+    For head ``h`` with attention ``p = softmax(q_h K_hᵀ)`` at the query token: ``entropy = −Σ p ln p``,
+    ``max_attention = max p``, ``sink = p[first real token]``, keyword attention = ``Σ p`` over the
+    keyword's tokens; reduced inside the forward pass, so no pattern is kept.
+
+    Args:
+        model: The model to run.
+        prompts: One text, several, or a :class:`~interp.prompts.TokenBatch`.
+        layers: Analysed layers (default all).
+        query: "last" (last real token), an index over each prompt's real tokens, or a Positions with
+            one row per prompt.
+        keywords: Found in the prompt text (case-insensitive unless ``case_sensitive``), every
+            occurrence, and mapped to the tokens overlapping them.
+        case_sensitive: Match keywords case-sensitively.
+        labels: One label per prompt (default ``"0"``, ``"1"``, ...).
+        padding_side: Padding of the batch (results do not depend on it).
+        batch_size: Prompts per forward pass.
+        progress: Progress bar (None: when there is more than one batch; False: silent).
+
+    Returns:
+        An :class:`AttentionMetrics` of ``[prompt, layer, head]`` tensors; ``to_frame()``,
+        ``layer_frame()`` and ``keyword_frame()`` are its tidy tables.
     """
     batch = tokenize(model, prompts, padding_side=padding_side)
     layer_list = as_layers(layers, model.cfg.n_layers)
@@ -509,7 +527,23 @@ def pair_attention_metrics(
     batch_size: int = 16,
     progress: bool | None = None,
 ) -> PairAttentionMetrics:
-    """:func:`attention_metrics` for ``pair.base`` and ``pair.tuned`` (same arguments)."""
+    """:func:`attention_metrics` for ``pair.base`` and ``pair.tuned`` on the same prompts.
+
+    Args:
+        pair: The base/tuned :class:`~interp.ModelPair`.
+        prompts: One text, several, or a :class:`~interp.prompts.TokenBatch`.
+        layers: As in :func:`attention_metrics`.
+        query: As in :func:`attention_metrics`.
+        keywords: As in :func:`attention_metrics`.
+        case_sensitive: As in :func:`attention_metrics`.
+        labels: As in :func:`attention_metrics`.
+        padding_side: As in :func:`attention_metrics`.
+        batch_size: As in :func:`attention_metrics`.
+        progress: As in :func:`attention_metrics`.
+
+    Returns:
+        A :class:`PairAttentionMetrics`; its frames have ``model`` in "base", "tuned", "delta" (tuned − base).
+    """
     pair = ModelPair.check(pair)
     kwargs = dict(layers=layers, query=query, keywords=keywords, case_sensitive=case_sensitive, labels=labels,
                   padding_side=padding_side, batch_size=batch_size, progress=progress)

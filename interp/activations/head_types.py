@@ -129,11 +129,29 @@ def head_type_scores(
 ) -> HeadTypeScores:
     """Head-type scores of every head on ``tokens`` (default: :func:`repeated_random_tokens`).
 
-    ``exclude_bos``/``exclude_current_token`` drop the first key / the diagonal from numerator and
-    denominator, as in ``head_detector.compute_head_attention_similarity_score``. ``rows="all"`` is
-    ``detect_head``'s measure (every query row counts, so on ``[BOS] r r`` a perfect induction head
-    scores about ``(length - 1) / (2 length)``); ``rows="detected"`` divides only by the attention of
-    query rows where the detection pattern has a one (a perfect head scores 1).
+    Score of head ``h`` for a type with detection pattern ``D``: ``Σ (A_h ⊙ D) / Σ A_h`` over the
+    counted query rows, averaged over sequences (TransformerLens' ``detect_head`` measure).
+
+    Args:
+        model: The model to run.
+        tokens: ``[sequence, pos]`` token ids (default: ``n_sequences`` random sequences of ``length``
+            tokens, each repeated twice, drawn with ``seed``).
+        length: Length of each random sequence before repetition.
+        n_sequences: Number of random sequences.
+        seed: Seed of the random tokens.
+        layers: Analysed layers (default all).
+        exclude_bos: Drop the first key from numerator and denominator, as in
+            ``head_detector.compute_head_attention_similarity_score``.
+        exclude_current_token: Drop the diagonal likewise.
+        rows: "all" is ``detect_head``'s measure (every query row counts, so on ``[BOS] r r`` a perfect
+            induction head scores about ``(length - 1) / (2 length)``); "detected" divides only by the
+            attention of query rows where the detection pattern has a one (a perfect head scores 1).
+        batch_size: Sequences per forward pass.
+        progress: Progress bar (None: when there is more than one batch; False: silent).
+
+    Returns:
+        A :class:`HeadTypeScores` with ``[layer, head]`` scores in [0, 1] per type; ``to_frame()`` is the
+        tidy table.
     """
     if rows not in ("all", "detected"):
         raise ValueError(f"rows: expected 'all' or 'detected', got {rows!r}")

@@ -255,11 +255,31 @@ def qkv_similarity_study(
     prepend_bos: bool | None = None,
 ) -> QKVSimilarityStudy:
     """Neuron similarity of Q/K/V at the first ``target`` token of each prompt vs the token
-    ``neighbour_offset`` away, with a shuffled-matrix baseline (``torch.Generator`` seeded with ``seed``).
+    ``neighbour_offset`` away, with a shuffled-matrix baseline.
 
-    Prompts missing the target raise (listing them) or are skipped with ``on_missing="skip"``; only
-    prompts that have both positions are used, so target and neighbour rows pair up. ``prepend_bos``
-    as in :func:`interp.prompts.tokenize` (None: the model's ``cfg.default_prepend_bos``).
+    With ``X`` the ``[prompt, neuron]`` matrix of ``[Q | K | V]`` at the target, the similarity of neurons
+    ``i, j`` is ``cos(X[:, i], X[:, j])`` (or their correlation), histogrammed per block (QQ, KK, VV,
+    QK, QV, KV).
+
+    Args:
+        model: The model to run.
+        prompts: Texts (or a TokenBatch); only prompts that have both positions are used, so target and
+            neighbour rows pair up.
+        target: The target string, tokenized without special tokens (``" her"`` and ``"her"`` differ).
+        layer: The layer whose ``hook_q``/``hook_k``/``hook_v`` are read.
+        neighbour_offset: Offset of the comparison token (nonzero; -1: the token before).
+        kind: "cosine" or "correlation".
+        per_head: One matrix per query head (``[Q_h | K_g(h) | V_g(h)]``) instead of all heads at once.
+        bins: Histogram bins over [-1, 1].
+        seed: Seed of the shuffled baseline (``torch.Generator``).
+        on_missing: "raise" (listing the prompts without the target) or "skip" them with a warning.
+        batch_size: Prompts per forward pass.
+        progress: Progress bar (None: when there is more than one batch; False: silent).
+        prepend_bos: As in :func:`interp.prompts.tokenize` (None: the model's ``cfg.default_prepend_bos``).
+
+    Returns:
+        A :class:`QKVSimilarityStudy`: the activations at target and neighbour, and ``histograms`` (one row
+        per condition, block and bin).
     """
     batch = tokenize(model, prompts, prepend_bos=prepend_bos)
     (layer,) = as_layers(layer, model.cfg.n_layers, name="layer")

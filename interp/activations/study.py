@@ -116,10 +116,21 @@ def attention_study(
 ) -> AttentionStudy:
     """Attention metrics of every prompt variant and head-type scores, base vs tuned (see the module).
 
-    ``variants``: label -> ``(system prompt or None, user turn)``, formatted with the base model's chat
-    template (or the plain fallback). ``keywords``: strings whose tokens' attention is measured.
-    ``layers``: analysed layers (default all). Head types use ``head_type_sequences`` sequences of
-    ``head_type_length`` random tokens, each repeated twice, drawn with ``head_type_seed``.
+    Args:
+        pair: The base/tuned :class:`~interp.ModelPair`.
+        variants: Label → ``(system prompt or None, user turn)``, formatted with the base model's chat
+            template (or the plain fallback).
+        keywords: Strings whose tokens' attention from the last token is measured.
+        layers: Analysed layers (default all).
+        head_type_length: Length of each random token sequence (repeated twice) for the head types.
+        head_type_sequences: Number of such sequences.
+        head_type_seed: Seed of the random tokens.
+        progress: Progress bars (None: when there is more than one batch; False: silent).
+
+    Returns:
+        An :class:`AttentionStudy`: ``heads``, ``layer_frame``, ``keywords`` and ``head_types`` frames with
+        ``model`` in "base", "tuned", "delta" (tuned − base), and the derived tables; it displays
+        itself in a notebook and saves with ``save``.
     """
     pair = ModelPair.check(pair)
     if not isinstance(variants, Mapping) or len(variants) == 0:

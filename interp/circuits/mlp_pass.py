@@ -129,7 +129,23 @@ def compare_mlp_pass(
     names: Sequence[str] | None = None,
     post_norm: bool = True,
 ) -> MLPPassComparison:
-    """:func:`mlp_pass` of ``directions`` through ``pair.base`` and ``pair.tuned``."""
+    """:func:`mlp_pass` of ``directions`` through ``pair.base`` and ``pair.tuned``.
+
+    ``out_L(x) = W_out^L σ(W_in^L norm(x))`` (gated MLPs: ``σ(W_gate norm(x)) ⊙ W_in norm(x)``) for each
+    direction ``x`` and layer ``L``, in both models.
+
+    Args:
+        pair: The base/tuned :class:`~interp.ModelPair`.
+        directions: ``[n, d_model]`` tensor, one direction, or a :class:`~interp.DirectionSet` (its names
+            are used unless ``names`` is given).
+        layers: Layers to pass through (default all).
+        names: One name per direction.
+        post_norm: Apply the post-MLP norm where the model has one (Gemma).
+
+    Returns:
+        An :class:`MLPPassComparison`: ``base``/``tuned`` outputs ``[layer, n, d_model]``; ``.table()`` has
+        base/tuned norms, ``|tuned − base|`` and ``1 − cos`` per (layer, direction).
+    """
     base, tuned = check_pair(pair)
     vectors = as_directions(directions, base.cfg.d_model)
     labels = tuple(names_of(directions, names, vectors.shape[0]))  # bad names fail before the passes

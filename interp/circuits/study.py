@@ -122,12 +122,27 @@ def circuit_study(
 ) -> CircuitStudy:
     """Weight circuits, Δz and the MLP pass of the named ``directions`` in ``pair`` (see the module).
 
-    ``layers``: analysed layers (default all). ``tuned_layers``: the layers Δz is averaged over
-    (default: the analysed layers whose weights differ, or all analysed layers if none does).
-    ``semantic``: vectors to read the MLP change against (e.g. role and trait vectors), at the
-    directions' own layer when analysed, else at the MLP peak layer. Random probes are
-    ``DirectionSet.random(n_random, d_model, seed=random_seed)``; ``n_projections`` rows are kept
-    at each end of the projection ranking (at most half the semantic vectors).
+    ``Δz = z_tuned − z_base`` of each direction's QK/VO self and opposite entries, z-scored against the
+    random probes; the summary averages ``|Δz|`` over ``tuned_layers``.
+
+    Args:
+        pair: The base/tuned :class:`~interp.ModelPair`.
+        directions: The named directions to study (e.g. ``persona_directions(...).pcs``).
+        semantic: Vectors to read the MLP change against (e.g. role and trait vectors), at the
+            directions' own layer when analysed, else at the MLP peak layer; None skips the projections.
+        layers: Analysed layers (default all).
+        tuned_layers: Layers Δz is averaged over (default: the analysed layers whose weights differ, or
+            all analysed layers if none does).
+        n_random: Random unit probes, ``DirectionSet.random(n_random, d_model, seed=random_seed)``.
+        random_seed: Seed of the random probes.
+        n_projections: Rows kept at each end of the projection ranking (at most half the semantic vectors).
+
+    Returns:
+        A :class:`CircuitStudy` with every table (``table``, ``series``, ``deltas``, ``summary``,
+        ``mlp_table``, ``projections``...); it displays itself in a notebook and saves with ``save``.
+
+    Raises:
+        TypeError: ``pair`` is not a ModelPair or ``directions``/``semantic`` not DirectionSets.
     """
     pair = ModelPair.check(pair)
     if not isinstance(directions, DirectionSet):

@@ -240,12 +240,26 @@ def build_report(
 ) -> Report:
     """Run every analysis on the pair and write ``out_dir/report.html``.
 
-    ``pair``: an already loaded :class:`interp.ModelPair`; else one is loaded from ``base`` and
-    ``tuned``/``adapter`` (see :func:`load_pair`; nothing given = the embedded default pair).
-    ``options``: what to compute (default :class:`ReportOptions`, with persona directions cached under
-    ``interp.cache_dir()/report``). ``quiet`` turns progress bars off. A pair that cannot be loaded or
-    options that do not fit it raise :class:`ReportInputError` before any analysis runs; an analysis
-    that raises only marks its section as failed (see :attr:`Report.failed`).
+    A pair that cannot be loaded or options that do not fit it raise before any analysis runs; an
+    analysis that raises only marks its section as failed (see :attr:`Report.failed`).
+
+    Args:
+        pair: An already loaded :class:`interp.ModelPair`; None loads one from ``base`` and
+            ``tuned``/``adapter`` (see :func:`load_pair`; nothing given = the embedded default pair).
+        base: Registry name of the base model.
+        tuned: Registry name of the tuned model.
+        adapter: Folder of a PEFT LoRA adapter for ``base``.
+        options: What to compute (default :class:`ReportOptions`, with persona directions cached under
+            ``interp.cache_dir()/report``).
+        out_dir: Folder for ``report.html`` and ``tables/*.csv``.
+        quiet: Turn progress bars off.
+
+    Returns:
+        A :class:`Report`: the paths written, summary lines, each section's outcome, and every table and
+        figure; it displays itself in a notebook and saves with ``save``.
+
+    Raises:
+        ReportInputError: The pair could not be loaded or the options do not fit it.
     """
     started = time.perf_counter()
     if options is None:

@@ -268,15 +268,38 @@ def subspace_sweep(
 ) -> SweepResult:
     """Run the whole sweep on a :class:`interp.ModelPair` (or anything with ``.base``, ``.tuned``, ``.delta()``).
 
-    ``layers``: default every layer where the delta changes a residual-write tensor (the adapter's
-    range); layers outside that range are a ValueError (R_w is undefined there and the steering
-    label is zero before the first tuned layer). ``label``: ``"steer"`` (δ = resid(W+αΔW) −
-    resid(W−αΔW) on the base) or ``"pair"`` (tuned − base). ``include``: names of library bases to
-    build (default all); ``extra_bases`` are scored too. Deterministic: the only randomness is the
-    seeded ``random`` basis and, with ``null="monte_carlo"``, the seeded null draws.
-    An unknown name in ``include`` is a ValueError listing the known ones
-    (:func:`interp.subspace.library.library_names`). ``progress``: one bar over the sweep's four
-    stages (label, probe activations, bases, scores); False silences it.
+    Each candidate basis ``U`` (k directions per layer) is scored by how much of the steering label and
+    of ΔW's residual writes it captures relative to a random k-subspace (R_act, R_w; ≈ 1 is chance),
+    with z-scores against the null. Deterministic: the only randomness is the seeded ``random`` basis
+    and, with ``null="monte_carlo"``, the seeded null draws.
+
+    Args:
+        pair: The pair (the delta is ``pair.delta()``).
+        k: Directions per basis and layer.
+        layers: Scored layers (default every layer where the delta changes a residual-write tensor, the
+            adapter's range); layers outside that range are a ValueError (R_w is undefined there and the
+            steering label is zero before the first tuned layer).
+        claims: Probe claims (default the packaged ones).
+        label: "steer" (δ = resid(W+αΔW) − resid(W−αΔW) on the base) or "pair" (tuned − base).
+        alpha: Steering scale α.
+        fit_fraction: Share of the probes the activation bases are fitted on (the rest evaluate).
+        null: "exact" (the closed-form mean and variance of R over Haar-random bases) or "monte_carlo"
+            (seeded draws).
+        n_null: Draws of the Monte-Carlo null.
+        seed: Seed of the random basis and the null draws.
+        k_broad: Rank of the broad read subspaces that the ``write_not_*`` bases are projected away from.
+        include: Names of library bases to build (default all); an unknown name is a ValueError listing
+            the known ones (:func:`interp.subspace.library.library_names`).
+        extra_bases: Your own :class:`~interp.subspace.Basis` objects, scored too.
+        positive_system: System prompt of the positive probe side.
+        negative_system: System prompt of the negative probe side.
+        progress: One bar over the sweep's four stages (label, probe activations, bases, scores); False
+            silences it.
+
+    Returns:
+        A :class:`SweepResult`: ``per_layer``, ``summary`` (ranked by ``joint``), ``read_side`` and
+        ``definitions`` tables; ``winner``, ``top()`` and ``conclusion()`` read them. It displays itself
+        in a notebook and saves with ``save`` (reload a long sweep with ``SweepResult.load``).
     """
     if label not in ("steer", "pair"):
         raise ValueError(f"label: expected 'steer' or 'pair', got {label!r}")
