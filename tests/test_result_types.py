@@ -114,6 +114,10 @@ def test_result_displays_and_round_trips(kind, default_pair, tmp_path):
     assert_same(result, loaded)
     assert loaded._repr_html_() == html
 
+    (folder / "result.json").write_text(json.dumps({**meta, "format_version": meta["format_version"] + 1}))
+    with pytest.raises(ResultFormatError, match=r"result format version \d+, but this interp reads version"):
+        type(result).load(folder)
+
 
 def test_loaded_token_batch_shows_its_tokens_but_cannot_tokenize(default_pair, tmp_path):
     batch = tokenize(default_pair.base, PROMPTS)
