@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 
@@ -27,12 +28,13 @@ from interp.activations.head_types import HEAD_TYPES, pair_head_type_scores
 from interp.activations.nulls import paired_change
 from interp.pair import ModelPair
 from interp.prompts import format_prompt
+from interp.results import Result, ResultLayout
 
 __all__ = ["AttentionStudy", "attention_study"]
 
 
 @dataclass(frozen=True, eq=False)
-class AttentionStudy:
+class AttentionStudy(Result):
     """Everything :func:`attention_study` computed.
 
     ``texts``: label -> formatted prompt; ``heads``/``layers_frame``/``keywords``: the head-level,
@@ -45,6 +47,13 @@ class AttentionStudy:
     ``head_type_by_sequence`` (head-type scores per probe sequence, long layout) and ``head_type_nulls``
     (per layer, head and type) over the sequences.
     """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="entropy_change_by_layer",
+        tables=("heads", "layer_frame", "keywords", "head_types", "head_type_by_sequence", "entropy_layer_nulls",
+                "entropy_head_nulls", "head_type_nulls"),
+        metadata=("texts", "layers", "head_type_length", "head_type_sequences", "head_type_seed", "alpha"),
+        derived_tables=("head_changes", "keyword_table", "type_changes", "strong_head_counts"))
 
     texts: dict[str, str]
     layers: tuple[int, ...] | None
@@ -149,13 +158,27 @@ def attention_study(
 ) -> AttentionStudy:
     """Attention metrics of every prompt variant and head-type scores, base vs tuned (see the module).
 
-    ``variants``: label -> ``(system prompt or None, user turn)``, formatted with the base model's chat
-    template (or the plain fallback). ``keywords``: strings whose tokens' attention is measured.
-    ``layers``: analysed layers (default all). Head types use ``head_type_sequences`` sequences of
-    ``head_type_length`` random tokens, each repeated twice, drawn with ``head_type_seed``.
-    Nulls: ``n_resamples`` bootstrap resamples (``level`` intervals) and ``n_permutations`` sign flips
-    (all of them when ``2^n_units`` is no more), both from ``null_seed``; a change is distinguishable
-    when its p-value is at most ``alpha``. More variants or sequences give narrower intervals.
+    Args:
+        pair: The base/tuned :class:`~interp.ModelPair`.
+        variants: Label → ``(system prompt or None, user turn)``, formatted with the base model's chat
+            template (or the plain fallback).
+        keywords: Strings whose tokens' attention from the last token is measured.
+        layers: Analysed layers (default all).
+        head_type_length: Length of each random token sequence (repeated twice) for the head types.
+        head_type_sequences: Number of such sequences.
+        head_type_seed: Seed of the random tokens.
+        progress: Progress bars (None: when there is more than one batch; False: silent).
+        n_resamples: Bootstrap resamples of the paired nulls (``level`` intervals).
+        n_permutations: Sign flips of the paired nulls (all of them when ``2^n_units`` is no more).
+        null_seed: Seed of both.
+        level: Coverage of the bootstrap intervals.
+        alpha: The p-value at or below which a change is called distinguishable. More variants or
+            sequences give narrower intervals.
+
+    Returns:
+        An :class:`AttentionStudy`: ``heads``, ``layer_frame``, ``keywords`` and ``head_types`` frames with
+        ``model`` in "base", "tuned", "delta" (tuned − base), and the derived tables; it displays
+        itself in a notebook and saves with ``save``.
     """
     pair = ModelPair.check(pair)
     if not (isinstance(alpha, float) and 0.0 < alpha < 1.0):
