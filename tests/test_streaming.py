@@ -17,6 +17,7 @@ import pytest
 import torch
 from _circuit_checks import seeded_directions
 
+from interp import ModelPair
 from interp.circuits import compare_mlp_pass, weight_circuits
 from interp.directions import DirectionSet
 from interp.loading import RawModel
@@ -27,12 +28,15 @@ from interp.streaming import (
     open_checkpoint,
     open_streamed,
     streamed_compare_mlp_pass,
+    streamed_delta,
+    streamed_delta_diagnostics,
     streamed_persona_directions,
     streamed_role_vectors,
     streamed_run_with_cache,
     streamed_weight_circuits,
 )
 from interp.streaming.convert import tl_config_dict
+from interp.subspace.weight_diff import delta_diagnostics
 
 N_LAYERS = 4
 
@@ -224,6 +228,21 @@ def test_streamed_persona_directions_equal_in_memory(folders, loaded, processed)
     expected = role_vectors(reference, roles, questions, layer=1, position="mean")
     err = ((vectors.vectors - expected.vectors).norm(dim=1) / expected.vectors.norm(dim=1)).max().item()
     assert err < 1e-5, f"mean-position role vectors differ by {err:.2e} (relative)"
+
+
+@pytest.mark.parametrize("processed", [False, True])
+def test_streamed_delta_table_equals_in_memory_block_rows(folders, loaded, processed):
+    pair = StreamedPair.open(folders[0], folders[1], processed=processed)
+    streamed = streamed_delta_diagnostics(pair, neuron_block=40, progress=False)
+    expected = delta_diagnostics(ModelPair(*loaded[processed]))
+    expected = expected[expected["name"].str.startswith("blocks.")].reset_index(drop=True)
+    assert len(expected) > 0 and list(streamed["name"]) == list(expected["name"])
+    pd.testing.assert_frame_equal(streamed, expected, check_exact=False, rtol=1e-4, atol=1e-6)
+    one = streamed_delta(pair, 2, neuron_block=None)
+    reference = ModelPair(*loaded[processed]).delta()
+    for name, value in one.items():
+        assert torch.allclose(value, reference[name], atol=1e-6), name
+    assert set(one) == {n for n in reference if n.startswith("blocks.2.")}
 
 
 # ------------------------------------------------------------------------------------------- errors

@@ -13,6 +13,7 @@ before layer ``l + 1``. Peak memory is set by one layer of each model, not by th
 
 from interp.streaming.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from interp.streaming.circuits import streamed_compare_mlp_pass, streamed_mlp_pass, streamed_weight_circuits
+from interp.streaming.deltas import streamed_delta, streamed_delta_diagnostics
 from interp.streaming.forward import (
     streamed_persona_directions,
     streamed_prompt_activations,
@@ -30,6 +31,8 @@ __all__ = [
     "open_checkpoint",
     "open_streamed",
     "streamed_compare_mlp_pass",
+    "streamed_delta",
+    "streamed_delta_diagnostics",
     "streamed_mlp_pass",
     "streamed_persona_directions",
     "streamed_prompt_activations",
