@@ -27,6 +27,7 @@ from interp.streaming import (
     StreamedPair,
     open_checkpoint,
     open_streamed,
+    should_stream,
     streamed_compare_mlp_pass,
     streamed_delta,
     streamed_delta_diagnostics,
@@ -243,6 +244,19 @@ def test_streamed_delta_table_equals_in_memory_block_rows(folders, loaded, proce
     for name, value in one.items():
         assert torch.allclose(value, reference[name], atol=1e-6), name
     assert set(one) == {n for n in reference if n.startswith("blocks.2.")}
+
+
+def test_should_stream_compares_loaded_size_with_available_memory(folders):
+    from safetensors import safe_open
+
+    total = 0
+    for folder in folders[:2]:
+        for shard in folder.glob("*.safetensors"):
+            with safe_open(str(shard), "pt") as f:
+                total += sum(f.get_tensor(k).numel() * 4 for k in f.keys())  # float32 bytes
+    small = should_stream(folders[0], folders[1], available=total)  # needs 1.5 × the float32 weights
+    assert small.stream and small.needed_bytes == int(1.5 * total) and "streaming it layer by layer" in small.reason
+    assert not should_stream(folders[0], folders[1], available=10 * total).stream
 
 
 # ------------------------------------------------------------------------------------------- errors

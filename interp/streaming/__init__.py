@@ -20,16 +20,19 @@ from interp.streaming.forward import (
     streamed_role_vectors,
     streamed_run_with_cache,
 )
+from interp.streaming.memory import MemoryCheck, should_stream
 from interp.streaming.model import StreamedModel, StreamedPair, StreamStats, open_streamed
 
 __all__ = [
     "Checkpoint",
     "CheckpointError",
+    "MemoryCheck",
     "StreamStats",
     "StreamedModel",
     "StreamedPair",
     "open_checkpoint",
     "open_streamed",
+    "should_stream",
     "streamed_compare_mlp_pass",
     "streamed_delta",
     "streamed_delta_diagnostics",
