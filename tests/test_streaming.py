@@ -23,6 +23,7 @@ from interp.directions import DirectionSet
 from interp.loading import RawModel
 from interp.personas import persona_directions, role_vectors
 from interp.streaming import (
+    LOCAL_WEIGHT_BASES,
     CheckpointError,
     StreamedPair,
     open_checkpoint,
@@ -34,7 +35,9 @@ from interp.streaming import (
     streamed_persona_directions,
     streamed_role_vectors,
     streamed_run_with_cache,
+    streamed_weight_bases,
     streamed_weight_circuits,
+    streamed_weight_targets,
 )
 from interp.streaming.convert import tl_config_dict
 from interp.subspace.weight_diff import delta_diagnostics
@@ -257,6 +260,33 @@ def test_should_stream_compares_loaded_size_with_available_memory(folders):
     small = should_stream(folders[0], folders[1], available=total)  # needs 1.5 × the float32 weights
     assert small.stream and small.needed_bytes == int(1.5 * total) and "streaming it layer by layer" in small.reason
     assert not should_stream(folders[0], folders[1], available=10 * total).stream
+
+
+def test_streamed_weight_side_subspace_scores_equal_in_memory(folders, loaded):
+    """Layer-local weight bases, R_w targets and their scores energy(B, T) equal the in-memory ones."""
+    from interp.subspace.bases import weight_bases
+    from interp.subspace.scores import energy, weight_targets
+
+    pair = StreamedPair.open(folders[0], folders[1], processed=True)
+    layers = [1, 3]
+    bases = streamed_weight_bases(pair.base, layers, k=4, progress=False)
+    expected = weight_bases(loaded[True][0], layers, k=4, include=LOCAL_WEIGHT_BASES)
+    targets = streamed_weight_targets(pair, layers, neuron_block=40, progress=False)
+    reference = weight_targets(ModelPair(*loaded[True]).delta(), layers)
+    assert set(targets) == set(reference) == {"attn.W_O", "mlp.W_out", "combined"}
+    for kind in reference:
+        err = ((targets[kind] - reference[kind]).norm() / reference[kind].norm()).item()
+        assert err < 1e-5, f"target {kind}: differs by {err:.2e} (relative)"
+    for got, want in zip(bases, expected, strict=True):
+        assert (got.name, got.layers, got.ranks) == (want.name, want.layers, want.ranks)
+        p_got = got.vectors @ got.vectors.transpose(-1, -2)
+        p_want = want.vectors @ want.vectors.transpose(-1, -2)
+        assert (p_got - p_want).abs().max() < 1e-4, f"basis {got.name}: subspaces differ"
+        for kind in reference:
+            r_got, r_want = energy(got.vectors, targets[kind]), energy(want.vectors, reference[kind])
+            assert torch.allclose(r_got, r_want, rtol=1e-4, atol=1e-6), f"R_w of {got.name} on {kind}"
+    with pytest.raises(ValueError, match="global_write"):
+        streamed_weight_bases(pair.base, layers, include=["global_write"], progress=False)
 
 
 # ------------------------------------------------------------------------------------------- errors

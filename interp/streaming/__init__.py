@@ -22,8 +22,10 @@ from interp.streaming.forward import (
 )
 from interp.streaming.memory import MemoryCheck, should_stream
 from interp.streaming.model import StreamedModel, StreamedPair, StreamStats, open_streamed
+from interp.streaming.subspace import LOCAL_WEIGHT_BASES, streamed_weight_bases, streamed_weight_targets
 
 __all__ = [
+    "LOCAL_WEIGHT_BASES",
     "Checkpoint",
     "CheckpointError",
     "MemoryCheck",
@@ -41,5 +43,7 @@ __all__ = [
     "streamed_prompt_activations",
     "streamed_role_vectors",
     "streamed_run_with_cache",
+    "streamed_weight_bases",
     "streamed_weight_circuits",
+    "streamed_weight_targets",
 ]
