@@ -26,6 +26,7 @@ from interp.streaming import (
     LOCAL_WEIGHT_BASES,
     CheckpointError,
     StreamedPair,
+    changed_layers,
     open_checkpoint,
     open_streamed,
     should_stream,
@@ -247,6 +248,21 @@ def test_streamed_delta_table_equals_in_memory_block_rows(folders, loaded, proce
     for name, value in one.items():
         assert torch.allclose(value, reference[name], atol=1e-6), name
     assert set(one) == {n for n in reference if n.startswith("blocks.2.")}
+
+
+def test_changed_layers_reads_stored_tensors(folders, tmp_path):
+    """Only layer 2 of a copy is changed: the stored tensors say so before any conversion."""
+    from safetensors.torch import load_file, save_file
+
+    assert changed_layers(StreamedPair.open(folders[0], folders[1]), progress=False) == list(range(N_LAYERS))
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(folders[0], copy_dir)
+    index = json.loads((copy_dir / "model.safetensors.index.json").read_text())["weight_map"]
+    shard = copy_dir / index["model.layers.2.mlp.up_proj.weight"]
+    tensors = load_file(str(shard))
+    tensors["model.layers.2.mlp.up_proj.weight"][0, 0] += 1.0
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    assert changed_layers(StreamedPair.open(folders[0], copy_dir), progress=False) == [2]
 
 
 def test_should_stream_compares_loaded_size_with_available_memory(folders):

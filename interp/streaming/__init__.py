@@ -13,7 +13,7 @@ before layer ``l + 1``. Peak memory is set by one layer of each model, not by th
 
 from interp.streaming.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from interp.streaming.circuits import streamed_compare_mlp_pass, streamed_mlp_pass, streamed_weight_circuits
-from interp.streaming.deltas import streamed_delta, streamed_delta_diagnostics
+from interp.streaming.deltas import changed_layers, streamed_delta, streamed_delta_diagnostics
 from interp.streaming.forward import (
     streamed_persona_directions,
     streamed_prompt_activations,
@@ -32,6 +32,7 @@ __all__ = [
     "StreamStats",
     "StreamedModel",
     "StreamedPair",
+    "changed_layers",
     "open_checkpoint",
     "open_streamed",
     "should_stream",

@@ -22,7 +22,7 @@ from interp.streaming.circuits import _neuron_blocks
 from interp.streaming.model import StreamedPair, as_streamed_pair
 from interp.subspace.weight_diff import delta_diagnostics
 
-__all__ = ["streamed_delta", "streamed_delta_diagnostics"]
+__all__ = ["changed_layers", "streamed_delta", "streamed_delta_diagnostics"]
 
 # The neuron axis of each MLP parameter in TransformerLens' layout.
 _NEURON_AXIS = {"W_in": 1, "W_gate": 1, "b_in": 0, "W_out": 0}
@@ -84,3 +84,24 @@ def streamed_delta_diagnostics(
         raise ValueError("pair: base and tuned have identical weights in the requested layers")
     table = pd.concat(frames, ignore_index=True)
     return table.sort_values(["layer", "kind"], na_position="last", kind="stable").reset_index(drop=True)
+
+
+def changed_layers(pair: StreamedPair, *, progress: bool = True) -> list[int]:
+    """Layers where any tensor of the tuned checkpoint differs from the base's (compared as stored,
+    one tensor pair at a time, before any conversion); what ``changed_layers(pair.delta())`` gives
+    for a loaded pair whenever the two checkpoints share their dtype."""
+    pair = as_streamed_pair(pair)
+    base, tuned = pair.base.checkpoint, pair.tuned.checkpoint
+    by_layer: dict[int, list[str]] = {}
+    for name in base.tensors:
+        parts = name.split(".")
+        index = next((int(p) for p in parts if p.isdigit()), None)
+        if index is not None:
+            by_layer.setdefault(index, []).append(name)
+    out = []
+    for layer in pair.layers(sorted(by_layer), progress=progress, desc="changed layers"):
+        for name in by_layer[layer]:
+            if not tuned.has(name) or not torch.equal(base.read(name), tuned.read(name)):
+                out.append(layer)
+                break
+    return out

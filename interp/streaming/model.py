@@ -185,6 +185,11 @@ class StreamedPair:
     def d_model(self) -> int:
         return self.base.d_model
 
+    @property
+    def cfg(self) -> Any:
+        """The shared configuration (the base model's), as :attr:`interp.ModelPair.cfg`."""
+        return self.base.cfg
+
     def layers(self, layers: Iterable[int], *, progress: bool = True, desc: str = "layers") -> Iterator[int]:
         """Iterate over ``layers`` with a progress bar; :attr:`stats` is set when the iteration ends."""
         from tqdm.auto import tqdm
