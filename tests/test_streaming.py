@@ -175,6 +175,27 @@ def test_streamed_circuits_read_only_attention_tensors(folders, directions):
     assert pair.stats.layers == 4 and pair.stats.peak_rss_bytes > 0
 
 
+def _stored_bytes(folder, keep) -> int:
+    from safetensors import safe_open
+
+    index = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+    total = 0
+    for name, shard in index.items():
+        if keep(name):
+            with safe_open(str(folder / shard), "pt") as f:
+                t = f.get_tensor(name)
+            total += t.numel() * t.element_size()
+    return total
+
+
+def test_streamed_mlp_pass_reads_no_attention_tensor(folders, directions):
+    pair = StreamedPair.open(folders[0], folders[1])
+    streamed_compare_mlp_pass(pair, directions, layers=[1], neuron_block=None, progress=False)
+    expected = sum(_stored_bytes(f, lambda n: n.startswith("model.layers.1.") and ".self_attn." not in n)
+                   for f in folders[:2])
+    assert pair.stats.bytes_read == expected
+
+
 @pytest.mark.parametrize("processed", [False, True])
 @pytest.mark.parametrize("neuron_block", [None, 40, "auto"])
 def test_streamed_mlp_pass_equals_in_memory(folders, loaded, directions, processed, neuron_block):

@@ -126,11 +126,18 @@ def layer_cfg_dict(
     return out
 
 
-def _hf_config(ckpt: Checkpoint, layer: int, *, d_mlp: int | None, vocab: int) -> Any:
+# A block converted for its MLP only gets this stand-in attention (one head of width 2; never read).
+_STUB_ATTENTION_HF = {"num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 2}
+_STUB_ATTENTION_TL = {"n_heads": 1, "d_head": 2, "n_key_value_heads": 1, "rotary_dim": 2}
+
+
+def _hf_config(ckpt: Checkpoint, layer: int, *, d_mlp: int | None, vocab: int, stub_attention: bool = False) -> Any:
     """transformers' config of a one-layer model: layer ``layer``'s per-layer entries, ``vocab`` tokens."""
     from transformers import AutoConfig
 
     raw = dict(ckpt.config)
+    if stub_attention:
+        raw.update(_STUB_ATTENTION_HF)
     n_layers = int(raw["num_hidden_layers"]) if "num_hidden_layers" in raw else int(raw.get("n_layer", 0))
     for key, value in list(raw.items()):
         if isinstance(value, list) and len(value) == n_layers and key not in ("architectures",):
@@ -182,9 +189,17 @@ def layer_model(
         raise ValueError(f"neurons: expected 0 <= start < stop <= {n_mlp}, got {neurons!r}")
     block_mlp = stop - start if neurons is not None else None
     vocab = len(vocab_rows) if vocab_rows else 1
-    hf_cfg = _hf_config(ckpt, layer, d_mlp=block_mlp, vocab=vocab)
-    with torch.device("meta"):
-        hf_model = AutoModelForCausalLM.from_config(hf_cfg)
+    hf_model = None
+    if part == "mlp":  # a one-head stand-in attention, where the architecture takes head_dim from the config
+        with torch.device("meta"):
+            hf_model = AutoModelForCausalLM.from_config(
+                _hf_config(ckpt, layer, d_mlp=block_mlp, vocab=vocab, stub_attention=True))
+        if sum(p.numel() for n, p in hf_model.named_parameters() if _is_attention(n)) > 64 * int(cfg["d_model"]):
+            hf_model = None
+    stub = hf_model is not None
+    if hf_model is None:
+        with torch.device("meta"):
+            hf_model = AutoModelForCausalLM.from_config(_hf_config(ckpt, layer, d_mlp=block_mlp, vocab=vocab))
     state = {}
     for name, param in hf_model.named_parameters(remove_duplicate=False):  # tied lm_head too
         state[name] = _hf_tensor(ckpt, name, tuple(param.shape), layer, part=part,
@@ -192,6 +207,8 @@ def layer_model(
                                  n_mlp=n_mlp, vocab_rows=vocab_rows)
     hf_model.load_state_dict(state, strict=False, assign=True)
     one_cfg = layer_cfg_dict(cfg, layer, part=part, d_mlp=block_mlp, d_vocab=vocab)
+    if stub:
+        one_cfg.update(_STUB_ATTENTION_TL)
     tl_state = _convert(ckpt, hf_model, one_cfg)
     del hf_model, state
     return _build(one_cfg, tl_state, None, processed=processed, dtype=torch.float32, device=device)
@@ -207,6 +224,10 @@ def _convert(ckpt: Checkpoint, hf_model: Any, cfg_dict: dict[str, Any]) -> dict[
     if cfg_dict.get("attn_only"):
         state = {k: v for k, v in state.items() if ".mlp." not in k and ".ln2" not in k}
     return {k: v.detach().to(torch.float32) for k, v in state.items()}
+
+
+def _is_attention(name: str) -> bool:
+    return (".self_attn." in name or ".attn." in name) and ".mlp." not in name
 
 
 def _ckpt_name(ckpt: Checkpoint, name: str) -> str | None:
@@ -241,7 +262,7 @@ def _hf_tensor(
     in_mlp = ".mlp." in name
     if part == "attn" and in_mlp:
         return torch.zeros(shape)  # never converted: the block is attention-only
-    if part == "mlp" and (".self_attn." in name or ".attn." in name) and not in_mlp:
+    if part == "mlp" and _is_attention(name):
         return torch.zeros(shape)  # the MLP pass never reads attention weights
     if in_mlp and neurons is not None:
         full = ckpt.shape(source)
