@@ -15,7 +15,9 @@ read; embedding rows are centred row by row, so a subset of rows is processed as
 
 ``neurons=(start, stop)`` converts only those MLP neurons (the block's ``d_mlp`` becomes
 ``stop - start``): the MLP's output is a sum over neurons, so a layer too large for memory is taken
-in blocks of neurons. ``part="attn"`` builds an attention-only block (no MLP weight is read).
+in blocks of neurons. ``part="attn"`` builds an attention-only block (no MLP weight is read);
+``part="mlp"`` reads no attention weight and, where the architecture takes ``head_dim`` from its
+config, gives the block a one-head stand-in attention of width 2 (nothing to fill or process).
 
 The configuration comes from :func:`tl_config_dict`; it is the seam to the architecture-based loader
 of issue 11, which replaces its body when it lands.
