@@ -212,12 +212,18 @@ def _available_gb() -> float:
 
 def run() -> list[BenchRow]:
     torch.set_grad_enabled(False)
-    root = Path(tempfile.mkdtemp(prefix="interp-stream-", dir=os.environ.get("INTERP_BENCH_DIR")))
+    # $INTERP_BENCH_STREAMING_DATA: a folder already holding base-8/ and tuned-8/ from an earlier run
+    # (kept afterwards); otherwise the pair is written to a temporary folder and deleted at the end.
+    reuse = os.environ.get("INTERP_BENCH_STREAMING_DATA")
+    root = Path(reuse) if reuse else Path(tempfile.mkdtemp(prefix="interp-stream-", dir=os.environ.get("INTERP_BENCH_DIR")))
     rows = []
     try:
         started = time.perf_counter()
-        full = write_pair(root)
-        print(f"   wrote the synthetic pair in {time.perf_counter() - started:.0f} s", flush=True)
+        if reuse:
+            full = {label: root / f"{label}-{max(SIZES)}" for label in ("base", "tuned")}
+        else:
+            full = write_pair(root)
+            print(f"   wrote the synthetic pair in {time.perf_counter() - started:.0f} s", flush=True)
         rate = gemm_rate()
         warm = [subset(full[label], root / f"{label}-warm", 1) for label in ("base", "tuned")]
         streamed_sweep(*warm)  # imports and first-call costs, not timed
@@ -247,7 +253,8 @@ def run() -> list[BenchRow]:
             print(f"   {rows[-1].figure}: {seconds:.1f} s, peak {peak_mb:.0f} MB; floor {floor:.1f} s; "
                   f"in-memory {ref_s:.1f} s / {ref_mb:.0f} MB", flush=True)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if not reuse:
+            shutil.rmtree(root, ignore_errors=True)
     return rows
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-__all__ = ["Checkpoint", "CheckpointError", "open_checkpoint"]
+__all__ = ["Checkpoint", "CheckpointError", "layer_index", "open_checkpoint"]
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -39,6 +39,8 @@ class _TensorInfo:
     shard: Path
     dtype: str
     shape: tuple[int, ...]
+    start: int = 0  # byte range of the tensor's data in the shard file
+    stop: int = 0
 
 
 @dataclass
@@ -79,6 +81,28 @@ class Checkpoint:
                     tensor = part[rows if rows is not None else slice(None), cols]
         self.bytes_read += tensor.numel() * tensor.element_size()
         return tensor
+
+    def prefetch(self, names: list[str]) -> None:
+        """Ask the kernel to start reading these tensors' bytes in the background
+        (``posix_fadvise(WILLNEED)``): the next layer's reads overlap this layer's arithmetic. Memory
+        is page cache, not this process's; a no-op where the call does not exist."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        by_shard: dict[Path, list[_TensorInfo]] = {}
+        for name in names:
+            if name in self.tensors:
+                by_shard.setdefault(self.tensors[name].shard, []).append(self.tensors[name])
+        for shard, infos in by_shard.items():
+            fd = os.open(shard, os.O_RDONLY)
+            try:
+                for info in infos:
+                    os.posix_fadvise(fd, info.start, info.stop - info.start, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
+
+    def layer_names(self, layer: int) -> list[str]:
+        """Names of the stored tensors of layer ``layer`` (``...layers.{layer}.`` / ``...h.{layer}.``)."""
+        return [n for n in self.tensors if layer_index(n) == layer]
 
     def read_rows(self, name: str, indices: list[int]) -> torch.Tensor:
         """Rows ``indices`` of matrix ``name`` (e.g. the embeddings of a few tokens), one slice per run
@@ -155,17 +179,16 @@ def _tensor_table(folder: Path) -> dict[str, _TensorInfo]:
         for name, shard in weight_map.items():
             if name not in headers[shard]:
                 raise CheckpointError(f"source: {index.name} places {name!r} in {shard}, which has no such tensor")
-            dtype, shape = headers[shard][name]
-            table[name] = _TensorInfo(folder / shard, dtype, shape)
+            table[name] = _TensorInfo(folder / shard, *headers[shard][name])
         return table
     single = folder / SINGLE_NAME
     if single.is_file():
-        return {name: _TensorInfo(single, dtype, shape) for name, (dtype, shape) in _header(single).items()}
+        return {name: _TensorInfo(single, *entry) for name, entry in _header(single).items()}
     raise CheckpointError(f"source: {folder} has neither {SINGLE_NAME} nor {INDEX_NAME}")
 
 
-def _header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """``{name: (dtype, shape)}`` from a shard's header, after checking the file holds every tensor."""
+def _header(path: Path) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
+    """``{name: (dtype, shape, start, stop)}`` (byte range in the file) from a shard's header, after checking the file holds every tensor."""
     size = path.stat().st_size
     with path.open("rb") as handle:
         raw = handle.read(8)
@@ -191,8 +214,14 @@ def _header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
         width = _DTYPE_BYTES.get(entry["dtype"])
         if width is not None and entry["data_offsets"][1] - entry["data_offsets"][0] != width * _numel(shape):
             raise CheckpointError(f"source: shard {path.name}: tensor {name!r} has a size that does not match its shape")
-        out[name] = (entry["dtype"], shape)
+        begin, end = entry["data_offsets"]
+        out[name] = (entry["dtype"], shape, 8 + length + begin, 8 + length + end)
     return out
+
+
+def layer_index(name: str) -> int | None:
+    """The first integer component of a tensor name (its layer), or None."""
+    return next((int(p) for p in name.split(".") if p.isdigit()), None)
 
 
 def _numel(shape: tuple[int, ...]) -> int:

@@ -199,9 +199,10 @@ def layer_model(
         if sum(p.numel() for n, p in hf_model.named_parameters() if _is_attention(n)) > 64 * int(cfg["d_model"]):
             hf_model = None
     stub = hf_model is not None
-    if hf_model is None:
+    if hf_model is None:  # an attention-only block gets a one-neuron stand-in MLP (dropped after conversion)
         with torch.device("meta"):
-            hf_model = AutoModelForCausalLM.from_config(_hf_config(ckpt, layer, d_mlp=block_mlp, vocab=vocab))
+            hf_model = AutoModelForCausalLM.from_config(
+                _hf_config(ckpt, layer, d_mlp=1 if part == "attn" else block_mlp, vocab=vocab))
     state = {}
     for name, param in hf_model.named_parameters(remove_duplicate=False):  # tied lm_head too
         state[name] = _hf_tensor(ckpt, name, tuple(param.shape), layer, part=part,
@@ -263,7 +264,7 @@ def _hf_tensor(
         raise ValueError(f"source: {ckpt.folder} has no tensor {wanted!r} (layer {layer}); is the checkpoint incomplete?")
     in_mlp = ".mlp." in name
     if part == "attn" and in_mlp:
-        return torch.zeros(shape)  # never converted: the block is attention-only
+        return torch.zeros(shape)  # the one-neuron stand-in MLP of an attention-only block
     if part == "mlp" and _is_attention(name):
         return torch.zeros(shape)  # the MLP pass never reads attention weights
     if in_mlp and neurons is not None:

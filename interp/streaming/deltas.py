@@ -18,6 +18,7 @@ import torch
 
 from interp._validate import as_layers
 from interp.pair import ModelPair
+from interp.streaming.checkpoint import layer_index
 from interp.streaming.circuits import _neuron_blocks
 from interp.streaming.model import StreamedPair, as_streamed_pair
 from interp.subspace.weight_diff import delta_diagnostics
@@ -94,8 +95,7 @@ def changed_layers(pair: StreamedPair, *, progress: bool = True) -> list[int]:
     base, tuned = pair.base.checkpoint, pair.tuned.checkpoint
     by_layer: dict[int, list[str]] = {}
     for name in base.tensors:
-        parts = name.split(".")
-        index = next((int(p) for p in parts if p.isdigit()), None)
+        index = layer_index(name)
         if index is not None:
             by_layer.setdefault(index, []).append(name)
     out = []

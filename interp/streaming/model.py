@@ -198,7 +198,12 @@ class StreamedPair:
         read0 = self.base.checkpoint.bytes_read + self.tuned.checkpoint.bytes_read
         conv0 = self.base.conversions + self.tuned.conversions
         layer_list = list(layers)
-        yield from tqdm(layer_list, desc=desc, unit="layer", disable=not progress)
+        for i, layer in enumerate(tqdm(layer_list, desc=desc, unit="layer", disable=not progress)):
+            ahead = layer_list[i : i + 2] if i == 0 else layer_list[i + 1 : i + 2]
+            for model in (self.base, self.tuned):  # the disk reads layer l + 1 while layer l is computed
+                for upcoming in ahead:
+                    model.checkpoint.prefetch(model.checkpoint.layer_names(upcoming))
+            yield layer
         self.stats = StreamStats(
             layers=self.base.conversions + self.tuned.conversions - conv0,
             bytes_read=self.base.checkpoint.bytes_read + self.tuned.checkpoint.bytes_read - read0,
