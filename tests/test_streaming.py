@@ -1,9 +1,8 @@
 """Streamed pairs equal loaded pairs: a tiny random Gemma 2 (softcaps, post-norms, local/global layers,
 query_pre_attn_scalar ≠ head_dim) saved as small safetensors shards, base and perturbed tuned.
 
-The in-memory reference is the whole transformers model converted by TransformerLens' converter and
-processed by interp's loader (``RawModel.build``); the reference is itself checked against
-transformers' own forward pass, so the configuration read from ``config.json`` is not taken on trust.
+The in-memory reference is ``interp.load_model(folder)`` (the whole checkpoint converted and processed
+at once); it is itself checked against transformers' own forward pass.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from _circuit_checks import seeded_directions
 from interp import ModelPair
 from interp.circuits import compare_mlp_pass, weight_circuits
 from interp.directions import DirectionSet
-from interp.loading import RawModel
+from interp.loading import load_model
 from interp.personas import persona_directions, role_vectors
 from interp.streaming import (
     LOCAL_WEIGHT_BASES,
@@ -40,7 +39,6 @@ from interp.streaming import (
     streamed_weight_circuits,
     streamed_weight_targets,
 )
-from interp.streaming.convert import tl_config_dict
 from interp.subspace.weight_diff import delta_diagnostics
 
 N_LAYERS = 4
@@ -98,21 +96,16 @@ def folders(tmp_path_factory):
     return out[0], out[1], base, tuned
 
 
-def _in_memory(folder, hf_model, processed: bool):
-    from transformer_lens import HookedTransformerConfig
-    from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
-
-    cfg_dict = tl_config_dict(open_checkpoint(folder))
-    state = get_pretrained_state_dict(str(folder), HookedTransformerConfig.from_dict(cfg_dict), hf_model=hf_model)
-    raw = RawModel("ref", cfg_dict, {k: v.detach().float().clone() for k, v in state.items()}, _tokenizer())
-    return raw.build(processed=processed)
+def _in_memory(folder, processed: bool):
+    """The in-memory path: the whole checkpoint loaded by interp.load_model."""
+    return load_model(folder, processed=processed, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def loaded(folders):
-    base_dir, tuned_dir, base_hf, tuned_hf = folders
+    base_dir, tuned_dir, _, _ = folders
     return {
-        processed: (_in_memory(base_dir, base_hf, processed), _in_memory(tuned_dir, tuned_hf, processed))
+        processed: (_in_memory(base_dir, processed), _in_memory(tuned_dir, processed))
         for processed in (False, True)
     }
 

@@ -1,7 +1,7 @@
 """Streamed SmolLM2-135M-Instruct equals loaded SmolLM2: the real checkpoint (transformers' GGUF loader)
 saved as 20 MB safetensors shards, so many layers span shard boundaries; tuned = base with a few
-tensors of layers 3 and 13 perturbed. Reference: the whole model converted by TransformerLens and
-processed by interp's loader, itself checked against transformers' forward pass."""
+tensors of layers 3 and 13 perturbed. Reference: ``interp.load_model(folder)``, itself checked against
+transformers' forward pass."""
 
 from __future__ import annotations
 
@@ -16,29 +16,17 @@ from conftest import _transformers_gguf_model
 
 from interp.circuits import compare_mlp_pass, weight_circuits
 from interp.directions import DirectionSet
-from interp.loading import RawModel
+from interp.loading import load_model
 from interp.personas import persona_directions
 from interp.streaming import (
     StreamedPair,
-    open_checkpoint,
     open_streamed,
     streamed_compare_mlp_pass,
     streamed_persona_directions,
     streamed_weight_circuits,
 )
-from interp.streaming.convert import tl_config_dict
 
 LAYERS = [0, 3, 13, 29]
-
-
-def _reference(folder, hf_model, tokenizer, processed):
-    from transformer_lens import HookedTransformerConfig
-    from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
-
-    cfg_dict = tl_config_dict(open_checkpoint(folder))
-    state = get_pretrained_state_dict(str(folder), HookedTransformerConfig.from_dict(cfg_dict), hf_model=hf_model)
-    raw = RawModel("ref", cfg_dict, {k: v.detach().float().clone() for k, v in state.items()}, tokenizer)
-    return raw.build(processed=processed)
 
 
 def _save(model, folder):
@@ -74,12 +62,10 @@ def smol(tmp_path_factory):
     base_hf.load_state_dict(tuned_state)
     _save(base_hf, root / "tuned")
     tokenizer.save_pretrained(root / "tuned")
-    refs = {}
-    for processed in (False, True):
-        base_hf.load_state_dict(tuned_state)
-        tuned = _reference(root / "tuned", base_hf, tokenizer, processed)
-        base_hf.load_state_dict(base_state)
-        refs[processed] = (_reference(root / "base", base_hf, tokenizer, processed), tuned)
+    base_hf.load_state_dict(base_state)
+    refs = {processed: (load_model(root / "base", processed=processed, device="cpu"),
+                        load_model(root / "tuned", processed=processed, device="cpu"))
+            for processed in (False, True)}
     return root, base_hf, refs
 
 

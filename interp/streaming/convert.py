@@ -19,16 +19,13 @@ in blocks of neurons. ``part="attn"`` builds an attention-only block (no MLP wei
 ``part="mlp"`` reads no attention weight and, where the architecture takes ``head_dim`` from its
 config, gives the block a one-head stand-in attention of width 2 (nothing to fill or process).
 
-The configuration comes from :func:`tl_config_dict`; it is the seam to the architecture-based loader
-of issue 11, which replaces its body when it lands.
+The configuration comes from :func:`tl_config_dict`, the loader's architecture-based configuration
+(``config.json`` ``architectures[0]``).
 """
 
 from __future__ import annotations
 
-import json
 import re
-import tempfile
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -44,68 +41,17 @@ _DROP = ("dtype", "device", "n_params")
 
 
 def tl_config_dict(ckpt: Checkpoint) -> dict[str, Any]:
-    """The TransformerLens config (as a dict) of a checkpoint, from its ``config.json``."""
-    config = ckpt.config
-    architectures = config.get("architectures") or []
-    if not architectures:
-        raise ValueError(f"source: {ckpt.folder}/config.json has no 'architectures' entry")
-    arch = architectures[0]
-    if arch == "Gemma2ForCausalLM":
-        cfg = _gemma2_cfg_dict(config)
-    else:
-        from transformer_lens.loading_from_pretrained import convert_hf_model_config
+    """The TransformerLens config (as a dict) of a checkpoint, from its ``config.json``: the loader's
+    architecture-based configuration (:func:`interp.loading.checkpoint.tl_config`)."""
+    from interp.loading.checkpoint import tl_config
 
-        # TransformerLens picks some architectures by substrings of the path ("llama", "gemma"):
-        # a neutral folder holding only config.json makes it read the architecture from the file.
-        with tempfile.TemporaryDirectory(prefix="ckpt") as tmp:
-            (Path(tmp) / "config.json").write_text(json.dumps(config))
-            try:
-                cfg = convert_hf_model_config(tmp)
-            except Exception as exc:
-                raise ValueError(
-                    f"source: architecture {arch!r} of {ckpt.folder} cannot be converted by TransformerLens ({exc})"
-                ) from None
+    cfg = tl_config(ckpt.folder, ckpt.config, label="source")
     cfg = {k: v for k, v in cfg.items() if k not in _DROP}
-    cfg["original_architecture"] = arch
-    cfg["model_name"] = ckpt.folder.name
     cfg["init_weights"] = False
-    cfg["tokenizer_name"] = None
+    cfg["tokenizer_name"] = None  # one-block models carry no tokenizer; the StreamedModel holds it
     if cfg.get("scale_attn_by_inverse_layer_idx"):
         raise ValueError("source: attention scaled by the inverse layer index cannot be streamed one block at a time")
     return cfg
-
-
-def _gemma2_cfg_dict(config: dict[str, Any]) -> dict[str, Any]:
-    """TransformerLens' Gemma 2 configuration (its ``google/gemma-2-*`` entries) from a ``config.json``."""
-    n_layers = int(config["num_hidden_layers"])
-    layer_types = config.get("layer_types") or ["sliding_attention", "full_attention"] * (n_layers // 2 + 1)
-    return {
-        "d_model": config["hidden_size"],
-        "d_head": config.get("head_dim", 256),
-        "n_heads": config["num_attention_heads"],
-        "d_mlp": config["intermediate_size"],
-        "n_layers": n_layers,
-        "n_ctx": config.get("max_position_embeddings", 8192),
-        "eps": config.get("rms_norm_eps", 1e-6),
-        "d_vocab": config["vocab_size"],
-        "act_fn": config.get("hidden_activation") or config.get("hidden_act", "gelu_pytorch_tanh"),
-        "initializer_range": config.get("initializer_range", 0.02),
-        "normalization_type": "RMS",
-        "rotary_base": float(config.get("rope_theta") or (config.get("rope_parameters") or {}).get("rope_theta", 10000.0)),
-        "rotary_dim": config.get("head_dim", 256),
-        "positional_embedding_type": "rotary",
-        "use_attn_scale": True,
-        "attn_scale": float(config.get("query_pre_attn_scalar", config.get("head_dim", 256))) ** 0.5,
-        "n_key_value_heads": config.get("num_key_value_heads", config["num_attention_heads"]),
-        "window_size": config.get("sliding_window", 4096),
-        "use_local_attn": True,
-        "attn_types": ["local" if t == "sliding_attention" else "global" for t in layer_types[:n_layers]],
-        "attn_scores_soft_cap": float(config.get("attn_logit_softcapping") or -1.0),
-        "output_logits_soft_cap": float(config.get("final_logit_softcapping") or -1.0),
-        "gated_mlp": True,
-        "final_rms": True,
-        "use_normalization_before_and_after": True,
-    }
 
 
 # ------------------------------------------------------------------------------------- one layer
