@@ -1,0 +1,107 @@
+"""The per-tensor weight-delta table of a streamed pair: :func:`interp.subspace.weight_diff.delta_diagnostics`
+of ``tuned − base``, one layer at a time.
+
+Layer ``l``'s attention tensors of both models are converted together and differenced; its MLP
+tensors are differenced in blocks of neurons and the blocks concatenated (a delta's singular values
+need the whole matrix, so one layer's MLP delta is held whole, in float32, but never both models'
+MLP weights). Only block tensors (``blocks.l.*``) are streamed: the token embedding and the
+unembedding (``[d_vocab, d_model]``, global tensors) are not part of the streamed table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+import pandas as pd
+import torch
+
+from interp._validate import as_layers
+from interp.pair import ModelPair
+from interp.streaming.checkpoint import layer_index
+from interp.streaming.circuits import _neuron_blocks
+from interp.streaming.model import StreamedPair, as_streamed_pair
+from interp.subspace.weight_diff import delta_diagnostics
+
+__all__ = ["changed_layers", "streamed_delta", "streamed_delta_diagnostics"]
+
+# The neuron axis of each MLP parameter in TransformerLens' layout.
+_NEURON_AXIS = {"W_in": 1, "W_gate": 1, "b_in": 0, "W_out": 0}
+
+
+def _block_delta(base, tuned, keep) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    """``tuned − base`` of one-block models for the parameters ``keep(name)`` selects (all of them,
+    equal or not: the caller drops the unchanged ones)."""
+    names = [n for n in dict(base.named_parameters()) if n.startswith("blocks.0.") and keep(n)]
+    return ModelPair(base, tuned).delta(names)
+
+
+def streamed_delta(
+    pair: StreamedPair,
+    layer: int,
+    *,
+    neuron_block: int | Literal["auto"] | None = "auto",
+) -> dict[str, torch.Tensor]:
+    """``tuned − base`` for every tensor of block ``layer`` that differs, keyed ``blocks.{layer}.*``
+    (the block entries of :meth:`interp.ModelPair.delta`)."""
+    pair = as_streamed_pair(pair)
+    out = _block_delta(pair.base.layer(layer, part="attn"), pair.tuned.layer(layer, part="attn"),
+                       lambda n: not n.startswith(("blocks.0.mlp.", "blocks.0.ln2")))
+    pieces: dict[str, list[torch.Tensor]] = {}
+    for neurons in _neuron_blocks(pair.base, neuron_block):
+        delta = _block_delta(pair.base.layer(layer, part="mlp", neurons=neurons),
+                             pair.tuned.layer(layer, part="mlp", neurons=neurons),
+                             lambda n: n.startswith(("blocks.0.mlp.", "blocks.0.ln2")))
+        for name, value in delta.items():
+            pieces.setdefault(name, []).append(value)
+    for name, values in pieces.items():
+        param = name.rsplit(".", 1)[-1]
+        out[name] = torch.cat(values, dim=_NEURON_AXIS[param]) if param in _NEURON_AXIS and len(values) > 1 else values[0]
+    return {name.replace("blocks.0.", f"blocks.{layer}.", 1): value
+            for name, value in out.items() if bool(value.ne(0).any())}
+
+
+def streamed_delta_diagnostics(
+    pair: StreamedPair,
+    *,
+    layers: int | Iterable[int] | None = None,
+    top_k: int = 4,
+    neuron_block: int | Literal["auto"] | None = "auto",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """:func:`interp.subspace.weight_diff.delta_diagnostics` of a streamed pair's block tensors: one
+    row per changed tensor (Frobenius norm, effective rank, participation ratio, top singular values),
+    the rows of the in-memory table for block tensors (names ``blocks.*``, norms included)."""
+    pair = as_streamed_pair(pair)
+    layer_list = as_layers(layers, pair.n_layers)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise ValueError(f"top_k: expected a positive int, got {top_k!r}")
+    frames = []
+    for layer in pair.layers(layer_list, progress=progress, desc="weight deltas"):
+        delta = streamed_delta(pair, layer, neuron_block=neuron_block)
+        if delta:
+            frames.append(delta_diagnostics(delta, top_k=top_k))
+    if not frames:
+        raise ValueError("pair: base and tuned have identical weights in the requested layers")
+    table = pd.concat(frames, ignore_index=True)
+    return table.sort_values(["layer", "kind"], na_position="last", kind="stable").reset_index(drop=True)
+
+
+def changed_layers(pair: StreamedPair, *, progress: bool = True) -> list[int]:
+    """Layers where any tensor of the tuned checkpoint differs from the base's (compared as stored,
+    one tensor pair at a time, before any conversion); what ``changed_layers(pair.delta())`` gives
+    for a loaded pair whenever the two checkpoints share their dtype."""
+    pair = as_streamed_pair(pair)
+    base, tuned = pair.base.checkpoint, pair.tuned.checkpoint
+    by_layer: dict[int, list[str]] = {}
+    for name in base.tensors:
+        index = layer_index(name)
+        if index is not None:
+            by_layer.setdefault(index, []).append(name)
+    out = []
+    for layer in pair.layers(sorted(by_layer), progress=progress, desc="changed layers"):
+        for name in by_layer[layer]:
+            if not tuned.has(name) or not torch.equal(base.read(name), tuned.read(name)):
+                out.append(layer)
+                break
+    return out
