@@ -319,7 +319,8 @@ def tokenize(
         raise ValueError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
     if prepend_bos is not None and not isinstance(prepend_bos, bool):
         raise TypeError(f"prepend_bos: expected True, False or None, got {prepend_bos!r}")
-    if not isinstance(model, HookedTransformer):
+    if not isinstance(model, HookedTransformer) and not (hasattr(model, "cfg") and hasattr(model, "tokenizer")):
+        # a streamed model (interp.streaming.StreamedModel) has the cfg and tokenizer used here
         raise TypeError(f"model: expected a transformer_lens.HookedTransformer, got {type(model).__name__}")
     if model.tokenizer is None:
         raise ValueError("model: has no tokenizer (needed to tokenize prompts)")

@@ -296,18 +296,21 @@ def test_should_stream_compares_loaded_size_with_available_memory(folders):
 
 def test_streamed_weight_side_subspace_scores_equal_in_memory(folders, loaded):
     """Layer-local weight bases, R_w targets and their scores energy(B, T) equal the in-memory ones."""
-    from interp.subspace.bases import weight_bases
-    from interp.subspace.scores import energy, weight_targets
+    from interp.subspace.scores import write_targets
+    from interp.subspace.weight_library import post_norm_gains, weight_bases
 
     pair = StreamedPair.open(folders[0], folders[1], processed=True)
     layers = [1, 3]
     bases = streamed_weight_bases(pair.base, layers, k=4, progress=False)
     expected = weight_bases(loaded[True][0], layers, k=4, include=LOCAL_WEIGHT_BASES)
     targets = streamed_weight_targets(pair, layers, neuron_block=40, progress=False)
-    reference = weight_targets(ModelPair(*loaded[True]).delta(), layers)
+    gains = post_norm_gains(loaded[True][0], layers)
+    assert gains is not None  # Gemma 2: the post-norms scale ΔW into residual coordinates
+    reference = write_targets(ModelPair(*loaded[True]).delta(), layers, gains=gains)
     assert set(targets) == set(reference) == {"attn.W_O", "mlp.W_out", "combined"}
     for kind in reference:
-        err = ((targets[kind] - reference[kind]).norm() / reference[kind].norm()).item()
+        got_t, want_t = targets[kind].dense(), reference[kind].dense()
+        err = ((got_t - want_t).norm() / want_t.norm()).item()
         assert err < 1e-5, f"target {kind}: differs by {err:.2e} (relative)"
     for got, want in zip(bases, expected, strict=True):
         assert (got.name, got.layers, got.ranks) == (want.name, want.layers, want.ranks)
@@ -315,7 +318,8 @@ def test_streamed_weight_side_subspace_scores_equal_in_memory(folders, loaded):
         p_want = want.vectors @ want.vectors.transpose(-1, -2)
         assert (p_got - p_want).abs().max() < 1e-4, f"basis {got.name}: subspaces differ"
         for kind in reference:
-            r_got, r_want = energy(got.vectors, targets[kind]), energy(want.vectors, reference[kind])
+            r_got = targets[kind].energy(got.vectors).sum(-1)
+            r_want = reference[kind].energy(want.vectors).sum(-1)
             assert torch.allclose(r_got, r_want, rtol=1e-4, atol=1e-6), f"R_w of {got.name} on {kind}"
     with pytest.raises(ValueError, match="global_write"):
         streamed_weight_bases(pair.base, layers, include=["global_write"], progress=False)

@@ -125,7 +125,12 @@ def compare_mlp_pass(
     names: Sequence[str] | None = None,
     post_norm: bool = True,
 ) -> MLPPassComparison:
-    """:func:`mlp_pass` of ``directions`` through ``pair.base`` and ``pair.tuned``."""
+    """:func:`mlp_pass` of ``directions`` through ``pair.base`` and ``pair.tuned``; ``pair`` may be an
+    :class:`interp.streaming.StreamedPair` (:func:`interp.streaming.streamed_compare_mlp_pass`)."""
+    from interp.streaming import StreamedPair, streamed_compare_mlp_pass  # lazy: streaming builds on circuits
+
+    if isinstance(pair, StreamedPair):
+        return streamed_compare_mlp_pass(pair, directions, layers=layers, names=names, post_norm=post_norm)
     base, tuned = check_pair(pair)
     vectors = as_directions(directions, base.cfg.d_model)
     labels = tuple(names_of(directions, names, vectors.shape[0]))  # bad names fail before the passes

@@ -178,16 +178,21 @@ def circuit_study(
     at each end of the projection ranking (at most half the semantic vectors). The same random
     directions (and their negations, for the opposite relation) are the nulls; ask for more with
     ``n_random`` (the smallest p-value is ``1 / (n_random + 1)``). ``alpha``: the p-value at or below
-    which a change is called distinguishable from the random directions'.
+    which a change is called distinguishable from the random directions'. ``pair`` may be an
+    :class:`interp.streaming.StreamedPair` (every table the same, read one layer of both models at a time).
     """
-    pair = ModelPair.check(pair)
+    from interp import streaming  # lazy: streaming builds on circuits
+
+    streamed = isinstance(pair, streaming.StreamedPair)  # every step below reads it layer by layer
+    pair = pair if streamed else ModelPair.check(pair)
     if not isinstance(directions, DirectionSet):
         raise TypeError(f"directions: expected a DirectionSet, got {type(directions).__name__}")
     if semantic is not None and not isinstance(semantic, DirectionSet):
         raise TypeError(f"semantic: expected a DirectionSet or None, got {type(semantic).__name__}")
     layer_list = sorted(set(as_layers(layers, pair.cfg.n_layers, name="layers")))
     if tuned_layers is None:
-        tuned = [layer for layer in changed_layers(pair.delta()) if layer in layer_list] or layer_list
+        changed = streaming.changed_layers(pair) if streamed else changed_layers(pair.delta())
+        tuned = [layer for layer in changed if layer in layer_list] or layer_list
     else:
         tuned = sorted(set(as_layers(list(tuned_layers), pair.cfg.n_layers, name="tuned_layers")))
     if not (isinstance(alpha, float) and 0.0 < alpha < 1.0):

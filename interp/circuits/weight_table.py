@@ -41,14 +41,21 @@ def weight_circuits(
     reduced over heads by ``head_reduction`` (the seed: mean); "vo": the cosine (``vo_metric="cos"``,
     the seed) or unit-probe projection of the whole layer's VO output for key ``query`` against probe
     ``key``. ``per_head=True`` keeps a ``head`` column instead (VO per head, before any post-norm).
-    ``model`` is a HookedTransformer (``model`` column "model") or an :class:`interp.ModelPair`
-    ("base"/"tuned"). ``directions`` must include random directions named ``{random_prefix}...``.
+    ``model`` is a HookedTransformer (``model`` column "model"), an :class:`interp.ModelPair`
+    ("base"/"tuned") or an :class:`interp.streaming.StreamedPair` (the same table, read layer by layer:
+    :func:`interp.streaming.streamed_weight_circuits`). ``directions`` must include random directions named ``{random_prefix}...``.
 
     The table has 2 × models × layers × [heads ×] n² rows (about 90 bytes each): a ValueError is
     raised before any work when that exceeds ``max_rows`` (default 2·10⁷ ≈ 1.8 GB; None: no limit).
     For many directions use ``layers=`` or the tensor functions (:func:`qk_mean_affinity`,
     :func:`vo_decomposition`), which return ``[layer, n, n]`` float32 tensors.
     """
+    from interp.streaming import StreamedPair, streamed_weight_circuits  # lazy: streaming builds on circuits
+
+    if isinstance(model, StreamedPair):
+        return streamed_weight_circuits(model, directions, names=names, layers=layers, random_prefix=random_prefix,
+                                        baseline=baseline, per_head=per_head, head_reduction=head_reduction,
+                                        vo_metric=vo_metric, max_rows=max_rows)
     if isinstance(model, HookedTransformer):
         models = {"model": check_model(model)}
     else:

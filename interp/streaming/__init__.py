@@ -13,7 +13,12 @@ before layer ``l + 1``. Peak memory is set by one layer of each model, not by th
 
 from interp.streaming.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from interp.streaming.circuits import streamed_compare_mlp_pass, streamed_mlp_pass, streamed_weight_circuits
-from interp.streaming.deltas import changed_layers, streamed_delta, streamed_delta_diagnostics
+from interp.streaming.deltas import (
+    changed_layers,
+    streamed_delta,
+    streamed_delta_diagnostics,
+    streamed_delta_norms,
+)
 from interp.streaming.forward import (
     streamed_persona_directions,
     streamed_prompt_activations,
@@ -39,6 +44,7 @@ __all__ = [
     "streamed_compare_mlp_pass",
     "streamed_delta",
     "streamed_delta_diagnostics",
+    "streamed_delta_norms",
     "streamed_mlp_pass",
     "streamed_persona_directions",
     "streamed_prompt_activations",

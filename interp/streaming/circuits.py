@@ -24,12 +24,13 @@ from transformer_lens import HookedTransformer
 
 from interp._validate import as_directions, as_layers
 from interp.circuits import MLPPassComparison, mlp_pass, weight_circuits
-from interp.circuits._model import names_of, norm_stack
 from interp.circuits.baselines import Baseline
+from interp.circuits.checks import names_of
+from interp.circuits.norms import norm_stack
 from interp.circuits.qk import HeadReduction
 from interp.streaming.model import StreamedModel, StreamedPair, as_streamed_pair
 
-__all__ = ["DEFAULT_BLOCK_BYTES", "streamed_compare_mlp_pass", "streamed_mlp_pass", "streamed_weight_circuits"]
+__all__ = ["DEFAULT_BLOCK_BYTES", "neuron_blocks", "streamed_compare_mlp_pass", "streamed_mlp_pass", "streamed_weight_circuits"]
 
 # Float32 bytes of MLP weights converted at once by the streamed MLP pass (neuron_block="auto").
 DEFAULT_BLOCK_BYTES = 256 * 2**20
@@ -80,7 +81,8 @@ def streamed_weight_circuits(
     return table.loc[order].drop(columns="_order").reset_index(drop=True)
 
 
-def _neuron_blocks(model: StreamedModel, neuron_block: int | Literal["auto"] | None) -> list[tuple[int, int] | None]:
+def neuron_blocks(model: StreamedModel, neuron_block: int | Literal["auto"] | None) -> list[tuple[int, int] | None]:
+    """The ``(start, stop)`` neuron ranges of ``model``'s MLP taken ``neuron_block`` at a time (``[None]``: whole)."""
     d_mlp, d_model = int(model.cfg_dict["d_mlp"]), model.d_model
     if neuron_block is None:
         return [None]
@@ -105,7 +107,7 @@ def streamed_mlp_pass(
     """:func:`interp.circuits.mlp_pass` of one streamed layer, its MLP read in blocks of ``neuron_block`` neurons."""
     total = None
     last: HookedTransformer | None = None
-    blocks = _neuron_blocks(model, neuron_block)
+    blocks = neuron_blocks(model, neuron_block)
     for neurons in blocks:
         last = model.layer(layer, part="mlp", neurons=neurons)
         out = mlp_pass(last, directions, layers=[0], post_norm=False)[0]
@@ -137,7 +139,7 @@ def streamed_compare_mlp_pass(
     vectors = as_directions(directions, pair.d_model)
     labels = tuple(names_of(directions, names, vectors.shape[0]))
     layer_list = as_layers(layers, pair.n_layers)
-    _neuron_blocks(pair.base, neuron_block)  # a bad block size fails before any weight is read
+    neuron_blocks(pair.base, neuron_block)  # a bad block size fails before any weight is read
     base_out, tuned_out = [], []
     for layer in pair.layers(layer_list, progress=progress, desc="MLP pass"):
         base_out.append(streamed_mlp_pass(pair.base, vectors, layer, post_norm=post_norm, neuron_block=neuron_block))

@@ -129,7 +129,7 @@ def layer_model(
     """
     from transformers import AutoModelForCausalLM
 
-    from interp.loading import _build  # the loader's processing: one implementation for both paths
+    from interp.loading import build_model  # the loader's processing: one implementation for both paths
 
     n_mlp = full_d_mlp(cfg)
     start, stop = neurons if neurons is not None else (0, n_mlp)
@@ -160,7 +160,7 @@ def layer_model(
         one_cfg.update(_STUB_ATTENTION_TL)
     tl_state = _convert(ckpt, hf_model, one_cfg)
     del hf_model, state
-    return _build(one_cfg, tl_state, None, processed=processed, dtype=torch.float32, device=device)
+    return build_model(one_cfg, tl_state, None, processed=processed, dtype=torch.float32, device=device)
 
 
 def _convert(ckpt: Checkpoint, hf_model: Any, cfg_dict: dict[str, Any]) -> dict[str, torch.Tensor]:

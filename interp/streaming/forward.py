@@ -10,6 +10,8 @@ the batch. On top of it: :func:`streamed_prompt_activations`, :func:`streamed_ro
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 
 import einops
@@ -22,14 +24,12 @@ from interp.personas import (
     PACKAGED_DEFAULT,
     PersonaDirections,
     Position,
-    PromptFormat,
-    _as_prompts,
-    _as_questions,
-    _packaged,
-    _token_ids,
-    _use_chat,
-    format_prompt,
+    as_questions,
+    persona_directions,
+    role_vectors,
 )
+from interp.progress import progress_bar
+from interp.prompts import PromptFormat, format_prompt, token_ids
 from interp.streaming.model import StreamedModel, StreamStats, peak_rss_bytes
 
 __all__ = [
@@ -90,9 +90,8 @@ def streamed_run_with_cache(
     resid, cache = first.run_with_cache(local, attention_mask=attention_mask, stop_at_layer=0,
                                         names_filter=lambda n: n in embed_names)
     out = {n: cache[n] for n in embed_names}
-    from tqdm.auto import tqdm
 
-    for layer in tqdm(range(last + 1), desc="forward", unit="layer", disable=not progress):
+    for layer in progress_bar(range(last + 1), desc="forward", unit="layer", progress=progress):
         block = first if layer == 0 else model.layer(layer)
         wanted = {n.replace(f"blocks.{layer}.", "blocks.0.", 1): n for n in names if _hook_layer(n) == layer}
         resid, cache = block.run_with_cache(resid, start_at_layer=0, stop_at_layer=1, attention_mask=attention_mask,
@@ -134,19 +133,19 @@ def streamed_prompt_activations(
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     if isinstance(systems, str) or not isinstance(systems, Sequence) or len(systems) == 0:
         raise ValueError("systems: expected a non-empty sequence of system prompts (str or None)")
-    questions = _as_questions(questions)
-    ids = [_token_ids(model, format_prompt(model, s, q, prompt_format=prompt_format)) for s in systems for q in questions]
+    questions = as_questions(questions)
+    ids = [token_ids(model, format_prompt(model.tokenizer, s, q, prompt_format=prompt_format), name="questions")
+           for s in systems for q in questions]
     batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
     padded = [_right_pad(batch) for batch in batches]
     rows = sorted({t for batch in ids for t in batch})
     local = torch.tensor(rows)
 
-    from tqdm.auto import tqdm
 
     start_read, start = model.checkpoint.bytes_read, _now()
     first = model.layer(0, vocab_rows=rows)
     resids = [first(torch.searchsorted(local, tokens), attention_mask=mask, stop_at_layer=0) for tokens, mask in padded]
-    for index in tqdm(range(layer + 1), desc="forward", unit="layer", disable=not progress):
+    for index in progress_bar(range(layer + 1), desc="forward", unit="layer", progress=progress):
         block = first if index == 0 else model.layer(index)
         resids = [block(r, start_at_layer=0, stop_at_layer=1, attention_mask=mask) for r, (_, mask) in zip(resids, padded, strict=True)]
         del block
@@ -160,7 +159,7 @@ def streamed_prompt_activations(
             values.append(einops.einsum(resid.float(), weights, "b p d, b p -> b d") / weights.sum(1, keepdim=True))
     model.stats = StreamStats(layer + 1, model.checkpoint.bytes_read - start_read, peak_rss_bytes(), _now() - start)
     if progress:
-        tqdm.write(str(model.stats))
+        print(model.stats, file=sys.stderr)
     return torch.cat(values).reshape(len(systems), len(questions), -1)
 
 
@@ -180,44 +179,6 @@ def _right_pad(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tenso
     return tokens, mask
 
 
-def _vectors(
-    model: StreamedModel,
-    groups: Mapping[str, dict[str, str]],
-    questions: Sequence[str] | None,
-    *,
-    layer: int,
-    position: Position,
-    batch_size: int,
-    default_system: str | None,
-    prompt_format: PromptFormat,
-    progress: bool,
-) -> dict[str, DirectionSet]:
-    """``v = mean_q h_L(s, q) − mean_q h_L(default, q)`` per system prompt, grouped (personas' recipe)."""
-    questions = _as_questions(_packaged().questions if questions is None else questions)
-    if default_system is PACKAGED_DEFAULT:
-        default_system = _packaged().default
-    if default_system is not None and not isinstance(default_system, str):
-        raise TypeError(f"default_system: expected a string or None, got {type(default_system).__name__}")
-    systems = [s for prompts in groups.values() for s in prompts.values()] + [default_system]
-    acts = streamed_prompt_activations(model, systems, questions, layer=layer, position=position,
-                                       batch_size=batch_size, prompt_format=prompt_format, progress=progress)
-    means = einops.reduce(acts, "system question d -> system d", "mean")
-    offsets = means[:-1] - means[-1:]
-    used_format = "chat" if _use_chat(model, prompt_format) else "plain"
-    out: dict[str, DirectionSet] = {}
-    start = 0
-    for kind, prompts in groups.items():
-        rows = offsets[start : start + len(prompts)]
-        start += len(prompts)
-        out[kind] = DirectionSet(
-            tuple(prompts), rows, layer=layer,
-            source=f"{kind} vectors of {model.name} at blocks.{layer}.hook_resid_post ({position} token, minus default)",
-            metadata={"kind": kind, "position": position, "prompt_format": used_format, "default_system": default_system,
-                      "questions": list(questions), "system_prompts": dict(prompts)},
-        )
-    return out
-
-
 def streamed_role_vectors(
     model: StreamedModel,
     roles: Mapping[str, str] | Sequence[str] | None = None,
@@ -230,10 +191,11 @@ def streamed_role_vectors(
     prompt_format: PromptFormat = "auto",
     progress: bool = True,
 ) -> DirectionSet:
-    """:func:`interp.personas.role_vectors` of a streamed model (same arguments and result)."""
-    prompts = _as_prompts(roles, _packaged().roles, "roles", "role")
-    return _vectors(model, {"role": prompts}, questions, layer=layer, position=position, batch_size=batch_size,
-                    default_system=default_system, prompt_format=prompt_format, progress=progress)["role"]
+    """:func:`interp.personas.role_vectors` of a streamed model (same arguments and result), with a
+    progress bar per block."""
+    return role_vectors(model, roles, questions, layer=layer, position=position, batch_size=batch_size,
+                        default_system=default_system, prompt_format=prompt_format,
+                        activations=_activations(model, progress))
 
 
 def streamed_persona_directions(
@@ -252,22 +214,12 @@ def streamed_persona_directions(
 ) -> PersonaDirections:
     """:func:`interp.personas.persona_directions` of a streamed model (same arguments and result):
     the top principal axes of the role vectors at ``layer`` (default ``n_layers // 2``)."""
+    return persona_directions(model, layer=layer, n_components=n_components, roles=roles, questions=questions,
+                              traits=traits, position=position, batch_size=batch_size, default_system=default_system,
+                              prompt_format=prompt_format, activations=_activations(model, progress))
+
+
+def _activations(model: object, progress: bool) -> functools.partial:
     if not isinstance(model, StreamedModel):
         raise TypeError(f"model: expected an interp.streaming.StreamedModel, got {type(model).__name__}")
-    if layer is None:
-        layer = model.n_layers // 2
-    role_prompts = _as_prompts(roles, _packaged().roles, "roles", "role")
-    if not isinstance(n_components, int) or isinstance(n_components, bool):
-        raise TypeError(f"n_components: expected an int, got {n_components!r}")
-    if not 1 <= n_components <= len(role_prompts) - 1:
-        raise ValueError(f"n_components: must be between 1 and n_roles - 1 = {len(role_prompts) - 1}, got {n_components}")
-    groups = {"role": role_prompts}
-    if traits is True:
-        groups["trait"] = dict(_packaged().traits)
-    elif traits is not False and traits is not None:
-        groups["trait"] = _as_prompts(traits, _packaged().traits, "traits", "trait")
-    vectors = _vectors(model, groups, questions, layer=layer, position=position, batch_size=batch_size,
-                       default_system=default_system, prompt_format=prompt_format, progress=progress)
-    pcs = DirectionSet.from_pca(vectors["role"].vectors, n_components, prefix="PC", layer=layer,
-                                source=f"persona PCA of {model.name} at layer {layer} ({len(role_prompts)} roles)")
-    return PersonaDirections(pcs=pcs, roles=vectors["role"], traits=vectors.get("trait"), layer=layer)
+    return functools.partial(streamed_prompt_activations, progress=progress)

@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import resource
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,13 +20,12 @@ from typing import Any
 
 from transformer_lens import HookedTransformer
 
+from interp.pair import ModelPair
+from interp.progress import progress_bar
 from interp.streaming.checkpoint import Checkpoint, open_checkpoint
 from interp.streaming.convert import LayerPart, layer_model, tl_config_dict
 
 __all__ = ["StreamStats", "StreamedModel", "StreamedPair", "open_streamed"]
-
-# The config fields two models must share to be compared layer by layer (interp.pair's list).
-from interp.pair import _SHAPE_FIELDS  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ class StreamedPair:
             raise ValueError("tuned: one model is processed and the other is not")
         mismatched = [
             f"{f} (base {self.base.cfg_dict.get(f)!r}, tuned {self.tuned.cfg_dict.get(f)!r})"
-            for f in _SHAPE_FIELDS
+            for f in ModelPair.SHAPE_FIELDS
             if f != "original_architecture" and self.base.cfg_dict.get(f) != self.tuned.cfg_dict.get(f)
         ]
         if self.base.cfg_dict["original_architecture"] != self.tuned.cfg_dict["original_architecture"]:
@@ -192,13 +192,12 @@ class StreamedPair:
 
     def layers(self, layers: Iterable[int], *, progress: bool = True, desc: str = "layers") -> Iterator[int]:
         """Iterate over ``layers`` with a progress bar; :attr:`stats` is set when the iteration ends."""
-        from tqdm.auto import tqdm
-
+    
         start = time.perf_counter()
         read0 = self.base.checkpoint.bytes_read + self.tuned.checkpoint.bytes_read
         conv0 = self.base.conversions + self.tuned.conversions
         layer_list = list(layers)
-        for i, layer in enumerate(tqdm(layer_list, desc=desc, unit="layer", disable=not progress)):
+        for i, layer in enumerate(progress_bar(layer_list, desc=desc, unit="layer", progress=progress)):
             ahead = layer_list[i : i + 2] if i == 0 else layer_list[i + 1 : i + 2]
             for model in (self.base, self.tuned):  # the disk reads layer l + 1 while layer l is computed
                 for upcoming in ahead:
@@ -211,7 +210,7 @@ class StreamedPair:
             seconds=time.perf_counter() - start,
         )
         if progress:
-            tqdm.write(str(self.stats))
+            print(self.stats, file=sys.stderr)
 
 
 def as_streamed_pair(pair: object, *, name: str = "pair") -> StreamedPair:
