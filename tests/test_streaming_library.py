@@ -100,7 +100,7 @@ def test_streamed_report_runs_weights_and_circuits_and_skips_the_rest(folders, l
     assert any(line.startswith("Streamed run: read ") and "peak resident memory" in line for line in report.summary)
     html = report.path.read_text()
     assert "needs whole-model activations" in html
-    weights = pd.read_csv(report.tables_dir / "largest.csv")
+    weights = pd.read_csv(report.tables_dir / "weights-largest.csv")
     expected = _block_rows(delta_norms(ModelPair(*loaded[True])), "layer").nlargest(10, "relative")
     assert list(weights["tensor"]) == list(expected["tensor"])
     assert torch.allclose(torch.tensor(weights["relative"].to_numpy()), torch.tensor(expected["relative"].to_numpy()),
@@ -134,7 +134,7 @@ def test_cli_report_stream(folders, tmp_path, capsys):  # noqa: F811
     assert code == EXIT_OK
     out = capsys.readouterr()
     assert "Streamed run: read " in out.out and "skipped" in out.out
-    assert (tmp_path / "report.html").is_file() and (tmp_path / "tables" / "largest.csv").is_file()
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "tables" / "weights-largest.csv").is_file()
     code = main(["report", "--base", str(folders[0]), "--tuned", str(folders[1]), "--stream", "--layers", "9",
                  "--out", str(tmp_path)])
     assert code == EXIT_INPUT and "--layers" in capsys.readouterr().err
