@@ -290,7 +290,8 @@ def tokenize(
     A :class:`TokenBatch` is returned unchanged (its padding kept).
 
     Args:
-        model: The model whose tokenizer, BOS default, context length and device are used.
+        model: The model whose tokenizer, BOS default, context length and device are used (a
+            HookedTransformer, or a streamed model with the same ``cfg`` and ``tokenizer``).
         prompts: One text or a list of texts (already formatted, e.g. by :func:`format_prompts`).
         padding_side: ``"right"`` or ``"left"``.
         prepend_bos: Put the tokenizer's BOS first (None: the model's default).

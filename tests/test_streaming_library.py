@@ -105,7 +105,9 @@ def test_streamed_report_runs_weights_and_circuits_and_skips_the_rest(folders, l
     assert list(weights["tensor"]) == list(expected["tensor"])
     assert torch.allclose(torch.tensor(weights["relative"].to_numpy()), torch.tensor(expected["relative"].to_numpy()),
                           rtol=1e-4)
-    assert "streaming the pair layer by layer, as asked" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "streaming the pair layer by layer, as asked" in err
+    assert "weight norms" not in err and "streamed " not in err  # progress=False: no per-layer bars or stats lines
 
 
 def test_report_streams_automatically_when_the_pair_would_not_fit(folders, tmp_path, capsys, monkeypatch):  # noqa: F811
@@ -134,6 +136,7 @@ def test_cli_report_stream(folders, tmp_path, capsys):  # noqa: F811
     assert code == EXIT_OK
     out = capsys.readouterr()
     assert "Streamed run: read " in out.out and "skipped" in out.out
+    assert "weight norms" in out.err and "peak resident memory" in out.err  # a bar per layer, then the stats
     assert (tmp_path / "report.html").is_file() and (tmp_path / "tables" / "weights-largest.csv").is_file()
     code = main(["report", "--base", str(folders[0]), "--tuned", str(folders[1]), "--stream", "--layers", "9",
                  "--out", str(tmp_path)])

@@ -296,6 +296,9 @@ def build_report(
         elif not isinstance(pair, ModelPair | StreamedPair):
             raise TypeError(f"pair: expected an interp.ModelPair or interp.streaming.StreamedPair, "
                             f"got {type(pair).__name__}")
+        if isinstance(pair, StreamedPair) and not options.progress:  # quiet: no per-layer bars either
+            for streamed_model in (pair, pair.base, pair.tuned):
+                streamed_model.show_progress = False
         try:
             check_options(pair, options)
         except (ValueError, TypeError) as exc:

@@ -124,6 +124,7 @@ def streamed_prompt_activations(
     """
     if not isinstance(model, StreamedModel):
         raise TypeError(f"model: expected an interp.streaming.StreamedModel, got {type(model).__name__}")
+    progress = progress and model.show_progress
     if not isinstance(layer, int) or isinstance(layer, bool):
         raise TypeError(f"layer: expected one int layer index, got {layer!r}")
     layer = as_layers(layer, model.n_layers, name="layer")[0]

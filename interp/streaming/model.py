@@ -76,6 +76,7 @@ class StreamedModel:
     name: str = "model"
     conversions: int = field(default=0)
     stats: StreamStats | None = None  # of the last streamed forward run on this model
+    show_progress: bool = True  # False silences every progress bar and stats line of this model
 
     @property
     def n_layers(self) -> int:
@@ -148,6 +149,7 @@ class StreamedPair:
     tuned: StreamedModel
     name: str = "pair"
     stats: StreamStats | None = None
+    show_progress: bool = True  # False silences every progress bar and stats line of this pair's analyses
 
     def __post_init__(self) -> None:
         for label, model in (("base", self.base), ("tuned", self.tuned)):
@@ -191,7 +193,9 @@ class StreamedPair:
         return self.base.cfg
 
     def layers(self, layers: Iterable[int], *, progress: bool = True, desc: str = "layers") -> Iterator[int]:
-        """Iterate over ``layers`` with a progress bar; :attr:`stats` is set when the iteration ends."""
+        """Iterate over ``layers`` with a progress bar (unless ``progress`` or :attr:`show_progress` is
+        False); :attr:`stats` is set when the iteration ends."""
+        progress = progress and self.show_progress
     
         start = time.perf_counter()
         read0 = self.base.checkpoint.bytes_read + self.tuned.checkpoint.bytes_read
