@@ -141,3 +141,27 @@ def test_cli_report_stream(folders, tmp_path, capsys):  # noqa: F811
     code = main(["report", "--base", str(folders[0]), "--tuned", str(folders[1]), "--stream", "--layers", "9",
                  "--out", str(tmp_path)])
     assert code == EXIT_INPUT and "--layers" in capsys.readouterr().err
+
+
+def test_target_cat_of_per_layer_targets_scores_as_the_stacked_target():
+    """Targets built one layer at a time (compressed, of different ranks; or dense) and joined by
+    Target.cat give the energies of the target of the stacked matrices (an independent einsum)."""
+    from interp.subspace.targets import Target
+
+    g = torch.Generator().manual_seed(0)
+    d = 48
+    low = [torch.randn(d, cols, generator=g) for cols in (3, 7)]  # compressed to ranges of width 3 and 7
+    dense = torch.randn(d, 80, generator=g)
+    basis = torch.linalg.qr(torch.randn(3, d, 4, generator=g, dtype=torch.float64))[0]
+    for mats in (low, [low[0], dense]):
+        joined = Target.cat([Target.from_matrix(m[None]) for m in mats])
+        if mats is low:  # both compressed: joined compressed, the narrower range zero-padded
+            assert joined.u is not None and joined.u.shape == (2, d, 7)
+        doubles = [m.double() for m in mats]
+        want = torch.stack([torch.einsum("dc,ec,dk,ek->k", m, m, b, b) / m.pow(2).sum()
+                            for m, b in zip(doubles, basis[:2], strict=True)])
+        assert torch.allclose(joined.energy(basis[:2]), want, rtol=1e-5, atol=1e-9)
+        assert torch.allclose(joined.dense(), torch.stack([m @ m.T / m.pow(2).sum() for m in doubles]),
+                              rtol=1e-4, atol=1e-6)  # T is built from float32 matrices
+    with pytest.raises(ValueError, match="targets: expected at least one Target"):
+        Target.cat([])
