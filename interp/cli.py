@@ -245,11 +245,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise InputError(f"--out: {str(out)!r} exists and is not a folder")
     try:
         report = report_build.build_report(base=args.base, tuned=args.tuned, adapter=args.adapter, options=options,
-                                           out_dir=out, quiet=args.quiet, device=args.device, dtype=args.dtype)
+                                           out_dir=out, quiet=args.quiet, device=args.device, dtype=args.dtype,
+                                           stream=True if args.stream else None)
     except report_build.ReportInputError as exc:
         message = str(exc)
         for field in ("layers", "sweep_layers", "directions", "adapter", "tuned/adapter", "base", "tuned", "device",
-                      "dtype", "adapter_path"):
+                      "dtype", "adapter_path", "stream"):
             if message.startswith(f"{field}:"):
                 message = f"--{message}"
                 break
@@ -372,6 +373,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--no-cache", action="store_true", help="recompute persona directions even if cached")
     report.add_argument("--threads", type=_positive_int, help="torch CPU threads (on a busy machine 1 is often fastest)")
     report.add_argument("--quiet", action="store_true", help="no progress bars and no summary on stdout")
+    report.add_argument("--stream", action="store_true",
+                        help="read --base and --tuned (safetensors checkpoints) one layer at a time instead of loading "
+                             "them; automatic when the pair would not fit in memory. Sections that need whole-model "
+                             "activations (activations, subspace) are skipped")
     report.set_defaults(run=_cmd_report)
 
     directions = sub.add_parser("directions", help="build and save persona/role directions for a model",

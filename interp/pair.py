@@ -12,20 +12,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-DEFAULT_BASE = "smollm2-135m-instruct"
+if TYPE_CHECKING:
+    from interp.streaming import StreamedPair
 
-# The cfg fields two models must share for their weights and activations to be comparable.
-_SHAPE_FIELDS = (
-    "d_model", "n_layers", "n_heads", "d_head", "n_key_value_heads", "d_mlp", "d_vocab",
-    "act_fn", "normalization_type", "gated_mlp", "positional_embedding_type", "original_architecture",
-    "use_qk_norm", "use_normalization_before_and_after",
-)
+DEFAULT_BASE = "smollm2-135m-instruct"
 
 
 def default_adapter_path() -> Path:
@@ -50,13 +46,20 @@ class ModelPair:
     tuned: HookedTransformer
     name: str = "pair"
 
+    #: The cfg fields two models must share for their weights and activations to be comparable.
+    SHAPE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "d_model", "n_layers", "n_heads", "d_head", "n_key_value_heads", "d_mlp", "d_vocab",
+        "act_fn", "normalization_type", "gated_mlp", "positional_embedding_type", "original_architecture",
+        "use_qk_norm", "use_normalization_before_and_after",
+    )
+
     def __post_init__(self) -> None:
         for label, model in (("base", self.base), ("tuned", self.tuned)):
             if not isinstance(model, HookedTransformer):
                 raise TypeError(f"{label}: expected a HookedTransformer, got {type(model).__name__}")
         mismatched = [
             f"{field} (base {getattr(self.base.cfg, field)!r}, tuned {getattr(self.tuned.cfg, field)!r})"
-            for field in _SHAPE_FIELDS
+            for field in self.SHAPE_FIELDS
             if getattr(self.base.cfg, field) != getattr(self.tuned.cfg, field)
         ]
         if mismatched:
@@ -68,6 +71,18 @@ class ModelPair:
         if base_vocab is not None and base_vocab != tuned_vocab:
             differing = len(set(base_vocab.items()) ^ set(tuned_vocab.items()))
             raise ValueError(f"tuned: tokenizer vocabulary differs from base's ({differing} differing entries)")
+
+    @classmethod
+    @staticmethod
+    def streamed(
+        base: str | os.PathLike[str], tuned: str | os.PathLike[str], *, processed: bool = True
+    ) -> StreamedPair:
+        """Two safetensors checkpoints (folders or cached hub ids) as an :class:`interp.streaming.StreamedPair`:
+        nothing but headers and configs is read now; ``weight_circuits``, ``compare_mlp_pass`` and
+        ``delta_diagnostics`` read it one layer of both models at a time (peak memory: one layer, not a model)."""
+        from interp.streaming import StreamedPair  # lazy: streaming builds on this module
+
+        return StreamedPair.open(base, tuned, processed=processed)
 
     @classmethod
     def check(cls, pair: object, *, name: str = "pair", needs_tuned: bool = True) -> ModelPair:

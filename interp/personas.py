@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import einops
 import pandas as pd
@@ -45,12 +45,37 @@ __all__ = [
     "PersonaPrompts",
     "persona_directions",
     "persona_prompts",
+    "persona_vectors",
     "prompt_activations",
     "role_vectors",
     "trait_vectors",
 ]
 
 Position = Literal["last", "mean"]
+
+
+class ActivationsFn(Protocol):
+    """What reads ``h_L(s, q)`` for the vector recipe: :func:`prompt_activations`'s signature (the
+    streamed forward, :func:`interp.streaming.streamed_prompt_activations`, is the other one)."""
+
+    def __call__(self, model: Any, systems: Sequence[str | None], questions: Sequence[str], *, layer: int,
+                 position: Position, batch_size: int, prompt_format: PromptFormat,
+                 progress: bool | None = None) -> torch.Tensor: ...
+
+
+def activations_for(model: object) -> ActivationsFn:
+    """The activations function for ``model``: :func:`prompt_activations` for a HookedTransformer, the
+    streamed forward for an :class:`interp.streaming.StreamedModel`; anything else is a TypeError."""
+    if isinstance(model, HookedTransformer):
+        return prompt_activations
+    from interp.streaming.model import StreamedModel  # lazy: streaming builds on personas
+
+    if isinstance(model, StreamedModel):
+        from interp.streaming.forward import streamed_prompt_activations
+
+        return streamed_prompt_activations
+    raise TypeError(f"model: expected a HookedTransformer or an interp.streaming.StreamedModel, "
+                    f"got {type(model).__name__}")
 
 
 class _PackagedDefault:
@@ -122,7 +147,7 @@ def prompt_activations(
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     if isinstance(systems, str) or not isinstance(systems, Sequence) or len(systems) == 0:
         raise ValueError("systems: expected a non-empty sequence of system prompts (str or None)")
-    questions = _as_questions(questions)
+    questions = as_questions(questions)
     ids = [[token_ids(model, format_prompt(model, s, q, prompt_format=prompt_format), name="questions")
             for q in questions]
            for s in systems]
@@ -238,6 +263,7 @@ def role_vectors(
     default_system: str | None = PACKAGED_DEFAULT,
     prompt_format: PromptFormat = "auto",
     progress: bool | None = None,
+    activations: ActivationsFn | None = None,
 ) -> DirectionSet:
     """One unnormalised vector per role: ``v_r = mean_q h_L(r, q) - mean_q h_L(default, q)``.
 
@@ -245,17 +271,19 @@ def role_vectors(
     roles. ``questions``: defaults to the packaged questions. ``default_system``: the baseline system
     prompt (packaged: "You are a helpful assistant."; None sends no system turn). See
     :func:`prompt_activations` for ``position`` and batching and :func:`format_prompt` for the text.
+    ``model`` may be an :class:`interp.streaming.StreamedModel` (blocks read one at a time);
+    ``activations``: what reads ``h_L`` (default :func:`activations_for` the model).
 
     Example::
 
         roles = role_vectors(model, ["pirate", "poet"], layer=15)
         roles["pirate"]          # [d_model], in the residual basis of blocks.15.hook_resid_post
     """
-    return _vectors(
-        model, "role", _as_prompts(roles, _packaged().roles, "roles", "role"), questions,
+    return persona_vectors(
+        model, {"role": _as_prompts(roles, _packaged().roles, "roles", "role")}, questions,
         layer=layer, position=position, batch_size=batch_size, default_system=default_system,
-        prompt_format=prompt_format, progress=progress,
-    )
+        prompt_format=prompt_format, progress=progress, activations=activations,
+    )["role"]
 
 
 def trait_vectors(
@@ -269,53 +297,48 @@ def trait_vectors(
     default_system: str | None = PACKAGED_DEFAULT,
     prompt_format: PromptFormat = "auto",
     progress: bool | None = None,
+    activations: ActivationsFn | None = None,
 ) -> DirectionSet:
     """One unnormalised vector per trait, ``v_t = mean_q h_L(t, q) - mean_q h_L(default, q)``, with
     trait system prompts ("You are a very {trait} assistant: ..."); arguments as :func:`role_vectors`."""
-    return _vectors(
-        model, "trait", _as_prompts(traits, _packaged().traits, "traits", "trait"), questions,
+    return persona_vectors(
+        model, {"trait": _as_prompts(traits, _packaged().traits, "traits", "trait")}, questions,
         layer=layer, position=position, batch_size=batch_size, default_system=default_system,
-        prompt_format=prompt_format, progress=progress,
-    )
+        prompt_format=prompt_format, progress=progress, activations=activations,
+    )["trait"]
 
 
-def _vectors(
-    model: HookedTransformer,
-    kind: str,
-    prompts: dict[str, str],
-    questions: Sequence[str] | None,
-    **kwargs: Any,
-) -> DirectionSet:
-    return _persona_vectors(model, {kind: prompts}, questions, **kwargs)[kind]
-
-
-def _persona_vectors(
+def persona_vectors(
     model: HookedTransformer,
     groups: Mapping[str, dict[str, str]],
     questions: Sequence[str] | None,
     *,
     layer: int,
-    position: Position,
-    batch_size: int,
-    default_system: str | None,
-    prompt_format: PromptFormat,
+    position: Position = "last",
+    batch_size: int = 64,
+    default_system: str | None = PACKAGED_DEFAULT,
+    prompt_format: PromptFormat = "auto",
+    activations: ActivationsFn | None = None,
     progress: bool | None = None,
 ) -> dict[str, DirectionSet]:
-    """Vectors for several groups of system prompts sharing one pass over the default prompt."""
+    """``v = mean_q h_L(s, q) − mean_q h_L(default, q)`` for several groups (``{kind: {name: system
+    prompt}}``) of system prompts sharing one pass over the default prompt; ``h_L`` read by
+    ``activations`` (default :func:`activations_for` the model). The one implementation of the recipe."""
+    activations = activations_for(model) if activations is None else activations
     layer = _as_layer(model, layer)
-    questions = _as_questions(_packaged().questions if questions is None else questions)
+    questions = as_questions(_packaged().questions if questions is None else questions)
     if default_system is PACKAGED_DEFAULT:
         default_system = _packaged().default
     if default_system is not None and not isinstance(default_system, str):
         raise TypeError(f"default_system: expected a string or None, got {type(default_system).__name__}")
     systems = [s for prompts in groups.values() for s in prompts.values()] + [default_system]
-    acts = prompt_activations(
+    acts = activations(
         model, systems, questions, layer=layer, position=position, batch_size=batch_size,
         prompt_format=prompt_format, progress=progress,
     )
     means = einops.reduce(acts, "system question d -> system d", "mean")
     offsets = means[:-1] - means[-1:]
-    used_format = "chat" if uses_chat(model, prompt_format) else "plain"
+    used_format = "chat" if uses_chat(model.tokenizer, prompt_format) else "plain"
     model_name = getattr(model.cfg, "model_name", "model")
     out: dict[str, DirectionSet] = {}
     start = 0
@@ -400,6 +423,7 @@ def persona_directions(
     default_system: str | None = PACKAGED_DEFAULT,
     prompt_format: PromptFormat = "auto",
     progress: bool | None = None,
+    activations: ActivationsFn | None = None,
 ) -> PersonaDirections:
     """Persona PCs: the top ``n_components`` principal axes of the role vectors at ``layer``.
 
@@ -408,7 +432,8 @@ def persona_directions(
     :meth:`DirectionSet.from_pca`. Deterministic: same inputs, same result.
 
     Args:
-        model: The model whose residual stream is read.
+        model: The model whose residual stream is read (or an :class:`interp.streaming.StreamedModel`,
+            read block by block).
         layer: Layer of ``blocks.{layer}.hook_resid_post`` (default the middle layer, ``n_layers // 2``).
         n_components: Number of PCs, at most ``n_roles - 1``.
         roles: ``{name: system prompt}``, packaged role names, or None for all packaged roles.
@@ -419,6 +444,8 @@ def persona_directions(
         default_system: The baseline system prompt subtracted from every role (None: no system turn).
         prompt_format: "auto" (chat template when the tokenizer has one), "chat" or "plain".
         progress: Progress bar over the batches (None: when there is more than one; False: silent).
+        activations: The function that reads ``h_L`` (default :func:`activations_for` the model), as
+            :func:`role_vectors`.
 
     Returns:
         A :class:`PersonaDirections` with ``pcs``, ``roles`` and ``traits`` DirectionSets; ``scores()``
@@ -430,6 +457,7 @@ def persona_directions(
         persona.pcs.with_negations()     # PC1, -PC1, PC2, ... for QK/OV probes
         persona.explained_variance       # tensor of 3 ratios, decreasing
     """
+    activations = activations_for(model) if activations is None else activations
     layer = model.cfg.n_layers // 2 if layer is None else _as_layer(model, layer)
     role_prompts = _as_prompts(roles, _packaged().roles, "roles", "role")
     if not isinstance(n_components, int) or isinstance(n_components, bool):
@@ -444,9 +472,9 @@ def persona_directions(
         groups["trait"] = dict(_packaged().traits)
     elif traits is not False and traits is not None:
         groups["trait"] = _as_prompts(traits, _packaged().traits, "traits", "trait")
-    vectors = _persona_vectors(
+    vectors = persona_vectors(
         model, groups, questions, layer=layer, position=position, batch_size=batch_size,
-        default_system=default_system, prompt_format=prompt_format, progress=progress,
+        default_system=default_system, prompt_format=prompt_format, progress=progress, activations=activations,
     )
     model_name = getattr(model.cfg, "model_name", "model")
     pcs = DirectionSet.from_pca(
@@ -466,7 +494,7 @@ def _as_layer(model: HookedTransformer, layer: object) -> int:
     return as_layers(layer, model.cfg.n_layers, name="layer")[0]
 
 
-def _as_questions(questions: object) -> tuple[str, ...]:
+def as_questions(questions: object) -> tuple[str, ...]:
     if isinstance(questions, str) or not isinstance(questions, Sequence):
         raise TypeError(f"questions: expected a sequence of strings, got {type(questions).__name__}")
     if len(questions) == 0:

@@ -353,7 +353,8 @@ def tokenize(
     A :class:`TokenBatch` is returned unchanged (its padding kept).
 
     Args:
-        model: The model whose tokenizer, BOS default, context length and device are used.
+        model: The model whose tokenizer, BOS default, context length and device are used (a
+            HookedTransformer, or a streamed model with the same ``cfg`` and ``tokenizer``).
         prompts: One text or a list of texts (already formatted, e.g. by :func:`format_prompts`).
         padding_side: ``"right"`` or ``"left"``.
         prepend_bos: Put the tokenizer's BOS first (None: the model's default).
@@ -382,7 +383,8 @@ def tokenize(
         raise ValueError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
     if prepend_bos is not None and not isinstance(prepend_bos, bool):
         raise TypeError(f"prepend_bos: expected True, False or None, got {prepend_bos!r}")
-    if not isinstance(model, HookedTransformer):
+    if not isinstance(model, HookedTransformer) and not (hasattr(model, "cfg") and hasattr(model, "tokenizer")):
+        # a streamed model (interp.streaming.StreamedModel) has the cfg and tokenizer used here
         raise TypeError(f"model: expected a transformer_lens.HookedTransformer, got {type(model).__name__}")
     if model.tokenizer is None:
         raise ValueError("model: has no tokenizer (needed to tokenize prompts)")

@@ -135,7 +135,8 @@ def compare_mlp_pass(
     direction ``x`` and layer ``L``, in both models.
 
     Args:
-        pair: The base/tuned :class:`~interp.ModelPair`.
+        pair: The base/tuned :class:`~interp.ModelPair`, or an :class:`interp.streaming.StreamedPair`
+            (:func:`interp.streaming.streamed_compare_mlp_pass`: the same result, read layer by layer).
         directions: ``[n, d_model]`` tensor, one direction, or a :class:`~interp.DirectionSet` (its names
             are used unless ``names`` is given).
         layers: Layers to pass through (default all).
@@ -146,6 +147,10 @@ def compare_mlp_pass(
         An :class:`MLPPassComparison`: ``base``/``tuned`` outputs ``[layer, n, d_model]``; ``.table()`` has
         base/tuned norms, ``|tuned − base|`` and ``1 − cos`` per (layer, direction).
     """
+    from interp.streaming import StreamedPair, streamed_compare_mlp_pass  # lazy: streaming builds on circuits
+
+    if isinstance(pair, StreamedPair):
+        return streamed_compare_mlp_pass(pair, directions, layers=layers, names=names, post_norm=post_norm)
     base, tuned = check_pair(pair)
     vectors = as_directions(directions, base.cfg.d_model)
     labels = tuple(names_of(directions, names, vectors.shape[0]))  # bad names fail before the passes

@@ -185,7 +185,8 @@ def circuit_study(
     random probes; the summary averages ``|Δz|`` over ``tuned_layers``.
 
     Args:
-        pair: The base/tuned :class:`~interp.ModelPair`.
+        pair: The base/tuned :class:`~interp.ModelPair`, or an :class:`interp.streaming.StreamedPair`
+            (every table the same, read one layer of both models at a time).
         directions: The named directions to study (e.g. ``persona_directions(...).pcs``).
         semantic: Vectors to read the MLP change against (e.g. role and trait vectors), at the
             directions' own layer when analysed, else at the MLP peak layer; None skips the projections.
@@ -201,19 +202,24 @@ def circuit_study(
 
     Returns:
         A :class:`CircuitStudy` with every table (``table``, ``series``, ``deltas``, ``summary``,
-        ``mlp_table``, ``projections``..., and the nulls ``nulls``, ``layer_nulls``, ``mlp_nulls``...); it displays itself in a notebook and saves with ``save``.
+        ``mlp_table``, ``projections``..., and the nulls ``nulls``, ``layer_nulls``,
+        ``mlp_nulls``...); it displays itself in a notebook and saves with ``save``.
 
     Raises:
         TypeError: ``pair`` is not a ModelPair or ``directions``/``semantic`` not DirectionSets.
     """
-    pair = ModelPair.check(pair)
+    from interp import streaming  # lazy: streaming builds on circuits
+
+    streamed = isinstance(pair, streaming.StreamedPair)  # every step below reads it layer by layer
+    pair = pair if streamed else ModelPair.check(pair)
     if not isinstance(directions, DirectionSet):
         raise TypeError(f"directions: expected a DirectionSet, got {type(directions).__name__}")
     if semantic is not None and not isinstance(semantic, DirectionSet):
         raise TypeError(f"semantic: expected a DirectionSet or None, got {type(semantic).__name__}")
     layer_list = sorted(set(as_layers(layers, pair.cfg.n_layers, name="layers")))
     if tuned_layers is None:
-        tuned = [layer for layer in changed_layers(pair.delta()) if layer in layer_list] or layer_list
+        changed = streaming.changed_layers(pair) if streamed else changed_layers(pair.delta())
+        tuned = [layer for layer in changed if layer in layer_list] or layer_list
     else:
         tuned = sorted(set(as_layers(list(tuned_layers), pair.cfg.n_layers, name="tuned_layers")))
     if not (isinstance(alpha, float) and 0.0 < alpha < 1.0):

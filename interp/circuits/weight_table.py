@@ -63,6 +63,12 @@ def weight_circuits(
         A tidy DataFrame: one row per (circuit, model, layer, [head,] query, key) with ``value``,
         ``baseline_mean``, ``baseline_std`` and ``z`` (see :func:`circuit_table`).
     """
+    from interp.streaming import StreamedPair, streamed_weight_circuits  # lazy: streaming builds on circuits
+
+    if isinstance(model, StreamedPair):
+        return streamed_weight_circuits(model, directions, names=names, layers=layers, random_prefix=random_prefix,
+                                        baseline=baseline, per_head=per_head, head_reduction=head_reduction,
+                                        vo_metric=vo_metric, max_rows=max_rows)
     if isinstance(model, HookedTransformer):
         models = {"model": check_model(model)}
     else:

@@ -35,8 +35,8 @@ from interp.loading.checkpoint import (
 )
 from interp.loading.devices import check_n_devices, resolve_device
 
-__all__ = ["DEFAULT_N_CTX", "OFFLINE_MODELS", "SUPPORTED_ARCHITECTURES", "OfflineModel", "RawModel", "cache_dir",
-           "cached_config", "known_models", "load_model", "load_raw", "load_raw_with_adapter", "resolve_device"]
+__all__ = ["DEFAULT_N_CTX", "OFFLINE_MODELS", "SUPPORTED_ARCHITECTURES", "OfflineModel", "RawModel", "build_model",
+           "cache_dir", "cached_config", "known_models", "load_model", "load_raw", "load_raw_with_adapter", "resolve_device"]
 
 CACHE_ENV = "INTERP_CACHE_DIR"
 _CACHE_FORMAT = 1
@@ -320,7 +320,7 @@ def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return table[dtype]
 
 
-def _build(
+def build_model(
     cfg_dict: dict[str, Any],
     state: dict[str, torch.Tensor],
     tokenizer: Any,
@@ -465,7 +465,7 @@ class RawModel:
         ``n_ctx``: the longest sequence the model accepts (default ``DEFAULT_N_CTX`` = 2048, capped at
         the checkpoint's own context; more than that context is refused). ``device``/``n_devices``:
         as :func:`load_model`."""
-        return _build(
+        return build_model(
             self.cfg_dict,
             self.state_dict if state_dict is None else state_dict,
             self.tokenizer,

@@ -2,6 +2,10 @@
 
 Each section runs on its own: if its analysis raises, the section shows the error, the others are
 still written, and :attr:`Report.failed` names it (the CLI then exits with code 4).
+
+A pair too large for memory is streamed (:mod:`interp.streaming`, ``stream=True`` or automatically when
+:func:`interp.streaming.memory.should_stream` says so): the weight and circuit sections read one layer
+of both models at a time; the sections in :data:`WHOLE_MODEL_SECTIONS` are skipped with a note.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import dataclasses
 import html
 import io
 import platform
+import sys
 import time
 import traceback
 from collections.abc import Sequence
@@ -30,8 +35,11 @@ from interp.report.options import ReportOptions
 from interp.report.sections import SECTIONS
 from interp.results import Result, ResultLayout
 
-__all__ = ["Report", "ReportInputError", "SectionOutcome", "build_report", "check_options", "load_pair",
-           "report_contents", "run_sections", "write_report"]
+__all__ = ["WHOLE_MODEL_SECTIONS", "Report", "ReportInputError", "SectionOutcome", "build_report", "check_options",
+           "choose_stream", "load_pair", "report_contents", "run_sections", "write_report"]
+
+#: Sections that need whole-model activations: skipped, with a note, when the pair is streamed.
+WHOLE_MODEL_SECTIONS = ("activations", "subspace")
 
 
 class ReportInputError(ValueError):
@@ -162,6 +170,49 @@ def load_pair(
     return ModelPair.from_lora(base or DEFAULT_BASE, default_adapter_path(), **settings)
 
 
+def choose_stream(base: str | None, tuned: str | None, adapter: str | None, stream: bool | None) -> tuple[bool, str]:
+    """Whether to stream the pair, and why. ``stream=True``: yes (it needs ``tuned``, two safetensors
+    checkpoints); ``False``: no; ``None``: when :func:`interp.streaming.memory.should_stream` says the two
+    checkpoints would not fit in the memory available (never for an adapter pair or GGUF models)."""
+    if stream is not None and not isinstance(stream, bool):
+        raise TypeError(f"stream: expected True, False or None, got {stream!r}")
+    if stream is False:
+        return False, ""
+    if tuned is None or adapter is not None:
+        if stream:
+            raise ValueError("stream: a streamed report needs base and tuned safetensors checkpoints (--tuned), "
+                             "not an adapter")
+        return False, ""
+    if stream:
+        return True, "streaming the pair layer by layer, as asked"
+    from interp.streaming import CheckpointError
+    from interp.streaming.memory import should_stream
+
+    try:
+        check = should_stream(base or DEFAULT_BASE, tuned)
+    except (CheckpointError, ValueError, OSError):  # not safetensors checkpoints (GGUF names): loaded whole
+        return False, ""
+    return check.stream, check.reason
+
+
+def _skipped(key: str) -> tuple[Section, SectionOutcome]:
+    title = SECTIONS[key][0]
+    section = Section(title, key=key)
+    note = (f"{title}: skipped; the pair was streamed layer by layer (it does not fit in memory, or --stream was "
+            "given), and this section needs whole-model activations.")
+    section.add_text(note)
+    section.seconds = 0.0
+    return section, SectionOutcome(key, title, 0.0, (note,))
+
+
+def _stream_facts(pair: object) -> str:
+    from interp.streaming.model import peak_rss_bytes
+
+    read = pair.base.checkpoint.bytes_read + pair.tuned.checkpoint.bytes_read
+    return (f"Streamed run: read {read / 2**30:.2f} GiB from the two checkpoints; peak resident memory "
+            f"{peak_rss_bytes() / 2**30:.2f} GiB.")
+
+
 def _short_error(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = "".join(traceback.format_list(frames[-3:]))
@@ -171,10 +222,18 @@ def _short_error(exc: BaseException) -> str:
 def run_sections(
     pair: ModelPair, options: ReportOptions, *, bar: Any | None = None
 ) -> list[tuple[Section, SectionOutcome]]:
-    """Run every section in ``options.sections`` (report order), catching each one's errors."""
+    """Run every section in ``options.sections`` (report order), catching each one's errors; for a
+    streamed pair the sections of :data:`WHOLE_MODEL_SECTIONS` are skipped with a note."""
+    from interp.streaming import StreamedPair
+
     out = []
     for key in (k for k in SECTIONS if k in options.sections):
         title, builder = SECTIONS[key]
+        if isinstance(pair, StreamedPair) and key in WHOLE_MODEL_SECTIONS:
+            out.append(_skipped(key))
+            if bar is not None:
+                bar.update(1)
+            continue
         if bar is not None:
             bar.set_description(f"report: {key}")
         started = time.perf_counter()
@@ -249,6 +308,7 @@ def build_report(
     quiet: bool = False,
     device: str = "auto",
     dtype: str | torch.dtype = "float32",
+    stream: bool | None = None,
 ) -> Report:
     """Run every analysis on the pair and write ``out_dir/report.html``.
 
@@ -268,6 +328,11 @@ def build_report(
         quiet: Turn progress bars off.
         device: "auto" (CUDA, then MPS, then CPU) or a device name, for the loaded pair.
         dtype: The loaded pair's dtype.
+        stream: Read ``base`` and ``tuned`` (safetensors checkpoints) one layer at a time instead of
+            loading them (:func:`choose_stream`; None: only when they would not fit in memory, saying so
+            on stderr); ``pair`` may also be an :class:`interp.streaming.StreamedPair`. Sections needing
+            whole-model activations are then skipped with a note; the bytes read and peak resident
+            memory end the summary.
 
     Returns:
         A :class:`Report`: the paths written, summary lines, each section's outcome, and every table and
@@ -276,6 +341,8 @@ def build_report(
     Raises:
         ReportInputError: The pair could not be loaded or the options do not fit it.
     """
+    from interp.streaming import StreamedPair
+
     started = time.perf_counter()
     if options is None:
         from interp.report.cache import default_cache_dir
@@ -287,8 +354,23 @@ def build_report(
         options = options.replace(progress=False)
     n_stages = len(options.sections) + (pair is None) + 1
     with progress_bar(total=n_stages, desc="report", unit="stage", progress=options.progress) as bar:
-        load_seconds = None
+        load_seconds, streamed, reason = None, False, ""
+        if isinstance(pair, ModelPair) and stream:
+            raise ReportInputError("stream: give base and tuned checkpoints (or a StreamedPair), not a loaded pair")
         if pair is None:
+            try:
+                streamed, reason = choose_stream(base, tuned, adapter, stream)
+            except (ValueError, TypeError) as exc:
+                raise ReportInputError(str(exc)) from exc
+        if pair is None and streamed:
+            print(f"interp report: {reason}", file=sys.stderr)
+            try:
+                pair = ModelPair.streamed(base or DEFAULT_BASE, tuned)
+            except (ValueError, TypeError, FileNotFoundError) as exc:
+                raise ReportInputError(str(exc)) from exc
+            load_seconds = time.perf_counter() - started
+            bar.update(1)
+        elif pair is None:
             bar.set_description("report: loading the pair")
             # TransformerLens prints "Moving model to device" per model; keep stdout clean when quiet
             silenced = contextlib.nullcontext() if options.progress else contextlib.redirect_stdout(io.StringIO())
@@ -299,8 +381,12 @@ def build_report(
                 raise ReportInputError(str(exc)) from exc
             load_seconds = time.perf_counter() - started
             bar.update(1)
-        elif not isinstance(pair, ModelPair):
-            raise TypeError(f"pair: expected an interp.ModelPair, got {type(pair).__name__}")
+        elif not isinstance(pair, ModelPair | StreamedPair):
+            raise TypeError(f"pair: expected an interp.ModelPair or interp.streaming.StreamedPair, "
+                            f"got {type(pair).__name__}")
+        if isinstance(pair, StreamedPair) and not options.progress:  # quiet: no per-layer bars either
+            for streamed_model in (pair, pair.base, pair.tuned):
+                streamed_model.show_progress = False
         try:
             check_options(pair, options)
         except (ValueError, TypeError) as exc:
@@ -312,6 +398,10 @@ def build_report(
         failed = [o.title for o in outcomes if o.error]
         if failed:
             summary.append(f"{len(failed)} section(s) failed and show their error below: {', '.join(failed)}.")
+        if isinstance(pair, StreamedPair):
+            summary.append(_stream_facts(pair))
+            if options.progress:
+                print(summary[-1], file=sys.stderr)
         sections.append(_config_section(pair, options, outcomes, load_seconds))
         bar.set_description("report: writing HTML")
         elapsed = time.perf_counter() - started

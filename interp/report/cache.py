@@ -50,9 +50,10 @@ def cached_persona_directions(
     """:func:`interp.personas.persona_directions` of ``model`` with ``kwargs``, read from ``cache_dir``
     when an entry for the same weights and arguments exists (else computed and written there).
 
-    Returns ``(directions, from_cache)``. ``cache_dir=None`` always computes.
+    Returns ``(directions, from_cache)``. ``cache_dir=None`` always computes, as does a streamed model
+    (:class:`interp.streaming.StreamedModel`: its weights are never all in memory to fingerprint).
     """
-    if cache_dir is None:
+    if cache_dir is None or not isinstance(model, HookedTransformer):
         return persona_directions(model, **kwargs), False
     key_source = json.dumps({"model": model_fingerprint(model), **kwargs}, sort_keys=True, default=str)
     key = hashlib.blake2b(key_source.encode(), digest_size=10).hexdigest()

@@ -133,7 +133,7 @@ def probe_activations(
     positive_system: str,
     negative_system: str,
 ) -> ProbeActivations:
-    """Capture everything :func:`interp.subspace.bases.activation_bases` needs, in three forward passes."""
+    """Capture everything :func:`interp.subspace.activation_library.activation_bases` needs, in three forward passes."""
     clean_texts = format_prompts(model, prompts)
     pos_texts = format_prompts(model, prompts, positive_system)
     neg_texts = format_prompts(model, prompts, negative_system)

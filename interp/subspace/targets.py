@@ -133,6 +133,22 @@ class Target:
             s = s + einops.einsum(a, t.s, a, "layer p r, layer r t, layer q t -> layer p q")
         return cls(s / len(targets), q, targets[0].d)
 
+    @classmethod
+    def cat(cls, targets: list[Target]) -> Target:
+        """The targets' layers one after another (e.g. targets built one layer at a time): compressed
+        when all are (ranges zero-padded to the widest; zero columns add no energy), else dense."""
+        if not targets:
+            raise ValueError("targets: expected at least one Target")
+        if len({t.d for t in targets}) != 1:
+            raise ValueError(f"targets: differ in d_model {sorted({t.d for t in targets})}")
+        scale = None if any(t.scale is None for t in targets) else torch.cat([t.scale for t in targets])
+        if any(t.u is None for t in targets):
+            return cls(torch.cat([t.dense() for t in targets]), None, targets[0].d, scale)
+        p = max(t.s.shape[-1] for t in targets)
+        s = torch.cat([torch.nn.functional.pad(t.s, (0, p - t.s.shape[-1], 0, p - t.s.shape[-1])) for t in targets])
+        u = torch.cat([torch.nn.functional.pad(t.u, (0, p - t.u.shape[-1])) for t in targets])
+        return cls(s, u, targets[0].d, scale)
+
     def dense(self) -> Float[torch.Tensor, "layer d d"]:
         if self.u is None:
             return self.s

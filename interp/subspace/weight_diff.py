@@ -134,7 +134,16 @@ def delta_diagnostics(delta: Mapping[str, torch.Tensor] | object, *, top_k: int 
     Singular values σ are those of the ``[d_model, cols]`` residual view (biases/norms: of the tensor
     flattened to a row). ``effective_rank = exp(H(p))`` with ``p_i = σ_i / Σσ`` (Roy & Vetterli 2007);
     ``participation_ratio = (Σσ²)² / Σσ⁴``; both equal r for r equal singular values and 1 for rank 1.
+    ``delta`` may be an :class:`interp.streaming.StreamedPair`: the rows of its block tensors, read layer
+    by layer (:func:`interp.streaming.streamed_delta_diagnostics`).
     """
+    from interp.streaming import (  # lazy: streaming builds on subspace
+        StreamedPair,
+        streamed_delta_diagnostics,
+    )
+
+    if isinstance(delta, StreamedPair):
+        return streamed_delta_diagnostics(delta, top_k=top_k)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k: expected a positive int, got {top_k!r}")
     delta = as_delta(delta)
@@ -172,7 +181,12 @@ def changed_layers(delta: Mapping[str, torch.Tensor]) -> list[int]:
 
 def delta_norms(pair: ModelPair) -> pd.DataFrame:
     """One row per changed parameter of a :class:`interp.ModelPair`: ``layer`` (−1 outside the blocks),
-    ``tensor``, ``delta_fro`` = ‖W_tuned − W_base‖_F and ``relative`` = ‖ΔW‖_F / ‖W_base‖_F."""
+    ``tensor``, ``delta_fro`` = ‖W_tuned − W_base‖_F and ``relative`` = ‖ΔW‖_F / ‖W_base‖_F.
+    ``pair`` may be an :class:`interp.streaming.StreamedPair`: the block tensors' rows, read layer by layer."""
+    from interp.streaming import StreamedPair, streamed_delta_norms  # lazy: streaming builds on subspace
+
+    if isinstance(pair, StreamedPair):
+        return streamed_delta_norms(pair)
     pair = ModelPair.check(pair)
     base_params = dict(pair.base.named_parameters())
     rows = []

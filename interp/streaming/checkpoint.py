@@ -1,0 +1,231 @@
+"""A safetensors checkpoint read tensor by tensor, memory-mapped, never whole.
+
+A checkpoint is a folder with ``config.json`` and either ``model.safetensors`` or shards listed in
+``model.safetensors.index.json`` (``weight_map``: tensor name → shard file); a hub id resolves to
+its snapshot in the local Hugging Face cache. Every shard's header is checked when the checkpoint
+is opened (a shard missing from the index, a truncated shard, a tensor the index names but the
+shard lacks), so a broken checkpoint fails before any weight is read. Each read opens the shard,
+copies the requested rows/columns out of the memory map and closes it again, so the pages of a
+tensor do not stay resident after it is used; :attr:`Checkpoint.bytes_read` counts what was copied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+__all__ = ["Checkpoint", "CheckpointError", "layer_index", "open_checkpoint"]
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be read as it claims to be (missing or truncated shards...)."""
+
+
+@dataclass(frozen=True)
+class _TensorInfo:
+    shard: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int = 0  # byte range of the tensor's data in the shard file
+    stop: int = 0
+
+
+@dataclass
+class Checkpoint:
+    """The tensors of a safetensors checkpoint, read lazily (see the module docstring).
+
+    ``config`` is the folder's ``config.json``; ``tensors`` maps every tensor name to its shard,
+    dtype and shape (from the shard headers, no data read).
+    """
+
+    folder: Path
+    config: dict[str, Any]
+    tensors: dict[str, _TensorInfo]
+    bytes_read: int = field(default=0)
+
+    def has(self, name: str) -> bool:
+        return name in self.tensors
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._info(name).shape
+
+    def _info(self, name: str) -> _TensorInfo:
+        if name not in self.tensors:
+            raise KeyError(f"checkpoint {self.folder} has no tensor {name!r}")
+        return self.tensors[name]
+
+    def read(self, name: str, *, rows: slice | None = None, cols: slice | None = None) -> torch.Tensor:
+        """Tensor ``name`` (optionally ``[rows]`` / ``[:, cols]`` of a matrix), copied out of the map."""
+        info = self._info(name)
+        with safe_open(str(info.shard), framework="pt") as handle:
+            if rows is None and cols is None:
+                tensor = handle.get_tensor(name)
+            else:
+                part = handle.get_slice(name)
+                if cols is None:
+                    tensor = part[rows]
+                else:
+                    tensor = part[rows if rows is not None else slice(None), cols]
+        self.bytes_read += tensor.numel() * tensor.element_size()
+        return tensor
+
+    def prefetch(self, names: list[str]) -> None:
+        """Ask the kernel to start reading these tensors' bytes in the background
+        (``posix_fadvise(WILLNEED)``): the next layer's reads overlap this layer's arithmetic. Memory
+        is page cache, not this process's; a no-op where the call does not exist."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        by_shard: dict[Path, list[_TensorInfo]] = {}
+        for name in names:
+            if name in self.tensors:
+                by_shard.setdefault(self.tensors[name].shard, []).append(self.tensors[name])
+        for shard, infos in by_shard.items():
+            fd = os.open(shard, os.O_RDONLY)
+            try:
+                for info in infos:
+                    os.posix_fadvise(fd, info.start, info.stop - info.start, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
+
+    def layer_names(self, layer: int) -> list[str]:
+        """Names of the stored tensors of layer ``layer`` (``...layers.{layer}.`` / ``...h.{layer}.``)."""
+        return [n for n in self.tensors if layer_index(n) == layer]
+
+    def read_rows(self, name: str, indices: list[int]) -> torch.Tensor:
+        """Rows ``indices`` of matrix ``name`` (e.g. the embeddings of a few tokens), one slice per run
+        of consecutive indices."""
+        info = self._info(name)
+        out = []
+        with safe_open(str(info.shard), framework="pt") as handle:
+            part = handle.get_slice(name)
+            start = 0
+            while start < len(indices):
+                stop = start + 1
+                while stop < len(indices) and indices[stop] == indices[stop - 1] + 1:
+                    stop += 1
+                out.append(part[indices[start] : indices[stop - 1] + 1])
+                start = stop
+        tensor = torch.cat(out)
+        self.bytes_read += tensor.numel() * tensor.element_size()
+        return tensor
+
+
+def open_checkpoint(source: str | os.PathLike[str]) -> Checkpoint:
+    """The checkpoint at ``source``: a folder, or a hub id whose snapshot is in the local HF cache.
+
+    Raises :class:`CheckpointError` (a ValueError naming the file) for a folder without
+    ``config.json`` or weights, a shard the index lists but the folder lacks, a truncated shard or a
+    tensor the index places in a shard that does not hold it.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source: expected a folder or a hub id (str), got {type(source).__name__}")
+    folder = _resolve(str(source))
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"source: {folder} has no config.json (not a Hugging Face model folder)")
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"source: {config_path} is not valid JSON ({exc})") from None
+    return Checkpoint(folder, config, _tensor_table(folder))
+
+
+def _resolve(key: str) -> Path:
+    folder = Path(key).expanduser()
+    if folder.is_dir():
+        return folder
+    if folder.exists():
+        raise CheckpointError(f"source: {folder} is a file; expected a checkpoint folder")
+    if key.count("/") == 1 and not key.startswith((".", "/", "~")):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(key, local_files_only=True))
+        except Exception as exc:  # not in the cache (and never fetched: local_files_only)
+            raise CheckpointError(
+                f"source: {key!r} is not a folder and not in the local Hugging Face cache ({type(exc).__name__})"
+            ) from None
+    raise CheckpointError(f"source: no checkpoint folder at {folder}")
+
+
+def _tensor_table(folder: Path) -> dict[str, _TensorInfo]:
+    index = folder / INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"source: {index} is not a safetensors index ({exc!r})") from None
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise CheckpointError(
+                f"source: shard(s) {missing} listed in {index.name} are missing from {folder}"
+            )
+        headers = {s: _header(folder / s) for s in shards}
+        table = {}
+        for name, shard in weight_map.items():
+            if name not in headers[shard]:
+                raise CheckpointError(f"source: {index.name} places {name!r} in {shard}, which has no such tensor")
+            table[name] = _TensorInfo(folder / shard, *headers[shard][name])
+        return table
+    single = folder / SINGLE_NAME
+    if single.is_file():
+        return {name: _TensorInfo(single, *entry) for name, entry in _header(single).items()}
+    raise CheckpointError(f"source: {folder} has neither {SINGLE_NAME} nor {INDEX_NAME}")
+
+
+def _header(path: Path) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
+    """``{name: (dtype, shape, start, stop)}`` (byte range in the file) from a shard's header, after checking the file holds every tensor."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        raw = handle.read(8)
+        if len(raw) < 8:
+            raise CheckpointError(f"source: shard {path.name} is truncated ({size} bytes, no header)")
+        (length,) = struct.unpack("<Q", raw)
+        if 8 + length > size:
+            raise CheckpointError(f"source: shard {path.name} is truncated (header of {length} bytes, file of {size})")
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError as exc:
+            raise CheckpointError(f"source: shard {path.name} has a corrupt header ({exc})") from None
+    header.pop("__metadata__", None)
+    end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
+    if 8 + length + end > size:
+        raise CheckpointError(
+            f"source: shard {path.name} is truncated: its header describes {8 + length + end:,} bytes, "
+            f"the file has {size:,}"
+        )
+    out = {}
+    for name, entry in header.items():
+        shape = tuple(int(x) for x in entry["shape"])
+        width = _DTYPE_BYTES.get(entry["dtype"])
+        if width is not None and entry["data_offsets"][1] - entry["data_offsets"][0] != width * _numel(shape):
+            raise CheckpointError(f"source: shard {path.name}: tensor {name!r} has a size that does not match its shape")
+        begin, end = entry["data_offsets"]
+        out[name] = (entry["dtype"], shape, 8 + length + begin, 8 + length + end)
+    return out
+
+
+def layer_index(name: str) -> int | None:
+    """The first integer component of a tensor name (its layer), or None."""
+    return next((int(p) for p in name.split(".") if p.isdigit()), None)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
