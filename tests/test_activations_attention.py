@@ -242,7 +242,7 @@ def test_bad_inputs_raise_clear_errors(smollm2):
         attention_pattern(smollm2, QUESTION, layer=-31, head=0)
     with pytest.raises(ValueError, match="query"):
         attention_metrics(smollm2, [QUESTION], query="first")
-    with pytest.raises(ValueError, match="indices: out of range"):
+    with pytest.raises(ValueError, match="query: index 40 is outside prompt 0"):
         attention_metrics(smollm2, [QUESTION], query=40)
     with pytest.raises(ValueError, match="keywords"):
         attention_metrics(smollm2, [QUESTION], keywords=[""])
@@ -252,3 +252,17 @@ def test_bad_inputs_raise_clear_errors(smollm2):
         compare_prompt_variants(smollm2, {})
     with pytest.raises(TypeError, match="pair: expected a ModelPair"):
         pair_attention_metrics(smollm2, [QUESTION])
+
+
+def test_query_past_a_short_prompt_names_query(smollm2):
+    """Issue 13: ``query=500`` on a 3-token prompt names ``query`` (not the positions helper's ``indices``)."""
+    prompt = "Two plus"
+    n = len(smollm2.to_tokens(prompt, prepend_bos=False)[0])
+    assert n <= 3
+    for bad in (500, n, -n - 1):
+        with pytest.raises(ValueError, match=rf"query: index {bad} is outside prompt 0 \(\d+ tokens\)") as err:
+            attention_metrics(smollm2, [prompt], query=bad)
+        assert "indices" not in str(err.value)
+    # both in-range ends still work
+    assert attention_metrics(smollm2, [prompt], layers=[0], query=-1).query_position.tolist() == [
+        attention_metrics(smollm2, [prompt], layers=[0]).query_position.item()]

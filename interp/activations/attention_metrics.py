@@ -126,6 +126,12 @@ def _query_positions(batch: TokenBatch, query: Query) -> Int[torch.Tensor, " pro
     elif isinstance(query, Positions):
         positions = query
     elif isinstance(query, int) and not isinstance(query, bool):
+        lengths = batch.lengths.cpu()
+        outside = [i for i, n in enumerate(lengths.tolist()) if not -n <= query < n]
+        if outside:
+            listed = ", ".join(f"prompt {i} ({int(lengths[i])} tokens)" for i in outside[:10])
+            raise ValueError(f"query: index {query} is outside {listed}; expected -n <= query < n "
+                             "for a prompt of n real tokens")
         positions = index_positions(batch, query)
     else:
         raise TypeError(f"query: expected 'last', an int or a Positions, got {type(query).__name__}")
