@@ -15,7 +15,9 @@
 #
 # 1. **ΔW diagnostics** — which tensors and layers the LoRA moved, and how low-rank the moves are.
 # 2. **The label** — δ = resid_post(W + ΔW) − resid_post(W − ΔW) at the last token of 20 probes
-#    "I think {claim}. Do you agree? Answer Yes or No." (first 10 fit the bases, last 10 evaluate).
+#    "I think {claim}. Do you agree? Answer Yes or No." (first 10 fit the bases, last 10 evaluate),
+#    fed as raw text like the notebook's (``chat_template=True`` would chat-template them; the
+#    persona prompts are chat-templated either way).
 # 3. **46 candidate bases** per layer (the notebook's 42 hypotheses: weight-derived
 #    write/read/OV/QK/MLP, activation-derived PCA/persona-contrast/attention-weighted/cluster/rotation/
 #    churn/magnitude/up-projection, compounds; plus interp's third compound, a random control and two

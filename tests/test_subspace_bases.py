@@ -120,7 +120,8 @@ def test_weight_bases_do_not_depend_on_norm_folding(smollm2, smollm2_raw):
 @pytest.fixture(scope="module")
 def acts(smollm2):
     return probe_activations(
-        smollm2, probe_prompts()[:4], [3, 4], positive_system=SYCOPHANTIC_SYSTEM, negative_system=CRITICAL_SYSTEM
+        smollm2, probe_prompts()[:4], [3, 4], positive_system=SYCOPHANTIC_SYSTEM, negative_system=CRITICAL_SYSTEM,
+        chat_template=True,
     )
 
 
@@ -218,3 +219,39 @@ def test_nan_weights_are_rejected():
         model.blocks[0].attn.W_O[1, 2, 3] = float("nan")
     with pytest.raises(ValueError, match="model: weight attn.W_O contains NaN"):
         weight_bases(model, [0], 2, include=["attn_write"])
+
+
+def test_probe_activations_feed_raw_clean_text_by_default_and_the_template_on_request(smollm2):
+    """Seed 003 fed the clean prompts as raw text; ``chat_template=True`` feeds the chat template.
+    The token ids the model receives (read at hook_embed's input) are compared with tokenize()
+    of the raw prompts and of the templated prompts."""
+    from interp.prompts import tokenize
+
+    prompts = probe_prompts()[:2]
+    seen: list[torch.Tensor] = []
+    handle = smollm2.embed.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().cpu()))
+    try:
+        runs = {}
+        for flag in (False, True):
+            seen.clear()
+            kwargs = {} if not flag else {"chat_template": True}
+            probe_activations(smollm2, prompts, [1], positive_system=SYCOPHANTIC_SYSTEM,
+                              negative_system=CRITICAL_SYSTEM, **kwargs)
+            runs[flag] = seen[0]  # the clean pass comes first
+    finally:
+        handle.remove()
+    for flag, texts in ((False, list(prompts)), (True, chat_texts(smollm2.tokenizer, prompts))):
+        expected = tokenize(smollm2, texts, padding_side="right")
+        got = runs[flag]
+        assert got.shape == expected.tokens.shape, flag
+        mask = expected.mask.cpu()
+        assert torch.equal(got[mask], expected.tokens.cpu()[mask]), flag
+    # the raw texts really differ from the templated ones (SmolLM2 has a chat template)
+    assert runs[False].shape[1] < runs[True].shape[1]
+    # and the raw clean capture is the last-token resid_post of the raw prompt run alone
+    acts = probe_activations(smollm2, prompts, [1], positive_system=SYCOPHANTIC_SYSTEM, negative_system=CRITICAL_SYSTEM)
+    _, cache = smollm2.run_with_cache(smollm2.to_tokens(prompts[1]), names_filter="blocks.1.hook_resid_post",
+                                      stop_at_layer=2)
+    torch.testing.assert_close(acts.clean[0, 1], cache["blocks.1.hook_resid_post"][0, -1], rtol=1e-4, atol=1e-4)
+    with pytest.raises(TypeError, match="chat_template: expected a bool"):
+        probe_activations(smollm2, prompts, [1], positive_system="a", negative_system="b", chat_template="yes")

@@ -257,6 +257,7 @@ def subspace_sweep(
     extra_bases: Sequence[Basis] = (),
     positive_system: str = SYCOPHANTIC_SYSTEM,
     negative_system: str = CRITICAL_SYSTEM,
+    chat_template: bool = False,
 ) -> SweepResult:
     """Run the whole sweep on a :class:`interp.ModelPair` (or anything with ``.base``, ``.tuned``, ``.delta()``).
 
@@ -267,8 +268,12 @@ def subspace_sweep(
     build (default all); ``extra_bases`` are scored too. Deterministic: the only randomness is the
     seeded ``random`` basis and, with ``null="monte_carlo"``, the seeded null draws.
     An unknown name in ``include`` is a ValueError listing the known ones
-    (:func:`interp.subspace.library.library_names`).
+    (:func:`interp.subspace.library.library_names`). ``chat_template``: the label prompts and the
+    clean fit prompts are fed as raw text (the notebook's setting) unless True, which formats them
+    with the tokenizer's chat template; the persona prompts are chat-templated either way.
     """
+    if not isinstance(chat_template, bool):
+        raise TypeError(f"chat_template: expected a bool, got {type(chat_template).__name__}")
     if label not in ("steer", "pair"):
         raise ValueError(f"label: expected 'steer' or 'pair', got {label!r}")
     if null not in NULLS:
@@ -294,13 +299,14 @@ def subspace_sweep(
     check_include(include)
     prompts = probe_prompts(claims)
     fit, evaluation = split_fit_eval(prompts, fit_fraction)
-    texts = chat_texts(base.tokenizer, prompts)
+    texts = chat_texts(base.tokenizer, prompts) if chat_template else list(prompts)
     if label == "steer":
         full = steering_label(base, delta, texts, layers, alpha)
     else:
         full = pair_label(pair, texts, layers)
     label_fit, label_eval = full[:, : len(fit)], full[:, len(fit) :]
-    acts = probe_activations(base, fit, layers, positive_system=positive_system, negative_system=negative_system)
+    acts = probe_activations(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
+                             chat_template=chat_template)
 
     wanted = None if include is None else set(include)
     w_names = [n for n in WEIGHT_BASES if wanted is None or n in wanted]
@@ -312,7 +318,7 @@ def subspace_sweep(
     if a_names:
         needs = {need for n in a_names for need in ACTIVATION_BASES[n].needs if need in CAPTURES}
         extra = extra_captures(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
-                               needs=needs) if needs else None
+                               needs=needs, chat_template=chat_template) if needs else None
         library += activation_bases(acts, k, model=base, include=a_names, extra=extra)
     library += compound_bases({b.name: b for b in library}, k)
     library.append(random_basis(layers, base.cfg.d_model, k, seed=RANDOM_BASIS_SEED + seed))
@@ -340,6 +346,6 @@ def subspace_sweep(
     config = {
         "k": k, "layers": tuple(layers), "label": label, "alpha": alpha, "fit_fraction": fit_fraction,
         "n_fit": len(fit), "n_eval": len(evaluation), "null": null, "n_null": n_null, "seed": seed,
-        "k_broad": k_broad,
+        "k_broad": k_broad, "chat_template": chat_template,
     }
     return SweepResult(per_layer, summary, read_side, definitions_table(library), tuple(layers), config)
