@@ -17,7 +17,7 @@
 #   (previous-token, duplicate-token, induction) and the first-token sink — all reduced inside the
 #   forward pass, so no ``[layer, head, seq, seq]`` tensor is kept;
 # * **seed 002** (token-related similarities within and across Q, K, V) on SmolLM2 and Gemma 3 270M
-#   with the seed's " her" sentences.
+#   with the seed's " her" sentences, under the seed's settings (Pearson correlation, no BOS).
 #
 # Figures are written as HTML into ``activation_analyses_out/`` in the working directory.
 
@@ -179,13 +179,16 @@ SENTENCES = [
 
 if "gemma" not in globals():
     gemma = load_model("gemma-3-270m")
+# The seed's own settings: GPT-2 ran without BOS, and the histograms it plotted are Pearson correlations (its
+# correlation cell overwrites the cosine matrices before the histograms; its shuffled baseline was left as a
+# cosine, a mismatch interp does not copy: data and baseline use the same `kind`). kind="cosine" is the option.
 for name, model, layer in (("smollm2", smollm2, 6), ("gemma", gemma, 6)):
-    study = qkv_similarity_study(model, SENTENCES, " her", layer=layer, kind="cosine", seed=0)
+    study = qkv_similarity_study(model, SENTENCES, " her", layer=layer, kind="correlation", prepend_bos=False, seed=0)
     frame = study.histograms
     mean_abs = (frame.assign(w=frame["count"] * frame["bin_center"].abs())
                 .groupby(["condition", "block"]).apply(lambda g: g["w"].sum() / g["count"].sum(), include_groups=False))
     print(f"{name} layer {layer}: Q {tuple(study.target.q.shape[1:])}, K/V {tuple(study.target.k.shape[1:])}; "
-          "mean |cosine| per block:")
+          "mean |correlation| per block (no BOS):")
     print(mean_abs.unstack("block").round(3).to_string())
-    save(similarity_densities(frame, title=f"{name}: Q/K/V neuron cosine similarity, layer {layer}"),
+    save(similarity_densities(frame, title=f"{name}: Q/K/V neuron correlation, layer {layer} (no BOS)"),
          f"qkv_densities_{name}")
