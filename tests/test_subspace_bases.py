@@ -64,14 +64,23 @@ def test_ov_and_qk_bases_pair_each_query_head_with_its_kv_head(model_name, reque
 
 
 def test_seed_row_repeat_mispairs_gqa_heads(smollm2):
-    """Seed 003's ``expand_rows_to`` repeats *rows* of the fused [n_kv·d_head, d] V; correct pairing
-    repeats whole KV-head blocks. The two OV maps differ, so the repeat is a real bug."""
+    """Seed 003's ``expand_rows_to`` repeats *rows* of the fused [n_kv·d_head, d] V (``repeat_interleave``
+    on dim 0); correct pairing repeats whole KV-head blocks. The seed's map keeps the right KV head
+    for every query head but gives it only ≈ d_head / g distinct dimensions of it, each repeated g
+    times and out of order; the two OV maps differ, so the repeat is a real bug."""
     layer = 1
     w_k, w_v, kv_of, (w_q, w_o) = _per_head(smollm2, layer)
     n_kv, d, d_head = w_v.shape
+    group = len(kv_of) // n_kv
     v_fused = np.concatenate([w_v[j].T for j in range(n_kv)], axis=0)  # HF v_proj.weight [n_kv·d_head, d]
     o_fused = np.concatenate(list(w_o), axis=0).T  # HF o_proj.weight [d, n_heads·d_head]
-    seed_ov = o_fused @ np.repeat(v_fused, len(kv_of) // n_kv, axis=0)
+    seed_v = np.repeat(v_fused, group, axis=0)
+    for h, kv in enumerate(kv_of):
+        rows = seed_v[h * d_head:(h + 1) * d_head]
+        source = [int(np.nonzero((v_fused == row).all(axis=1))[0][0]) for row in rows]
+        assert {r // d_head for r in source} == {kv}  # the right KV head ...
+        assert len(set(source)) <= -(-d_head // group) + 1  # ... but a 1/g slice of its dimensions
+    seed_ov = o_fused @ seed_v
     right_ov = o_fused @ np.concatenate([w_v[kv].T for kv in kv_of], axis=0)
     assert np.linalg.norm(seed_ov - right_ov) > 0.5 * np.linalg.norm(right_ov)
     summed = sum(w_v[kv] @ w_o[h] for h, kv in enumerate(kv_of))  # TL: x W_V^h W_O^h summed over heads
