@@ -315,3 +315,24 @@ def test_qk_bad_inputs_name_the_argument(smollm2):
         qk_affinity(smollm2, good, layers=[])
     with pytest.raises(TypeError, match="model.*HookedTransformer"):
         qk_affinity("smollm2", good)
+
+
+def test_attention_scales_are_the_models_own_and_the_report_says_so(smollm2, gemma):
+    """SmolLM2 divides by √d_head = √64 = 8; Gemma 3 270M by √query_pre_attn_scalar = √256 = 16. The
+    report's QK text names that scale (not a blanket √d_head) and Gemma's qk-norm."""
+    from interp.circuits import attention_scales
+    from interp.report.sections.circuits import qk_formula
+
+    assert attention_scales(smollm2) == [8.0] * smollm2.cfg.n_layers
+    assert attention_scales(gemma) == [16.0] * gemma.cfg.n_layers
+    assert attention_scales(smollm2, [0, 29]) == [8.0, 8.0]
+    # the QK kernel divides by exactly that scale: score × s = the raw bilinear form (layer 3)
+    x = seeded_directions(3, smollm2.cfg.d_model, seed=107)
+    x_hat = x / (x.pow(2).mean(-1, keepdim=True) + smollm2.cfg.eps).sqrt()
+    attn = smollm2.blocks[3].attn
+    raw = torch.einsum("nd,hde->hne", x_hat, attn.W_Q) @ torch.einsum("nd,hde->hne", x_hat, attn.W_K).transpose(1, 2)
+    assert_close_to_scale(qk_affinity(smollm2, x, layers=[3])[0] * 8.0, raw, what="score × attention scale")
+    text = qk_formula(smollm2)
+    assert "s = 8," in text and "√d_head" in text and "q_norm" not in text
+    gemma_text = qk_formula(gemma)
+    assert "s = 16," in gemma_text and "q_norm(q(x))·k_norm(k(y))" in gemma_text and "d_head = 256" in gemma_text

@@ -234,3 +234,13 @@ def test_layer_span_compresses_runs():
     assert layer_span([9, 10, 11, 14, 16, 17]) == "9–11, 14, 16–17"
     assert layer_span([]) == "none"
     assert layers_text([15]) == "layer 15" and layers_text(range(9, 24)) == "layers 9–23"
+
+
+def test_circuits_text_names_the_attention_scale_computed(quick_report, default_pair):
+    """The QK description states the model's own attention scale (8 for SmolLM2), not "/√d_head"."""
+    from interp.report.sections.circuits import qk_formula
+
+    formula = qk_formula(default_pair.base)
+    assert "s = 8," in formula
+    assert formula.replace("·", "&middot;") in quick_report.html or formula in quick_report.html
+    assert "q(x)·k(y)/√d_head" not in quick_report.html
