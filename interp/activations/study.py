@@ -8,7 +8,12 @@ share and returns an :class:`AttentionStudy` with the tidy frames (long tuned �
 2. :func:`~interp.activations.pair_attention_metrics` at the last prompt token (entropy, max,
    first-token sink, keyword attention) for base and tuned;
 3. :func:`~interp.activations.pair_head_type_scores` (previous-token, duplicate-token, induction) on
-   seeded repeated random tokens.
+   seeded repeated random tokens;
+4. seed 004's heatmap: the head-averaged attention pattern of one variant at one layer (default: the
+   first variant, the last layer), base and tuned (:func:`~interp.activations.attention_pattern`).
+
+Entropy is reported raw (nats) and normalised, ``H / ln n_keys`` with ``n_keys`` the keys the last
+token sees: the variants differ in length, and raw entropy grows with it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from interp.activations.attention_metrics import pair_attention_metrics
+from interp.activations.attention_metrics import (
+    AttentionPattern,
+    attention_pattern,
+    pair_attention_metrics,
+    prompt_sensitivity,
+)
 from interp.activations.head_types import HEAD_TYPES, pair_head_type_scores
 from interp.pair import ModelPair
 from interp.prompts import format_prompt
@@ -33,6 +43,8 @@ class AttentionStudy:
     ``texts``: label -> formatted prompt; ``heads``/``layers_frame``/``keywords``: the head-level,
     layer-level and keyword frames of the attention metrics; ``head_types``: head-type scores per
     (model, layer, head). All in the long tuned − base layout (:func:`interp.pair.delta_frame`).
+    ``mean_patterns``: model ("base", "tuned") -> head-averaged attention pattern of variant
+    ``pattern_variant`` at layer ``pattern_layer``.
     """
 
     texts: dict[str, str]
@@ -44,12 +56,34 @@ class AttentionStudy:
     head_type_length: int
     head_type_sequences: int
     head_type_seed: int
+    mean_patterns: dict[str, AttentionPattern]
+    pattern_variant: str
+    pattern_layer: int
 
     def entropy_change_by_layer(self) -> pd.DataFrame:
-        """Per layer: ``mean_abs_delta`` and ``mean_delta`` of the last-token entropy over heads and variants."""
+        """Per layer: ``mean_abs_delta`` and ``mean_delta`` of the last-token entropy over heads and variants,
+        and the same of the normalised entropy H / ln n_keys (``*_normalized``)."""
         delta = self.layer_frame[self.layer_frame["model"] == "delta"]
-        return (delta.groupby("layer")["entropy"].agg(mean_abs_delta=lambda s: s.abs().mean(), mean_delta="mean")
-                .reset_index())
+        raw = delta.groupby("layer")["entropy"].agg(mean_abs_delta=lambda s: s.abs().mean(), mean_delta="mean")
+        normalized = delta.groupby("layer")["normalized_entropy"].agg(
+            mean_abs_delta_normalized=lambda s: s.abs().mean(), mean_delta_normalized="mean")
+        return raw.join(normalized).reset_index()
+
+    def entropy_head_changes(self) -> pd.DataFrame:
+        """Per (layer, head), mean over variants: ``base``, ``tuned``, ``delta``, ``abs_delta`` of the
+        last-token entropy (nats) and ``normalized_base``, ``normalized_tuned``, ``normalized_delta`` of H / ln n_keys."""
+        raw = self.head_changes("entropy")
+        normalized = self.head_changes("normalized_entropy")[["layer", "head", "base", "tuned", "delta"]]
+        normalized = normalized.rename(columns={c: f"normalized_{c}" for c in ("base", "tuned", "delta")})
+        return raw.merge(normalized, on=["layer", "head"], validate="one_to_one")
+
+    def prompt_sensitivity(self, model: str = "base") -> pd.DataFrame:
+        """Per layer, the spread of the head-mean entropy across variants for ``model`` ("base" or "tuned"),
+        raw and normalised, ranked by the normalised spread when the variants differ in length
+        (:func:`interp.activations.attention_metrics.prompt_sensitivity`)."""
+        if model not in ("base", "tuned"):
+            raise ValueError(f"model: expected 'base' or 'tuned', got {model!r}")
+        return prompt_sensitivity(self.layer_frame[self.layer_frame["model"] == model])
 
     def variant_entropy_delta(self, layer: int) -> pd.Series:
         """Δ entropy (mean over heads) per variant label at ``layer``."""
@@ -105,6 +139,8 @@ def attention_study(
     head_type_length: int = 40,
     head_type_sequences: int = 8,
     head_type_seed: int = 0,
+    pattern_variant: str | None = None,
+    pattern_layer: int | None = None,
     progress: bool | None = None,
 ) -> AttentionStudy:
     """Attention metrics of every prompt variant and head-type scores, base vs tuned (see the module).
@@ -113,6 +149,8 @@ def attention_study(
     template (or the plain fallback). ``keywords``: strings whose tokens' attention is measured.
     ``layers``: analysed layers (default all). Head types use ``head_type_sequences`` sequences of
     ``head_type_length`` random tokens, each repeated twice, drawn with ``head_type_seed``.
+    ``pattern_variant``/``pattern_layer``: the variant and layer of the head-averaged heatmap
+    (default: the first variant, the model's last layer, as seed 004).
     """
     pair = ModelPair.check(pair)
     if not isinstance(variants, Mapping) or len(variants) == 0:
@@ -121,13 +159,22 @@ def attention_study(
     if bad:
         raise TypeError(f"variants: values must be (system or None, user) tuples; bad labels {bad[:5]}")
     texts = {label: format_prompt(pair.base, system, user) for label, (system, user) in variants.items()}
+    if pattern_variant is None:
+        pattern_variant = next(iter(texts))
+    if pattern_variant not in texts:
+        raise ValueError(f"pattern_variant: {pattern_variant!r} is not a variant; variants are {list(texts)}")
+    if pattern_layer is None:
+        pattern_layer = pair.base.cfg.n_layers - 1
     compared = pair_attention_metrics(pair, list(texts.values()), labels=list(texts), keywords=list(keywords),
                                       layers=layers, progress=progress)
     types = pair_head_type_scores(pair, length=head_type_length, n_sequences=head_type_sequences,
                                   seed=head_type_seed, layers=layers, progress=progress)
+    patterns = {name: attention_pattern(model, texts[pattern_variant], layer=pattern_layer, head=None)
+                for name, model in (("base", pair.base), ("tuned", pair.tuned))}
     return AttentionStudy(
         texts=texts, layers=None if layers is None else tuple(layers) if not isinstance(layers, int) else (layers,),
         heads=compared.to_frame(), layer_frame=compared.layer_frame(), keywords=compared.keyword_frame(),
         head_types=types, head_type_length=head_type_length, head_type_sequences=head_type_sequences,
         head_type_seed=head_type_seed,
+        mean_patterns=patterns, pattern_variant=pattern_variant, pattern_layer=patterns["base"].layer,
     )
