@@ -1,7 +1,8 @@
 """Read a llama.cpp GGUF file into dequantized tensors with Hugging Face parameter names.
 
 Only the two architectures interp ships offline models for are mapped (``llama`` and
-``gemma3``); both are read tensor by tensor with :func:`gguf.quants.dequantize`.
+``gemma3``); both are read tensor by tensor with :func:`gguf.quants.dequantize`. Files with rope
+scaling, experts or unusual head sizes are refused by name (:func:`check_supported`).
 llama.cpp stores Llama q/k rows permuted for its interleaved rotary layout; they are
 un-permuted here so that the result equals the original Hugging Face checkpoint.
 """
@@ -83,6 +84,35 @@ def unpermute_rotary_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return einops.rearrange(weight, "(h pair two) d -> (h two pair) d", h=n_heads, two=2)
 
 
+def check_supported(arch: str, metadata: dict[str, Any], tensor_names: list[str], path: str | Path) -> None:
+    """Refuse, by name, what a GGUF file holds that interp would otherwise convert wrongly.
+
+    Rope scaling of any kind (Llama 3.1+ files carry it as a ``rope_freqs`` tensor of per-frequency
+    factors, others as ``{arch}.rope.scaling.type``), mixture-of-experts layers, a head size other
+    than ``embedding_length / head_count``, and partial rotary embeddings.
+    """
+    def refuse(what: str) -> None:
+        raise ValueError(f"path: {path} is a {arch} GGUF with {what}, which interp does not convert; "
+                         "load the original Hugging Face checkpoint folder instead")
+
+    if any(name.startswith("rope_freqs") for name in tensor_names):
+        refuse("per-frequency rope scaling (a rope_freqs tensor, as Llama 3.1+ files have)")
+    scaling = metadata.get(f"{arch}.rope.scaling.type")
+    if scaling not in (None, "", "none"):
+        refuse(f"rope scaling {scaling!r}")
+    factor = metadata.get(f"{arch}.rope.scaling.factor")
+    if factor not in (None, 0, 0.0, 1, 1.0):
+        refuse(f"rope scaling factor {factor}")
+    if int(metadata.get(f"{arch}.expert_count") or 0) > 0:
+        refuse(f"{metadata[f'{arch}.expert_count']} experts per layer (mixture of experts)")
+    if arch == "llama":
+        d_head = int(metadata["llama.embedding_length"]) // int(metadata["llama.attention.head_count"])
+        for key in ("llama.attention.key_length", "llama.attention.value_length", "llama.rope.dimension_count"):
+            if key in metadata and int(metadata[key]) != d_head:
+                refuse(f"{key.rsplit('.', 1)[-1].replace('_', ' ')} {int(metadata[key])} ≠ embedding_length / "
+                       f"head_count = {d_head}")
+
+
 def read_gguf(path: str | Path) -> GGUFContents:
     """Dequantize every tensor of a GGUF file into float32 with Hugging Face names."""
     import gguf
@@ -101,6 +131,7 @@ def read_gguf(path: str | Path) -> GGUFContents:
             f"path: GGUF architecture {arch!r} is not supported; interp reads {SUPPORTED_ARCHITECTURES}"
         )
     metadata = read_metadata(path)
+    check_supported(arch, metadata, [tensor.name for tensor in reader.tensors], path)
     n_heads = int(metadata[f"{arch}.attention.head_count"])
     n_kv_heads = int(metadata.get(f"{arch}.attention.head_count_kv", n_heads))
     layer_names = _LAYER_NAMES[arch]

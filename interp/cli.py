@@ -59,6 +59,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
 def _check_model_name(name: str, flag: str) -> None:
     """Fail fast on a name that can be neither an offline model, a file, a folder nor a hub name."""
     from interp.loading import OFFLINE_MODELS
@@ -74,6 +77,8 @@ def _check_model_name(name: str, flag: str) -> None:
         if not (path / "config.json").is_file():
             raise InputError(f"{flag}: folder {str(path)!r} has no config.json (not a Hugging Face model folder)")
         return
+    if _HUB_ID.fullmatch(name):  # a hub id: read from the Hugging Face cache (or the hub) when loading
+        return
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
     try:
@@ -81,8 +86,28 @@ def _check_model_name(name: str, flag: str) -> None:
     except ValueError:
         raise InputError(
             f"{flag}: unknown model {name!r}. Offline names: {', '.join(OFFLINE_MODELS)}; or a .gguf file, a local "
-            "Hugging Face folder, or a TransformerLens model name (see `interp models`)"
+            "Hugging Face folder, a hub id (org/name) or a TransformerLens model name (see `interp models`)"
         ) from None
+
+
+def _check_device(device: str) -> None:
+    from interp.loading import resolve_device
+
+    try:
+        resolve_device(device)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"--{exc}") from None
+
+
+def _adapter_base(adapter: str) -> str | None:
+    """The base model an adapter folder records (``base_model_name_or_path``), if readable."""
+    import json
+
+    try:
+        base = json.loads((Path(adapter).expanduser() / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(base) if base else None
 
 
 def _peek_dims(name: str) -> tuple[int, int] | None:
@@ -137,7 +162,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(f"  {name:24s} {'cached' if cached else 'not yet converted':18s} {entry.description}")
     print(f"\nDefault pair: {DEFAULT_BASE} + the committed LoRA in {default_adapter_path()}")
     hub = _cached_hub_models()
-    print("\nHub models in the local Hugging Face cache that TransformerLens can load offline:")
+    print("\nHub models in the local Hugging Face cache that interp can load offline:")
     print("".join(f"  {name}\n" for name in hub) if hub else "  (none)\n", end="")
     print("\nAlso: any TransformerLens model name (needs a network or the HF cache), a .gguf path, "
           "or a local Hugging Face folder.")
@@ -145,8 +170,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cached_hub_models() -> list[str]:
-    """TransformerLens model names with a snapshot in the Hugging Face hub cache."""
+    """Hub ids with a snapshot in the Hugging Face hub cache that interp can load offline: one of
+    TransformerLens' official names, or a checkpoint of a supported architecture."""
+    import json
+
     from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES
+
+    from interp.loading import SUPPORTED_ARCHITECTURES
 
     try:
         from huggingface_hub import constants
@@ -159,7 +189,14 @@ def _cached_hub_models() -> list[str]:
     names = []
     for folder in sorted(root.glob("models--*")):
         name = folder.name[len("models--"):].replace("--", "/")
-        if name in official and any((folder / "snapshots").glob("*/config.json")):
+        configs = sorted((folder / "snapshots").glob("*/config.json"))
+        if not configs:
+            continue
+        try:
+            archs = json.loads(configs[-1].read_text()).get("architectures") or []
+        except (OSError, ValueError):
+            archs = []
+        if name in official or (archs and archs[0] in SUPPORTED_ARCHITECTURES):
             names.append(name)
     return names
 
@@ -170,7 +207,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from interp.report import build as report_build
     from interp.report.cache import default_cache_dir
 
-    _check_model_name(args.base, "--base")
+    if args.base is not None:
+        _check_model_name(args.base, "--base")
     if args.tuned is not None:
         _check_model_name(args.tuned, "--tuned")
     if args.adapter is not None:
@@ -179,12 +217,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise InputError(f"--adapter: no such folder {str(folder)!r}")
         if not (folder / "adapter_config.json").is_file():
             raise InputError(f"--adapter: {str(folder)!r} is not a PEFT adapter folder (no adapter_config.json)")
-    elif args.tuned is None and args.base != DEFAULT_BASE:
+        if args.base is None and _adapter_base(args.adapter) is None:
+            raise InputError("--base: the adapter records no base_model_name_or_path; give --base")
+    elif args.tuned is None and args.base not in (None, DEFAULT_BASE):
         raise InputError(f"--tuned/--adapter: give one of them when --base is not the default model ({DEFAULT_BASE})")
+    _check_device(args.device)
+    base = args.base or (_adapter_base(args.adapter) if args.adapter else None) or DEFAULT_BASE
     layers = _flat(args.layers)
-    dims = _peek_dims(args.base)
+    dims = _peek_dims(base)
     if dims is not None:
-        _check_layers(layers, dims[0], "--layers", args.base)
+        _check_layers(layers, dims[0], "--layers", base)
     directions = _load_directions(args.directions, dims[1] if dims else None) if args.directions else None
     if args.threads is not None:
         import torch
@@ -203,10 +245,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise InputError(f"--out: {str(out)!r} exists and is not a folder")
     try:
         report = report_build.build_report(base=args.base, tuned=args.tuned, adapter=args.adapter, options=options,
-                                           out_dir=out, quiet=args.quiet)
+                                           out_dir=out, quiet=args.quiet, device=args.device, dtype=args.dtype)
     except report_build.ReportInputError as exc:
         message = str(exc)
-        for field in ("layers", "sweep_layers", "directions", "adapter", "tuned/adapter"):
+        for field in ("layers", "sweep_layers", "directions", "adapter", "tuned/adapter", "base", "tuned", "device",
+                      "dtype", "adapter_path"):
             if message.startswith(f"{field}:"):
                 message = f"--{message}"
                 break
@@ -228,6 +271,7 @@ def _cmd_directions(args: argparse.Namespace) -> int:
     from interp.personas import persona_directions, persona_prompts
 
     _check_model_name(args.model, "--model")
+    _check_device(args.device)
     prompts = persona_prompts()
     roles = list(args.roles) if args.roles else list(prompts.roles)
     unknown = [r for r in roles if r not in prompts.roles]
@@ -246,7 +290,7 @@ def _cmd_directions(args: argparse.Namespace) -> int:
 
     stages = tqdm(total=3, desc="directions: loading the model", unit="stage", disable=args.quiet)
     with _maybe_silenced(args.quiet):
-        model = loading.load_model(args.model)
+        model = loading.load_model(args.model, device=args.device, dtype=args.dtype)
     stages.update(1)
     layer = args.layer if args.layer is not None else model.cfg.n_layers // 2
     _check_layers([layer], model.cfg.n_layers, "--layer", args.model)
@@ -285,6 +329,15 @@ def _epilog() -> str:
     return "\n".join(lines)
 
 
+def _add_device_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--device", default="auto",
+                         help="where the models run: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps "
+                              "(default: auto)")
+    command.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                         help="weight dtype (default: float32; bfloat16 halves memory, analyses still compute in "
+                              "float32)")
+
+
 def _parser() -> argparse.ArgumentParser:
     from interp.report.options import SECTION_NAMES
 
@@ -298,12 +351,14 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="run every analysis on a base/tuned pair and write an HTML report",
                             epilog=_epilog(), formatter_class=formatter)
-    report.add_argument("--base", default="smollm2-135m-instruct",
-                        help="base model: offline name, .gguf file, HF folder or TransformerLens name "
-                             "(default: smollm2-135m-instruct)")
+    report.add_argument("--base",
+                        help="base model: offline name, .gguf file, Hugging Face folder, hub id (org/name, read from "
+                             "the HF cache) or TransformerLens name (default: smollm2-135m-instruct, or with "
+                             "--adapter the adapter's own base_model_name_or_path)")
     group = report.add_mutually_exclusive_group()
     group.add_argument("--tuned", help="tuned model (same forms as --base)")
     group.add_argument("--adapter", help="PEFT LoRA adapter folder applied to --base (default: the committed LoRA)")
+    _add_device_flags(report)
     report.add_argument("--directions", metavar="FILE",
                         help="probe directions (a DirectionSet file, e.g. from `interp directions`) used instead of "
                              "the persona PCs computed at report time")
@@ -331,6 +386,7 @@ def _parser() -> argparse.ArgumentParser:
                             help="use the first N packaged questions (default: all)")
     directions.add_argument("--out", help="output file, .safetensors or .pt (default: directions/MODEL-LLAYER-KIND.safetensors)")
     directions.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_device_flags(directions)
     directions.set_defaults(run=_cmd_directions)
     return parser
 

@@ -1,9 +1,12 @@
-"""Read a PEFT LoRA adapter and express its weight delta in TransformerLens' parameter layout.
+"""Read a PEFT LoRA adapter and express its weight delta on a base model.
 
 A PEFT adapter folder holds ``adapter_config.json`` and ``adapter_model.safetensors``. For each
-target module, ΔW = s · B A with B ``[out, r]``, A ``[r, in]`` and s = α / r (α / √r with rsLoRA);
-the delta is then rearranged exactly as TransformerLens' own Llama/Gemma converters rearrange the
-Hugging Face weight, so it can be added to an *unprocessed* TransformerLens state dict.
+target module, ΔW = s · B A with B ``[out, r]``, A ``[r, in]`` and s = α / r (α / √r with rsLoRA,
+``rank_pattern``/``alpha_pattern`` per module). The delta is either added to a transformers model's
+weights (:func:`merge_lora`, transposed for GPT-2's ``Conv1D``, whose weight is ``[in, out]``), which
+TransformerLens' converter then converts, or rearranged exactly as TransformerLens' Llama/Gemma
+converters rearrange the Hugging Face weight (:func:`lora_delta`), to be added to an *unprocessed*
+TransformerLens state dict (the GGUF models, whose Hugging Face weights are not kept).
 """
 
 from __future__ import annotations
@@ -21,18 +24,22 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformerConfig
 
 _KEY = re.compile(
-    r"layers\.(?P<layer>\d+)\.(?P<block>self_attn|mlp)\.(?P<module>\w+?)\.lora_(?P<ab>[AB])(?:\.[\w-]+)?\.weight$"
+    r"^(?:base_model\.model\.)?(?P<path>(?:.*\.)?(?:layers|h)\.(?P<layer>\d+)\.(?P<sub>(?:self_attn|attn|mlp)\.(?P<module>\w+?)))"
+    r"\.lora_(?P<ab>[AB])(?:\.[\w-]+)?\.weight$"
 )
-SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Llama-family projections (Llama, Mistral, Qwen 2/3, Gemma 2/3, OLMo 2) and GPT-2's Conv1D ones.
+SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                     "c_attn", "c_proj", "c_fc")
 
 
 @dataclass(frozen=True)
 class LoraAdapter:
-    """A PEFT LoRA adapter: its config and the low-rank factors per ``(layer, module)``."""
+    """A PEFT LoRA adapter: its config and the low-rank factors per ``(layer, "block.module")``."""
 
     path: Path
     config: dict[str, Any]
     factors: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]  # (A [r, in], B [out, r])
+    module_paths: dict[tuple[int, str], str]  # the module's name in the transformers model
 
     @property
     def layers(self) -> list[int]:
@@ -42,24 +49,24 @@ class LoraAdapter:
     @property
     def target_modules(self) -> list[str]:
         """The Hugging Face module names the adapter touches (``q_proj``...)."""
-        return sorted({module for _, module in self.factors})
+        return sorted({sub.rsplit(".", 1)[-1] for _, sub in self.factors})
 
-    def scale(self, layer: int, module: str) -> float:
+    def scale(self, layer: int, sub: str) -> float:
         """s = α / r (or α / √r with ``use_rslora``), honouring ``rank_pattern``/``alpha_pattern``."""
-        key = f"model.layers.{layer}.{'mlp' if module.endswith(('gate_proj', 'up_proj', 'down_proj')) else 'self_attn'}.{module}"
+        key = self.module_paths[(layer, sub)]
         r = _pattern_value(self.config.get("rank_pattern") or {}, key, self.config["r"])
         alpha = _pattern_value(self.config.get("alpha_pattern") or {}, key, self.config["lora_alpha"])
         return alpha / math.sqrt(r) if self.config.get("use_rslora") else alpha / r
 
-    def delta_hf(self, layer: int, module: str) -> Float[torch.Tensor, "out d_in"]:
-        """ΔW = s · B A in the Hugging Face ``[out_features, in_features]`` layout."""
-        A, B = self.factors[(layer, module)]
-        return self.scale(layer, module) * (B.float() @ A.float())
+    def delta_hf(self, layer: int, sub: str) -> Float[torch.Tensor, "out d_in"]:
+        """ΔW = s · B A in the ``[out_features, in_features]`` layout of ``nn.Linear``."""
+        A, B = self.factors[(layer, sub)]
+        return self.scale(layer, sub) * (B.float() @ A.float())
 
 
 def _pattern_value(pattern: dict[str, Any], key: str, default: Any) -> Any:
     for pat, value in pattern.items():
-        if re.match(rf"(.*\.)?{pat}$", key):
+        if re.match(rf"(.*\.)?({pat})$", key):  # as PEFT's get_pattern_key
             return value
     return default
 
@@ -94,6 +101,9 @@ def read_lora_adapter(path: str | Path) -> LoraAdapter:
         raise ValueError("adapter_path: DoRA adapters (use_dora=true) are not supported")
     if config.get("modules_to_save"):
         raise ValueError(f"adapter_path: modules_to_save={config['modules_to_save']} is not supported")
+    for field in ("lora_bias", "use_qalora", "use_bdlora", "target_parameters", "layer_replication"):
+        if config.get(field):
+            raise ValueError(f"adapter_path: {field}={config[field]!r} is not supported (plain LoRA only)")
     if config.get("bias", "none") != "none":
         raise ValueError(f"adapter_path: bias={config['bias']!r} is not supported (expected 'none')")
     try:
@@ -101,16 +111,19 @@ def read_lora_adapter(path: str | Path) -> LoraAdapter:
     except (SafetensorError, OSError, ValueError) as exc:
         raise ValueError(f"adapter_path: {weights_path} is not a readable safetensors file ({exc})") from exc
     halves: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    paths: dict[tuple[int, str], str] = {}
     for key, value in tensors.items():
         match = _KEY.search(key)
         if match is None:
-            raise ValueError(f"adapter_path: unexpected tensor {key!r} (expected '...layers.N.self_attn|mlp.MODULE.lora_A|B.weight')")
+            raise ValueError(f"adapter_path: unexpected tensor {key!r} (expected '...layers.N.self_attn|mlp.MODULE.lora_A|B.weight' or GPT-2's '...h.N.attn|mlp.MODULE...')")
         module = match["module"]
         if module not in SUPPORTED_TARGETS:
             raise ValueError(
                 f"adapter_path: target module {module!r} is not supported; supported: {', '.join(SUPPORTED_TARGETS)}"
             )
-        halves.setdefault((int(match["layer"]), module), {})[match["ab"]] = value
+        where = (int(match["layer"]), match["sub"])
+        halves.setdefault(where, {})[match["ab"]] = value
+        paths[where] = match["path"]
     factors = {}
     for where, pair in halves.items():
         if set(pair) != {"A", "B"}:
@@ -123,7 +136,7 @@ def read_lora_adapter(path: str | Path) -> LoraAdapter:
         factors[where] = (A, B)
     if not factors:
         raise ValueError(f"adapter_path: {weights_path} holds no LoRA factors")
-    return LoraAdapter(folder, config, factors)
+    return LoraAdapter(folder, config, factors, paths)
 
 
 def lora_delta(adapter: LoraAdapter, cfg: HookedTransformerConfig) -> dict[str, torch.Tensor]:
@@ -141,13 +154,17 @@ def lora_delta(adapter: LoraAdapter, cfg: HookedTransformerConfig) -> dict[str, 
         "down_proj": ((d_model, cfg.d_mlp), "mlp.W_out", "m f -> f m", None),
     }
     out: dict[str, torch.Tensor] = {}
-    for layer, module in sorted(adapter.factors):
+    for layer, sub in sorted(adapter.factors):
+        module = sub.rsplit(".", 1)[-1]
+        if module not in expected:
+            raise ValueError(f"adapter_path: the adapter targets {sub!r}, which this base model's layout has no "
+                             f"counterpart for (expected {', '.join(expected)})")
         if layer >= cfg.n_layers:
             raise ValueError(f"adapter_path: the adapter touches layer {layer} but the model has {cfg.n_layers} layers")
         if module in ("gate_proj",) and not cfg.gated_mlp:
             raise ValueError("adapter_path: the adapter targets gate_proj but the model's MLP is not gated")
         shape, tl_name, pattern, n = expected[module]
-        delta = adapter.delta_hf(layer, module)
+        delta = adapter.delta_hf(layer, sub)
         if tuple(delta.shape) != shape:
             raise ValueError(
                 f"adapter_path: layer {layer} {module} delta has shape {tuple(delta.shape)}, "
@@ -156,3 +173,31 @@ def lora_delta(adapter: LoraAdapter, cfg: HookedTransformerConfig) -> dict[str, 
         kwargs = {"n": n} if n is not None else {}
         out[f"blocks.{layer}.{tl_name}"] = einops.rearrange(delta, pattern, **kwargs).contiguous()
     return out
+
+
+def merge_lora(model: torch.nn.Module, adapter: LoraAdapter) -> None:
+    """Add the adapter's ΔW to a transformers model's weights, in place (as PEFT's ``merge_and_unload``).
+
+    Each target is found by its name in the model; GPT-2's ``Conv1D`` stores ``[in, out]``, so its
+    ΔW is transposed. A module the model lacks, or a shape that does not fit, raises ``ValueError``."""
+    from transformers.pytorch_utils import Conv1D
+
+    for (layer, sub), path in sorted(adapter.module_paths.items()):
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            raise ValueError(f"adapter_path: the base model has no module {path!r} (layer {layer} {sub}): "
+                             "the adapter was trained on another architecture") from None
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            raise ValueError(f"adapter_path: module {path!r} of the base model has no weight to adapt")
+        delta = adapter.delta_hf(layer, sub)
+        if isinstance(module, Conv1D):
+            delta = delta.T
+        if tuple(delta.shape) != tuple(weight.shape):
+            raise ValueError(
+                f"adapter_path: layer {layer} {sub} delta has shape {tuple(delta.shape)}, but the base model's "
+                f"weight is {tuple(weight.shape)}: the adapter was trained on another architecture"
+            )
+        with torch.no_grad():
+            weight.add_(delta.to(weight.dtype))

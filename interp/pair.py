@@ -12,14 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
-
-if TYPE_CHECKING:
-    from interp.loading import RawModel
 
 DEFAULT_BASE = "smollm2-135m-instruct"
 
@@ -106,37 +103,47 @@ class ModelPair:
     @classmethod
     def from_lora(
         cls,
-        base: str | os.PathLike[str],
-        adapter_path: str | os.PathLike[str],
+        base: str | os.PathLike[str] | None = None,
+        adapter_path: str | os.PathLike[str] | None = None,
         *,
         processed: bool = True,
         dtype: torch.dtype | str = torch.float32,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
+        n_ctx: int | None = None,
     ) -> ModelPair:
         """The base model and base + LoRA, both built from the same unprocessed weights.
 
-        The adapter's ΔW is added to the unprocessed weights, then both models are processed the same
-        way (``processed=True`` folds norms etc.), so ``pair.delta()`` is the LoRA's delta as seen
-        through that processing.
+        ``base``: any source :func:`interp.load_model` accepts; omitted (``from_lora(adapter_path=...)``
+        or ``from_lora(adapter_folder)``), it is the adapter's ``base_model_name_or_path``. The
+        adapter's ΔW is added to the base's unprocessed weights, then both models are processed the
+        same way (``processed=True`` folds norms etc.), so ``pair.delta()`` is the LoRA's delta as
+        seen through that processing. ``device``: "auto" (CUDA, then MPS, then CPU) or a device name.
         """
-        from interp.lora import lora_delta, read_lora_adapter
+        from interp.loading import load_raw_with_adapter
+        from interp.loading.devices import resolve_device
+        from interp.lora import read_lora_adapter
 
+        if adapter_path is None:
+            if base is None:
+                raise TypeError("adapter_path: give the PEFT adapter folder")
+            base, adapter_path = None, base
+        target = resolve_device(device)
         adapter = read_lora_adapter(adapter_path)
-        raw = _raw_for(base)
-        delta = lora_delta(adapter, _cfg_of(raw))
-        tuned_state = dict(raw.state_dict)
-        for key, value in delta.items():
-            if key not in tuned_state:
-                raise ValueError(f"adapter_path: the base model has no parameter {key!r} for this adapter")
-            tuned_state[key] = tuned_state[key] + value.to(tuned_state[key].dtype)
-        base_model = raw.build(processed=processed, dtype=dtype, device=device)
-        tuned_model = raw.build(processed=processed, dtype=dtype, device=device, state_dict=tuned_state)
+        if base is None:
+            base = adapter.config.get("base_model_name_or_path")
+            if not base:
+                raise ValueError(f"base: {adapter_path} names no base_model_name_or_path in its adapter_config.json; "
+                                 "pass base=")
+        raw, tuned_state = load_raw_with_adapter(base, adapter)
+        settings = dict(processed=processed, dtype=dtype, device=target, n_ctx=n_ctx)
+        base_model = raw.build(**settings)
+        tuned_model = raw.build(**settings, state_dict=tuned_state)
         label = f"{raw.name} + {Path(adapter_path).name}"
         return cls(base_model, tuned_model, name=label)
 
     @classmethod
     def default(
-        cls, *, processed: bool = True, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu"
+        cls, *, processed: bool = True, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "auto"
     ) -> ModelPair:
         """SmolLM2-135M-Instruct and the same model plus the committed sycophancy-persona LoRA."""
         return cls.from_lora(DEFAULT_BASE, default_adapter_path(), processed=processed, dtype=dtype, device=device)
@@ -144,18 +151,21 @@ class ModelPair:
     @classmethod
     def from_names(
         cls,
-        base: str,
-        tuned: str,
+        base: str | os.PathLike[str],
+        tuned: str | os.PathLike[str],
         *,
         processed: bool = True,
         dtype: torch.dtype | str = torch.float32,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
+        n_ctx: int | None = None,
     ) -> ModelPair:
-        """Two models loaded by :func:`interp.load_model` (e.g. a base and an instruct checkpoint)."""
+        """Two models loaded by :func:`interp.load_model`: any two checkpoints of one architecture and
+        tokenizer (registry names, GGUF files, Hugging Face folders or hub ids, mixed)."""
         from interp.loading import load_model
 
-        base_model = load_model(base, processed=processed, dtype=dtype, device=device)
-        tuned_model = load_model(tuned, processed=processed, dtype=dtype, device=device)
+        settings = dict(processed=processed, dtype=dtype, device=device, n_ctx=n_ctx)
+        base_model = load_model(base, **settings)
+        tuned_model = load_model(tuned, **settings)
         return cls(base_model, tuned_model, name=f"{base} → {tuned}")
 
     def delta(self, names: list[str] | None = None) -> dict[str, torch.Tensor]:
@@ -212,20 +222,3 @@ def delta_frame(
                     ignore_index=True)
     return out[["model"] + [c for c in out.columns if c != "model"]]
 
-
-def _raw_for(base: str | os.PathLike[str]) -> RawModel:
-    from interp.loading import OFFLINE_MODELS, RawModel, load_model, load_raw
-
-    key = str(base)
-    if key in OFFLINE_MODELS or key.endswith(".gguf"):
-        return load_raw(key)
-    model = load_model(key, processed=False)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return RawModel(key, model.cfg.to_dict(), state, model.tokenizer)
-
-
-def _cfg_of(raw: RawModel):  # noqa: ANN202
-    from transformer_lens import HookedTransformerConfig
-
-    cfg_dict = {k: v for k, v in raw.cfg_dict.items() if k not in ("n_params",)}
-    return HookedTransformerConfig.from_dict(cfg_dict)

@@ -17,12 +17,24 @@ import torch
 torch.set_grad_enabled(False)
 
 
+@pytest.fixture(autouse=True)
+def _pandas_display_options_restored():
+    """Example scripts run in-process set pandas display options; no test sees another's."""
+    import pandas as pd
+
+    names = ("display.precision", "display.width", "display.max_columns", "display.max_rows")
+    saved = {name: pd.get_option(name) for name in names}
+    yield
+    for name, value in saved.items():
+        pd.set_option(name, value)
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """SmolLM2-135M-Instruct, processed (fold_ln etc.), float32."""
     from interp import load_model
 
-    return load_model("smollm2-135m-instruct")
+    return load_model("smollm2-135m-instruct", device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +42,7 @@ def smollm2_raw():
     """SmolLM2-135M-Instruct with unprocessed weights."""
     from interp import load_model
 
-    return load_model("smollm2-135m-instruct", processed=False)
+    return load_model("smollm2-135m-instruct", processed=False, device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +50,7 @@ def gemma():
     """Gemma 3 270M base, processed, float32."""
     from interp import load_model
 
-    return load_model("gemma-3-270m")
+    return load_model("gemma-3-270m", device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +58,7 @@ def gemma_raw():
     """Gemma 3 270M base with unprocessed weights."""
     from interp import load_model
 
-    return load_model("gemma-3-270m", processed=False)
+    return load_model("gemma-3-270m", processed=False, device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +66,7 @@ def default_pair():
     """The embedded default pair: SmolLM2-135M-Instruct and its committed LoRA sibling (processed)."""
     from interp import ModelPair
 
-    return ModelPair.default()
+    return ModelPair.default(device="cpu")
 
 
 def _transformers_gguf_model(name: str):

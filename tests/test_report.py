@@ -284,3 +284,19 @@ def test_report_shows_normalized_entropy_next_to_raw_and_the_mean_pattern(quick_
     last = default_pair.cfg.n_layers - 1
     assert f"Attention pattern, layer {last}, mean over heads (base" in quick_report.html
     assert f"Attention pattern, layer {last}, mean over heads (tuned" in quick_report.html
+
+
+def test_quick_sweep_takes_the_middle_adapted_layer(default_pair):
+    """ReportOptions.quick() names no layer number (it ran only on models with more than 15 layers):
+    the sweep takes the middle layer the adapter writes to, read here from the adapter's own config."""
+    import json
+
+    from interp.pair import default_adapter_path
+    from interp.report.sections.subspace import sweep_layers
+
+    adapted = json.loads((default_adapter_path() / "adapter_config.json").read_text())["layers_to_transform"]
+    assert sweep_layers(default_pair, ReportOptions.quick()) == [sorted(adapted)[len(adapted) // 2]]
+    two = sweep_layers(default_pair, ReportOptions.quick(sweep_layer_limit=2))
+    assert len(two) == 2 and set(two) <= set(adapted)
+    with pytest.raises(ValueError, match="sweep_layer_limit"):
+        ReportOptions(sweep_layer_limit=0)

@@ -63,14 +63,23 @@ class Report:
         return tuple(s.key for s in self.sections if not s.ok)
 
 
-def load_pair(base: str = DEFAULT_BASE, tuned: str | None = None, adapter: str | None = None) -> ModelPair:
-    """The pair a report is about: ``base`` and ``tuned`` by name, or ``base`` + a PEFT ``adapter``
-    (with neither, the committed default LoRA on the default base)."""
+def load_pair(
+    base: str | None = DEFAULT_BASE,
+    tuned: str | None = None,
+    adapter: str | None = None,
+    device: str = "auto",
+    dtype: str | torch.dtype = "float32",
+) -> ModelPair:
+    """The pair a report is about: ``base`` and ``tuned`` (any sources :func:`interp.load_model`
+    accepts), or ``base`` + a PEFT ``adapter`` (``base=None``: the adapter's own
+    ``base_model_name_or_path``); with neither, the committed default LoRA on the default base.
+    ``device``/``dtype`` as in :func:`interp.load_model`."""
     if tuned is not None and adapter is not None:
         raise ValueError("tuned/adapter: give one of them, not both")
+    settings = dict(device=device, dtype=dtype)
     if tuned is not None:
-        return ModelPair.from_names(base, tuned)
-    if adapter is None and base != DEFAULT_BASE:
+        return ModelPair.from_names(base or DEFAULT_BASE, tuned, **settings)
+    if adapter is None and base not in (None, DEFAULT_BASE):
         raise ValueError(f"adapter: give --tuned or --adapter when --base is not the default model {DEFAULT_BASE!r}")
     if adapter is not None:
         folder = Path(adapter).expanduser()
@@ -78,7 +87,8 @@ def load_pair(base: str = DEFAULT_BASE, tuned: str | None = None, adapter: str |
             raise FileNotFoundError(f"adapter: no such folder {str(folder)!r}")
         if not (folder / "adapter_config.json").is_file():
             raise ValueError(f"adapter: {str(folder)!r} is not a PEFT adapter folder (it has no adapter_config.json)")
-    return ModelPair.from_lora(base, adapter or default_adapter_path())
+        return ModelPair.from_lora(base, adapter, **settings)
+    return ModelPair.from_lora(base or DEFAULT_BASE, default_adapter_path(), **settings)
 
 
 def _short_error(exc: BaseException) -> str:
@@ -166,11 +176,14 @@ def build_report(
     options: ReportOptions | None = None,
     out_dir: str | Path = "reports",
     quiet: bool = False,
+    device: str = "auto",
+    dtype: str | torch.dtype = "float32",
 ) -> Report:
     """Run every analysis on the pair and write ``out_dir/report.html``.
 
     ``pair``: an already loaded :class:`interp.ModelPair`; else one is loaded from ``base`` and
-    ``tuned``/``adapter`` (see :func:`load_pair`; nothing given = the embedded default pair).
+    ``tuned``/``adapter`` (see :func:`load_pair`; nothing given = the embedded default pair) on
+    ``device`` ("auto": CUDA, then MPS, then CPU) in ``dtype``.
     ``options``: what to compute (default :class:`ReportOptions`, with persona directions cached under
     ``interp.cache_dir()/report``). ``quiet`` turns progress bars off. A pair that cannot be loaded or
     options that do not fit it raise :class:`ReportInputError` before any analysis runs; an analysis
@@ -194,7 +207,7 @@ def build_report(
             silenced = contextlib.nullcontext() if options.progress else contextlib.redirect_stdout(io.StringIO())
             try:
                 with silenced:
-                    pair = load_pair(base, tuned, adapter)
+                    pair = load_pair(base, tuned, adapter, device, dtype)
             except (ValueError, TypeError, FileNotFoundError) as exc:
                 raise ReportInputError(str(exc)) from exc
             load_seconds = time.perf_counter() - started

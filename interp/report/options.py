@@ -70,6 +70,7 @@ class ReportOptions:
     # subspace sweep (seed 003)
     sweep_k: int = 8
     sweep_layers: tuple[int, ...] | None = None
+    sweep_layer_limit: int | None = None
     sweep_bases: tuple[str, ...] | None = DEFAULT_SWEEP_BASES
     sweep_claims: int | None = None
     # run
@@ -96,6 +97,11 @@ class ReportOptions:
         for name, value in self.variants.items():
             if not (isinstance(value, Sequence) and len(value) == 2 and isinstance(value[1], str)):
                 raise ValueError(f"variants: entry {name!r} must be (system prompt or None, user message)")
+        if self.sweep_layer_limit is not None and (
+            not isinstance(self.sweep_layer_limit, int) or isinstance(self.sweep_layer_limit, bool)
+            or self.sweep_layer_limit < 1
+        ):
+            raise ValueError(f"sweep_layer_limit: expected a positive int or None, got {self.sweep_layer_limit!r}")
         if self.sweep_claims is not None and self.sweep_claims < 4:
             raise ValueError(f"sweep_claims: the fit/eval split needs at least 4 claims, got {self.sweep_claims}")
         object.__setattr__(self, "sections", tuple(self.sections))
@@ -119,7 +125,7 @@ class ReportOptions:
             n_components=3, n_questions=1, n_random=8, n_plot_directions=2, n_projections=4,
             variants={k: DEFAULT_VARIANTS[k] for k in ("plain", "opinion")},
             head_type_length=12, head_type_sequences=2, n_top_heads=5,
-            sweep_k=4, sweep_layers=(15,), sweep_claims=8,
+            sweep_k=4, sweep_layers=None, sweep_layer_limit=1, sweep_claims=8,
             sweep_bases=("write", "attn_write", "mlp_write", "layer_clean_resid_pca", "persona_contrast"),
         )
         settings.update(changes)

@@ -17,7 +17,8 @@ _COLUMNS = ["basis", "family", "axis_kind", "mean_rank", "mean_R_act", "mean_z_a
 
 def sweep_layers(pair: ModelPair, options: ReportOptions) -> list[int]:
     """``options.sweep_layers``, else the layers where the delta writes to the residual stream
-    (W_O / W_out) that are also in ``options.layers``."""
+    (W_O / W_out) that are also in ``options.layers``, thinned to ``options.sweep_layer_limit``
+    evenly spaced layers (the middle one when the limit is 1)."""
     written = write_layers(as_delta(pair))
     if options.sweep_layers is not None:
         return list(options.sweep_layers)
@@ -27,6 +28,10 @@ def sweep_layers(pair: ModelPair, options: ReportOptions) -> list[int]:
             f"layers: none of the analysed layers is one where tuning changed a residual-write tensor "
             f"(W_O/W_out change at layers {layer_span(written)}), so the sweep has nothing to score"
         )
+    limit = options.sweep_layer_limit
+    if limit is not None and len(chosen) > limit:
+        step = len(chosen) / limit
+        chosen = [chosen[int(step * (i + 0.5))] for i in range(limit)]
     return chosen
 
 

@@ -1,9 +1,11 @@
-"""Load real models into ``HookedTransformer`` with no network: a registry of offline GGUF models,
-plus hub names, local Hugging Face folders and GGUF paths.
+"""Load real models into ``HookedTransformer``: a registry of offline GGUF models, GGUF paths,
+Hugging Face folders and hub ids (converted by the architecture in their own config.json,
+:mod:`interp.loading.checkpoint`), and TransformerLens' official names.
 
 A GGUF file is dequantized once (:mod:`interp._gguf`), converted to TransformerLens' parameter
 layout with TransformerLens' own weight converters, and cached as safetensors (with its config and
-tokenizer) under :func:`cache_dir`; later loads read the cache only.
+tokenizer) under :func:`cache_dir`; later loads read the cache only. A cache file that cannot be
+read is reported in one warning line and rebuilt from the source.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +27,16 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interp._gguf import read_gguf
+from interp.loading.checkpoint import (
+    SUPPORTED_ARCHITECTURES,
+    hub_folder,
+    load_checkpoint,
+    safetensors_problem,
+)
+from interp.loading.devices import check_n_devices, resolve_device
+
+__all__ = ["DEFAULT_N_CTX", "OFFLINE_MODELS", "SUPPORTED_ARCHITECTURES", "OfflineModel", "RawModel", "cache_dir",
+           "cached_config", "known_models", "load_model", "load_raw", "load_raw_with_adapter", "resolve_device"]
 
 CACHE_ENV = "INTERP_CACHE_DIR"
 _CACHE_FORMAT = 1
@@ -263,8 +276,12 @@ def _cached_conversion(path: Path, name: str) -> tuple[dict[str, Any], dict[str,
     folder = _converted_folder(path, name)
     done = folder / "done.json"
     if done.is_file():
-        cfg_dict, tokenizer = _read_converted(folder)
-        return cfg_dict, load_file(str(folder / "model.safetensors")), tokenizer, folder
+        try:
+            cfg_dict, tokenizer = _read_converted(folder)
+            return cfg_dict, load_file(str(folder / "model.safetensors")), tokenizer, folder
+        except Exception as exc:  # SafetensorError, JSONDecodeError, OSError...: the cache is damaged
+            _warn_rebuilding(folder, exc, path)
+            shutil.rmtree(folder, ignore_errors=True)
     cfg_dict, state = _convert_gguf(path, name)
     tokenizer = _gguf_tokenizer(path)
     # Written into a private folder, then renamed into place: a second process converting the same
@@ -286,6 +303,13 @@ def _cached_conversion(path: Path, name: str) -> tuple[dict[str, Any], dict[str,
     return cfg_dict, state, tokenizer, folder
 
 
+def _warn_rebuilding(where: Path, exc: BaseException, source: Path | str) -> None:
+    """One warning line: the cache at ``where`` is unreadable and is rebuilt from ``source``."""
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+    warnings.warn(f"interp: cached {where} is unreadable ({reason}); rebuilding it from {source}",
+                  RuntimeWarning, stacklevel=3)
+
+
 def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -305,6 +329,7 @@ def _build(
     dtype: torch.dtype,
     device: str | torch.device,
     n_ctx: int | None = None,
+    n_devices: int = 1,
     cache_folder: Path | None = None,
 ) -> HookedTransformer:
     """A HookedTransformer from an unprocessed TL state dict, processed as ``from_pretrained`` would.
@@ -314,23 +339,40 @@ def _build(
     an initialisation, the state dict is processed by TransformerLens' ``ProcessWeights`` (or read
     back from ``cache_folder`` where that processing was saved before) and assigned in one call.
     """
+    target = resolve_device(device)
+    n_devices = check_n_devices(n_devices, target)
+    _check_n_ctx(n_ctx)
     cfg_dict = dict(cfg_dict)
-    cfg_dict.update(dtype=dtype, device=str(device), init_weights=False)
-    if n_ctx is not None and (not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1):
-        raise ValueError(f"n_ctx: expected a positive int, got {n_ctx!r}")
-    cfg_dict["n_ctx"] = min(int(cfg_dict["n_ctx"]), n_ctx or DEFAULT_N_CTX)
-    if processed and cfg_dict["normalization_type"] in ("RMS", "RMSPre"):
+    cfg_dict.update(dtype=dtype, device=str(target), init_weights=False, n_devices=n_devices)
+    own_ctx = int(cfg_dict["n_ctx"])
+    if n_ctx is not None and n_ctx > own_ctx:
+        raise ValueError(f"n_ctx: {n_ctx} is more than the checkpoint's context of {own_ctx} tokens")
+    cfg_dict["n_ctx"] = n_ctx or min(own_ctx, DEFAULT_N_CTX)
+    if cfg_dict.get("positional_embedding_type", "standard") == "standard" and "pos_embed.W_pos" in state:
+        # learned positions: the model keeps the rows of the positions it accepts
+        state = {**state, "pos_embed.W_pos": state["pos_embed.W_pos"][: cfg_dict["n_ctx"]]}
+    post_norm = cfg_dict.get("original_architecture") in _post_norm_architectures()
+    if processed and not post_norm and cfg_dict["normalization_type"] in ("RMS", "RMSPre"):
         cfg_dict["normalization_type"] = "RMSPre"
-    elif processed and cfg_dict["normalization_type"] in ("LN", "LNPre"):
+    elif processed and not post_norm and cfg_dict["normalization_type"] in ("LN", "LNPre"):
         cfg_dict["normalization_type"] = "LNPre"
     cfg = HookedTransformerConfig.from_dict(cfg_dict)
     model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="right")
     weights = _model_weights(model, state, processed=processed, cache_folder=cache_folder)
     model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=False, assign=True)
-    if torch.device(device) != torch.device("cpu"):
-        model.to(device)
+    if n_devices > 1:
+        model.move_model_modules_to_device()
+    elif target != torch.device("cpu"):
+        model.to(target)
     model.eval()
     return model
+
+
+def _post_norm_architectures() -> set[str]:
+    """Architectures whose norms act on sublayer outputs: TransformerLens neither folds nor centres them."""
+    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+    return set(POST_NORM_ARCHITECTURES)
 
 
 def _processed_name() -> str:
@@ -347,18 +389,26 @@ def _model_weights(
     from safetensors.torch import load_file, save_file
 
     cached = None if cache_folder is None or not processed else cache_folder / _processed_name()
+    weights = None
     if cached is not None and cached.is_file():
-        weights = load_file(str(cached))
-    else:
+        try:
+            weights = load_file(str(cached))
+            _check_cached_weights(model, weights)
+        except Exception as exc:  # SafetensorError, OSError, a file from another model...: recompute it
+            _warn_rebuilding(cached, exc, "the unprocessed weights")
+            cached.unlink(missing_ok=True)
+            weights = None
+    if weights is None:
         from transformer_lens.weight_processing import ProcessWeights
 
         weights = model.fill_missing_keys(dict(state))
         if processed:
+            post_norm = model.cfg.original_architecture in _post_norm_architectures()
             weights = ProcessWeights.process_weights(
                 weights,
                 model.cfg,
-                fold_ln=True,
-                center_writing_weights=True,
+                fold_ln=not post_norm,
+                center_writing_weights=not post_norm,
                 center_unembed=model.cfg.output_logits_soft_cap <= 0,
                 fold_value_biases=True,
                 refactor_factored_attn_matrices=False,
@@ -383,6 +433,13 @@ def _model_weights(
     return weights
 
 
+def _check_cached_weights(model: HookedTransformer, weights: dict[str, torch.Tensor]) -> None:
+    """Cached processed weights name and shape every parameter of ``model``."""
+    for name, param in model.named_parameters():
+        if name not in weights or tuple(weights[name].shape) != tuple(param.shape):
+            raise ValueError(f"parameter {name} is missing or has the wrong shape")
+
+
 @dataclass(frozen=True)
 class RawModel:
     """An unprocessed TransformerLens state dict with its config and tokenizer (the cached form)."""
@@ -398,14 +455,16 @@ class RawModel:
         *,
         processed: bool = True,
         dtype: torch.dtype | str = torch.float32,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
         state_dict: dict[str, torch.Tensor] | None = None,
         n_ctx: int | None = None,
+        n_devices: int = 1,
     ) -> HookedTransformer:
         """A HookedTransformer from these weights (or from ``state_dict``, same layout).
 
         ``n_ctx``: the longest sequence the model accepts (default ``DEFAULT_N_CTX`` = 2048, capped at
-        the checkpoint's own context)."""
+        the checkpoint's own context; more than that context is refused). ``device``/``n_devices``:
+        as :func:`load_model`."""
         return _build(
             self.cfg_dict,
             self.state_dict if state_dict is None else state_dict,
@@ -414,15 +473,9 @@ class RawModel:
             dtype=_resolve_dtype(dtype),
             device=device,
             n_ctx=n_ctx,
+            n_devices=n_devices,
             cache_folder=self.cache_folder if state_dict is None else None,
         )
-
-
-def load_raw(name: str | os.PathLike[str]) -> RawModel:
-    """The unprocessed weights of a registry name or a GGUF path (converted once, then cached)."""
-    path, label = _gguf_source(str(name))
-    cfg_dict, state, tokenizer, folder = _cached_conversion(path, label)
-    return RawModel(label, cfg_dict, state, tokenizer, cache_folder=folder)
 
 
 def _gguf_source(key: str) -> tuple[Path, str]:
@@ -444,10 +497,68 @@ def _processed_from_cache(key: str) -> RawModel | None:
     reads those), so a processed load does not also read the unprocessed weights; else None."""
     path, label = _gguf_source(key)
     folder = _converted_folder(path, label)
-    if not ((folder / "done.json").is_file() and (folder / _processed_name()).is_file()):
+    processed = folder / _processed_name()
+    if not ((folder / "done.json").is_file() and processed.is_file()):
         return None
-    cfg_dict, tokenizer = _read_converted(folder)
+    problem = safetensors_problem(processed)
+    if problem:  # rebuilt from the unprocessed weights by the full load
+        _warn_rebuilding(processed, ValueError(problem), "the unprocessed weights")
+        processed.unlink(missing_ok=True)
+        return None
+    try:
+        cfg_dict, tokenizer = _read_converted(folder)
+    except Exception:  # damaged: load_raw reports it and rebuilds the conversion
+        return None
     return RawModel(label, cfg_dict, {}, tokenizer, cache_folder=folder)
+
+
+def _is_path_like(key: str) -> bool:
+    """A string meant as a local path (not a hub id such as ``org/name``)."""
+    return key.startswith(("/", "./", "../", "~", ".\\")) or os.sep == "\\" and ":" in key[:3]
+
+
+def _checkpoint_folder(key: str, label: str = "name") -> Path | None:
+    """The local folder holding Hugging Face checkpoint ``key`` (a folder, or a hub id resolved through
+    the Hugging Face cache / hub), or None when ``key`` is one of TransformerLens' official names."""
+    folder = Path(key).expanduser()
+    if folder.is_dir():
+        return folder
+    if _is_path_like(key) or folder.suffix in (".json", ".safetensors", ".bin"):
+        raise FileNotFoundError(f"{label}: no such folder {str(folder)!r}")
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        get_official_model_name(key)
+        return None
+    except ValueError:
+        pass
+    try:
+        return hub_folder(key, label)
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc}. Offline names: {', '.join(OFFLINE_MODELS)}; or a .gguf path, a local Hugging Face folder, "
+            "a hub id in the Hugging Face cache, or one of TransformerLens' official names"
+        ) from exc.__cause__
+
+
+def load_raw(name: str | os.PathLike[str]) -> RawModel:
+    """The unprocessed TransformerLens weights, config and tokenizer of any source :func:`load_model`
+    accepts except TransformerLens' official names: an offline registry name or GGUF path (converted
+    once, then cached), a Hugging Face folder, or a hub id in the Hugging Face cache."""
+    key = str(name)
+    if key in OFFLINE_MODELS or key.endswith(".gguf"):
+        path, label = _gguf_source(key)
+        cfg_dict, state, tokenizer, folder = _cached_conversion(path, label)
+        return RawModel(label, cfg_dict, state, tokenizer, cache_folder=folder)
+    folder = _checkpoint_folder(key)
+    if folder is None:
+        model = _load_official(key, processed=False, dtype=torch.float32, device=torch.device("cpu"), n_ctx=None,
+                               n_devices=1)
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        cfg_dict = {k: v for k, v in model.cfg.to_dict().items() if k not in ("dtype", "device", "n_params")}
+        return RawModel(key, cfg_dict, state, model.tokenizer)
+    cfg_dict, state, tokenizer, _ = load_checkpoint(folder)
+    return RawModel(key, cfg_dict, state, tokenizer)
 
 
 def load_model(
@@ -455,69 +566,88 @@ def load_model(
     *,
     processed: bool = True,
     dtype: torch.dtype | str = torch.float32,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     n_ctx: int | None = None,
+    n_devices: int = 1,
 ) -> HookedTransformer:
     """Load a model into ``HookedTransformer``.
 
-    ``name`` is an offline registry name (:func:`known_models`: ``smollm2-135m-instruct``,
-    ``gemma-3-270m``), a path to a ``.gguf`` file, a local Hugging Face folder, or any model name
-    TransformerLens knows (``gpt2``, ``google/gemma-2-2b``...; needs a network or the HF cache).
+    ``name`` is an offline registry name (:func:`known_models`), a path to a ``.gguf`` file, a Hugging
+    Face model folder (anything saved with ``save_pretrained``: a fine-tune, a merged adapter), a hub
+    id (read from the local Hugging Face cache; downloaded when a network is allowed), or one of
+    TransformerLens' official names. Folders and hub ids are converted by the architecture in their
+    own ``config.json`` (see ``docs/loading.md`` for the supported list).
     ``processed=True`` folds norms and centres weights as ``HookedTransformer.from_pretrained``
-    does; ``processed=False`` keeps the checkpoint's weights as they are. ``n_ctx`` caps the context
-    of offline/GGUF models (default 2048: TransformerLens allocates an n_ctx × n_ctx mask per layer;
-    pass ``n_ctx=8192`` for the checkpoints' full context).
+    does; ``processed=False`` keeps the checkpoint's weights as they are.
+    ``device``: "auto" (CUDA, then MPS, then CPU), or e.g. "cpu", "cuda:1"; one that does not exist
+    here raises ``ValueError``. ``n_devices`` splits the layers over that many CUDA devices
+    (TransformerLens' own split). ``n_ctx``: the longest sequence the model accepts (default 2048,
+    capped at the checkpoint's own context; TransformerLens allocates an n_ctx × n_ctx mask per
+    layer); more than the checkpoint's context is refused.
     """
     if not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"name: expected a model name or path (str), got {type(name).__name__}")
     key = str(name)
     torch_dtype = _resolve_dtype(dtype)
+    target = resolve_device(device)
+    check_n_devices(n_devices, target)
+    _check_n_ctx(n_ctx)
     if key in OFFLINE_MODELS or key.endswith(".gguf"):
         raw = (_processed_from_cache(key) if processed else None) or load_raw(key)
-        return raw.build(processed=processed, dtype=torch_dtype, device=device, n_ctx=n_ctx)
-    return _load_hub_or_folder(key, processed=processed, dtype=torch_dtype, device=device)
-
-
-def _load_hub_or_folder(
-    key: str, *, processed: bool, dtype: torch.dtype, device: str | torch.device
-) -> HookedTransformer:
-    from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
-
-    kwargs: dict[str, Any] = dict(dtype=dtype, device=str(device))
-    folder = Path(key).expanduser()
-    if folder.is_dir():
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"name: folder {folder} has no config.json (not a Hugging Face model folder)")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        arch_name = getattr(hf_model.config, "_name_or_path", "") or str(folder)
-        kwargs.update(hf_model=hf_model, tokenizer=tokenizer)
-        key = _closest_official_name(hf_model.config, arch_name)
     else:
-        try:
-            get_official_model_name(key)
-        except ValueError:
-            raise ValueError(
-                f"name: unknown model {key!r}. Offline names: {', '.join(OFFLINE_MODELS)}; or a .gguf path, "
-                f"a local Hugging Face folder, or one of TransformerLens' {len(OFFICIAL_MODEL_NAMES)} names "
-                "(see transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES)"
-            ) from None
+        folder = _checkpoint_folder(key)
+        if folder is None:
+            return _load_official(key, processed=processed, dtype=torch_dtype, device=target, n_ctx=n_ctx,
+                                  n_devices=n_devices)
+        cfg_dict, state, tokenizer, _ = load_checkpoint(folder)
+        raw = RawModel(key, cfg_dict, state, tokenizer)
+    return raw.build(processed=processed, dtype=torch_dtype, device=target, n_ctx=n_ctx, n_devices=n_devices)
+
+
+def _check_n_ctx(n_ctx: int | None) -> None:
+    if n_ctx is not None and (not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1):
+        raise ValueError(f"n_ctx: expected a positive int, got {n_ctx!r}")
+
+
+def _load_official(
+    key: str, *, processed: bool, dtype: torch.dtype, device: torch.device, n_ctx: int | None, n_devices: int
+) -> HookedTransformer:
+    """One of TransformerLens' official names, through ``HookedTransformer.from_pretrained``."""
+    from transformer_lens.loading_from_pretrained import get_pretrained_model_config
+
+    kwargs: dict[str, Any] = dict(dtype=dtype, device=str(device), n_devices=n_devices)
+    if n_ctx is not None:
+        own = get_pretrained_model_config(key).n_ctx
+        if n_ctx > own:
+            raise ValueError(f"n_ctx: {n_ctx} is more than {key}'s context of {own} tokens")
+        kwargs["n_ctx"] = n_ctx
     loader = HookedTransformer.from_pretrained if processed else HookedTransformer.from_pretrained_no_processing
     model = loader(key, **kwargs)
     model.eval()
     return model
 
 
-def _closest_official_name(hf_config: Any, fallback: str) -> str:
-    """TransformerLens needs an official name to choose a converter; a local folder gives its own."""
-    from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES
+def load_raw_with_adapter(
+    name: str | os.PathLike[str], adapter: Any
+) -> tuple[RawModel, dict[str, torch.Tensor]]:
+    """``(base RawModel, unprocessed state dict of base + LoRA)`` for an :class:`interp.lora.LoraAdapter`.
 
-    own = getattr(hf_config, "_name_or_path", "")
-    if own in OFFICIAL_MODEL_NAMES:
-        return own
-    raise ValueError(
-        f"name: the folder's model ({own or fallback!r}) is not one TransformerLens can convert; "
-        "use a folder saved from one of transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES"
-    )
+    Hugging Face folders and hub ids: the LoRA is merged into the transformers model's weights
+    (:func:`interp.lora.merge_lora`, as PEFT merges) and both are converted by TransformerLens'
+    converter. GGUF / offline / official names: the delta is rearranged into TransformerLens' layout
+    (:func:`interp.lora.lora_delta`) and added to the unprocessed weights."""
+    from interp.lora import lora_delta, merge_lora
+
+    key = str(name)
+    folder = None if key in OFFLINE_MODELS or key.endswith(".gguf") else _checkpoint_folder(key, "base")
+    if folder is not None:
+        cfg_dict, state, tokenizer, tuned = load_checkpoint(folder, "base", edit=lambda model: merge_lora(model, adapter))
+        return RawModel(key, cfg_dict, state, tokenizer), tuned
+    raw = load_raw(key)
+    cfg = HookedTransformerConfig.from_dict({k: v for k, v in raw.cfg_dict.items() if k != "n_params"})
+    tuned = dict(raw.state_dict)
+    for param, value in lora_delta(adapter, cfg).items():
+        if param not in tuned:
+            raise ValueError(f"adapter_path: the base model has no parameter {param!r} for this adapter")
+        tuned[param] = tuned[param] + value.to(tuned[param].dtype)
+    return raw, tuned

@@ -1,0 +1,199 @@
+"""Pairs of any two checkpoints and LoRA adapters on any supported architecture, against PEFT.
+
+Tiny random-weight checkpoints (tests/_tiny_checkpoints.py) saved into temporary folders. PEFT's own
+``get_delta_weight`` and ``merge_and_unload`` are the references for adapters; LoRA factors are
+Gaussian from ``torch.Generator().manual_seed(7)`` (PEFT initialises B to zero).
+"""
+
+from __future__ import annotations
+
+import json
+
+import einops
+import pytest
+import torch
+from _tiny_checkpoints import (
+    build_model,
+    hf_logprobs,
+    hub_cache,
+    save_checkpoint,
+    smollm2_tokenizer,
+    use_hub_cache,
+)
+
+from interp import ModelPair
+from interp.loading import load_model
+from interp.lora import read_lora_adapter
+
+TOKENS = torch.tensor([[1, 502, 33, 9000, 48000, 17, 250, 4, 7777, 12]])
+TARGETS = {
+    "LlamaForCausalLM": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "Qwen2ForCausalLM": ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+    "GPT2LMHeadModel": ["c_attn", "c_proj", "c_fc"],
+    "Gemma3ForCausalLM": ["q_proj", "v_proj", "up_proj"],
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return smollm2_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def base_folders(tmp_path_factory, tokenizer):
+    root = tmp_path_factory.mktemp("bases")
+    built = {}
+
+    def get(arch):
+        if arch not in built:
+            built[arch] = save_checkpoint(build_model(arch), tokenizer, root / arch)
+        return built[arch]
+
+    return get
+
+
+def test_pair_of_two_folders_delta_is_the_perturbation(base_folders, tokenizer, tmp_path):
+    """A fine-tune saved with save_pretrained: layer 1's q_proj and layer 0's (grouped) v_proj changed."""
+    from transformers import AutoModelForCausalLM
+
+    base_folder = base_folders("LlamaForCausalLM")
+    tuned = AutoModelForCausalLM.from_pretrained(str(base_folder), dtype=torch.float32)
+    gen = torch.Generator().manual_seed(3)
+    d_q = 0.05 * torch.randn(64, 64, generator=gen)
+    d_v = 0.05 * torch.randn(32, 64, generator=gen)
+    with torch.no_grad():
+        tuned.model.layers[1].self_attn.q_proj.weight += d_q
+        tuned.model.layers[0].self_attn.v_proj.weight += d_v
+    tuned_folder = save_checkpoint(tuned, tokenizer, tmp_path / "finetune")
+    pair = ModelPair.from_names(base_folder, tuned_folder, processed=False, device="cpu")
+    delta = pair.delta()
+    assert sorted(delta) == ["blocks.0.attn._W_V", "blocks.1.attn.W_Q"]
+    torch.testing.assert_close(delta["blocks.1.attn.W_Q"], einops.rearrange(d_q, "(n h) m -> n m h", n=4),
+                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(delta["blocks.0.attn._W_V"], einops.rearrange(d_v, "(n h) m -> n m h", n=2),
+                               rtol=1e-4, atol=1e-6)
+    assert (pair.tuned(TOKENS).log_softmax(-1) - hf_logprobs(tuned.eval(), TOKENS)).abs().max() <= 1e-4
+
+
+def test_pair_of_a_hub_id_and_a_folder(base_folders, tokenizer, tmp_path, monkeypatch):
+    """Mixed sources: the base by hub id from the (offline) Hugging Face cache, the tuned by folder."""
+    from transformers import AutoModelForCausalLM
+
+    base_folder = base_folders("Gemma3ForCausalLM")
+    use_hub_cache(monkeypatch, hub_cache(tmp_path, "google/tiny-gemma-3", base_folder))
+    tuned = AutoModelForCausalLM.from_pretrained(str(base_folder), dtype=torch.float32)
+    d_up = 0.05 * torch.randn(96, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        tuned.model.layers[0].mlp.up_proj.weight += d_up
+    tuned_folder = save_checkpoint(tuned, tokenizer, tmp_path / "tuned")
+    pair = ModelPair.from_names("google/tiny-gemma-3", tuned_folder, processed=False, device="cpu")
+    assert sorted(pair.delta()) == ["blocks.0.mlp.W_in"]
+    torch.testing.assert_close(pair.delta()["blocks.0.mlp.W_in"], d_up.T, rtol=1e-4, atol=1e-6)
+
+
+def _peft_adapter(base_folder, arch, folder, **options):
+    """A PEFT LoRA on the transformers model read from ``base_folder`` (so the adapter records that
+    folder as its base), with Gaussian factors; returns (peft model, adapter folder)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_folder), dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS[arch], fan_in_fan_out=arch == "GPT2LMHeadModel",
+                        **options)
+    peft_model = get_peft_model(model, config)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(0.2 * torch.randn(param.shape, generator=gen))
+    peft_model.save_pretrained(str(folder))
+    return peft_model, folder
+
+
+@pytest.mark.parametrize("arch,options", [
+    ("LlamaForCausalLM", dict(use_rslora=True, rank_pattern={"q_proj": 2}, alpha_pattern={"down_proj": 3})),
+    ("Qwen2ForCausalLM", dict()),
+    ("GPT2LMHeadModel", dict(rank_pattern={"c_fc": 2})),
+    ("Gemma3ForCausalLM", dict(alpha_pattern={"layers.1.self_attn.v_proj": 12})),
+])
+def test_adapter_delta_equals_peft_merge(base_folders, tokenizer, tmp_path, arch, options):
+    from peft.tuners.lora import LoraLayer
+    from transformers.pytorch_utils import Conv1D
+
+    base_folder = base_folders(arch)
+    peft_model, adapter_folder = _peft_adapter(base_folder, arch, tmp_path / "adapter", **options)
+    adapter = read_lora_adapter(adapter_folder)
+    # 1. per module: interp's ΔW is PEFT's own get_delta_weight
+    checked = 0
+    for name, module in peft_model.named_modules():
+        if isinstance(module, LoraLayer):
+            path = name.removeprefix("base_model.model.")
+            (where,) = [key for key, value in adapter.module_paths.items() if value == path]
+            ours = adapter.delta_hf(*where)
+            if isinstance(module.base_layer, Conv1D):
+                ours = ours.T
+            torch.testing.assert_close(ours, module.get_delta_weight("default"), rtol=1e-5, atol=1e-7)
+            checked += 1
+    assert checked == len(adapter.factors) > 0
+    # 2. the pair (base read from the adapter's base_model_name_or_path) against PEFT's merged model
+    merged = peft_model.merge_and_unload().eval()
+    merged_folder = save_checkpoint(merged, tokenizer, tmp_path / "merged")
+    pair = ModelPair.from_lora(adapter_path=adapter_folder, processed=False, device="cpu")
+    reference = load_model(merged_folder, processed=False, device="cpu")
+    expected = {name: param - pair.base.get_parameter(name) for name, param in reference.named_parameters()}
+    expected = {name: value for name, value in expected.items() if value.abs().max() > 0}
+    delta = pair.delta()
+    assert sorted(delta) == sorted(expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(delta[name], value, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    worst = (pair.tuned(TOKENS).log_softmax(-1) - hf_logprobs(merged, TOKENS)).abs().max().item()
+    assert worst <= 1e-4, f"{arch}: tuned log-probs differ from PEFT's merged model by {worst:.2e}"
+
+
+def test_processed_adapter_pair_tracks_the_merged_model(base_folders, tokenizer, tmp_path):
+    peft_model, adapter_folder = _peft_adapter(base_folders("Qwen2ForCausalLM"), "Qwen2ForCausalLM",
+                                               tmp_path / "adapter")
+    merged = peft_model.merge_and_unload().eval()
+    pair = ModelPair.from_lora(base_folders("Qwen2ForCausalLM"), adapter_folder, device="cpu")
+    assert pair.base.cfg.normalization_type == "RMSPre"
+    assert (pair.tuned(TOKENS).log_softmax(-1) - hf_logprobs(merged, TOKENS)).abs().max() <= 1e-4
+
+
+def test_adapter_whose_shapes_do_not_fit_the_base_is_refused(base_folders, tmp_path):
+    _, adapter_folder = _peft_adapter(base_folders("LlamaForCausalLM"), "LlamaForCausalLM", tmp_path / "adapter")
+    other = save_checkpoint(build_model("LlamaForCausalLM", intermediate_size=80), smollm2_tokenizer(),
+                            tmp_path / "wider")
+    with pytest.raises(ValueError, match=r"adapter_path: layer \d+ mlp\.\w+_proj delta has shape .* another architecture"):
+        ModelPair.from_lora(other, adapter_folder, device="cpu")
+    _, gpt2_adapter = _peft_adapter(base_folders("GPT2LMHeadModel"), "GPT2LMHeadModel", tmp_path / "gpt2")
+    with pytest.raises(ValueError, match="adapter_path: the base model has no module 'transformer.h.0.attn.c_attn'"):
+        ModelPair.from_lora(base_folders("LlamaForCausalLM"), gpt2_adapter, device="cpu")
+
+
+def test_dora_and_other_peft_types_are_refused(base_folders, tmp_path):
+    from peft import IA3Config, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    _, dora = _peft_adapter(base_folders("LlamaForCausalLM"), "LlamaForCausalLM", tmp_path / "dora", use_dora=True)
+    with pytest.raises(ValueError, match="DoRA"):
+        read_lora_adapter(dora)
+    model = AutoModelForCausalLM.from_pretrained(str(base_folders("LlamaForCausalLM")))
+    get_peft_model(model, IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"])
+                   ).save_pretrained(str(tmp_path / "ia3"))
+    with pytest.raises(ValueError, match="peft_type is 'IA3'; only LORA adapters are supported"):
+        ModelPair.from_lora(adapter_path=tmp_path / "ia3", device="cpu")
+
+
+def test_adapter_without_a_recorded_base_needs_base(base_folders, tmp_path):
+    _, adapter_folder = _peft_adapter(base_folders("LlamaForCausalLM"), "LlamaForCausalLM", tmp_path / "adapter")
+    config_path = adapter_folder / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = None
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="base: .* names no base_model_name_or_path"):
+        ModelPair.from_lora(adapter_folder, device="cpu")
+
+
+def test_pair_of_different_architectures_is_refused(base_folders):
+    with pytest.raises(ValueError, match="tuned: not the same architecture as base"):
+        ModelPair.from_names(base_folders("LlamaForCausalLM"), base_folders("Qwen2ForCausalLM"), device="cpu")
