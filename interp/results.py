@@ -47,7 +47,7 @@ META_FILE = "result.json"
 TENSOR_FILE = "tensors.safetensors"
 _FORMAT_NAME = "interp-result"
 _HEADLINE_ROWS = 10
-_HEADLINE_COLS = 12
+_HEADLINE_COLS = 16  # the attention-metrics head frame (15 columns) shows whole
 R = TypeVar("R", bound="Result")
 
 
