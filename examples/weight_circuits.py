@@ -118,6 +118,15 @@ print(wide.round(3).to_string())
 strongest = summary.loc[summary.groupby(["circuit", "relation"])["mean_abs_delta_z"].idxmax()]
 print(strongest[["circuit", "relation", "direction", "mean_abs_delta_z"]].to_string(index=False))
 
+# %% [markdown]
+# ### ...and is that more than a random direction moves?
+# Each PC's mean |Δz| against the same statistic of the random probes (p with the +1 correction;
+# ask `circuit_study` for more random directions with `n_random` to resolve smaller p-values).
+
+# %%
+print(study.null_summary().round(3).to_string(index=False))
+print(study.mlp_null_summary().round(3).to_string(index=False))
+
 # %%
 pc_comparison(summary)
 

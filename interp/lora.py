@@ -4,9 +4,11 @@ A PEFT adapter folder holds ``adapter_config.json`` and ``adapter_model.safetens
 target module, ΔW = s · B A with B ``[out, r]``, A ``[r, in]`` and s = α / r (α / √r with rsLoRA,
 ``rank_pattern``/``alpha_pattern`` per module). The delta is either added to a transformers model's
 weights (:func:`merge_lora`, transposed for GPT-2's ``Conv1D``, whose weight is ``[in, out]``), which
-TransformerLens' converter then converts, or rearranged exactly as TransformerLens' Llama/Gemma
-converters rearrange the Hugging Face weight (:func:`lora_delta`), to be added to an *unprocessed*
-TransformerLens state dict (the GGUF models, whose Hugging Face weights are not kept).
+TransformerLens' converter then converts — any module of any layer the base has, fused projections
+such as Phi-3's ``qkv_proj``/``gate_up_proj`` included — or rearranged exactly as TransformerLens'
+Llama/Gemma converters rearrange the Hugging Face weight (:func:`lora_delta`, only the separate
+projections in :data:`TL_LAYOUT_TARGETS`), to be added to an *unprocessed* TransformerLens state dict
+(the GGUF models, whose Hugging Face weights are not kept).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformerConfig
 
 _KEY = re.compile(
-    r"^(?:base_model\.model\.)?(?P<path>(?:.*\.)?(?:layers|h)\.(?P<layer>\d+)\.(?P<sub>(?:self_attn|attn|mlp)\.(?P<module>\w+?)))"
+    r"^(?:base_model\.model\.)?(?P<path>(?:.*\.)?(?:layers|h)\.(?P<layer>\d+)\.(?P<sub>(?:\w+\.)*?(?P<module>\w+?)))"
     r"\.lora_(?P<ab>[AB])(?:\.[\w-]+)?\.weight$"
 )
-# Llama-family projections (Llama, Mistral, Qwen 2/3, Gemma 2/3, OLMo 2) and GPT-2's Conv1D ones.
-SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-                     "c_attn", "c_proj", "c_fc")
+# The modules :func:`lora_delta` can rearrange into TransformerLens' layout (``block.module``): the
+# separate projections of the Llama family (Llama, Mistral, Qwen 2/3, Gemma 2/3, OLMo 2), the
+# architectures of the GGUF / registry bases. Any other module is merged on the Hugging Face side.
+TL_LAYOUT_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")  # the keys of lora_delta's table
 
 
 @dataclass(frozen=True)
@@ -115,12 +119,8 @@ def read_lora_adapter(path: str | Path) -> LoraAdapter:
     for key, value in tensors.items():
         match = _KEY.search(key)
         if match is None:
-            raise ValueError(f"adapter_path: unexpected tensor {key!r} (expected '...layers.N.self_attn|mlp.MODULE.lora_A|B.weight' or GPT-2's '...h.N.attn|mlp.MODULE...')")
-        module = match["module"]
-        if module not in SUPPORTED_TARGETS:
-            raise ValueError(
-                f"adapter_path: target module {module!r} is not supported; supported: {', '.join(SUPPORTED_TARGETS)}"
-            )
+            raise ValueError(f"adapter_path: unexpected tensor {key!r} (expected a LoRA factor of a module inside a "
+                             "layer: '...layers.N.MODULE.lora_A|B.weight', or GPT-2's '...h.N.MODULE...')")
         where = (int(match["layer"]), match["sub"])
         halves.setdefault(where, {})[match["ab"]] = value
         paths[where] = match["path"]
@@ -140,30 +140,38 @@ def read_lora_adapter(path: str | Path) -> LoraAdapter:
 
 
 def lora_delta(adapter: LoraAdapter, cfg: HookedTransformerConfig) -> dict[str, torch.Tensor]:
-    """The adapter's ΔW per TransformerLens parameter (unprocessed layout), checked against ``cfg``."""
+    """The adapter's ΔW per TransformerLens parameter (unprocessed layout), checked against ``cfg``.
+
+    Only the separate projections of :data:`TL_LAYOUT_TARGETS` have a rearrangement; any other module
+    (a fused ``qkv_proj``/``gate_up_proj``, GPT-2's ``Conv1D`` ones) raises ``ValueError``: load the base
+    from its Hugging Face folder instead, where :func:`merge_lora` merges any module."""
     n_heads, d_head, d_model = cfg.n_heads, cfg.d_head, cfg.d_model
     n_kv = cfg.n_key_value_heads or n_heads
     kv_prefix = "_" if cfg.n_key_value_heads is not None else ""
     expected = {
-        "q_proj": ((n_heads * d_head, d_model), "attn.W_Q", "(n h) m -> n m h", n_heads),
-        "k_proj": ((n_kv * d_head, d_model), f"attn.{kv_prefix}W_K", "(n h) m -> n m h", n_kv),
-        "v_proj": ((n_kv * d_head, d_model), f"attn.{kv_prefix}W_V", "(n h) m -> n m h", n_kv),
-        "o_proj": ((d_model, n_heads * d_head), "attn.W_O", "m (n h) -> n h m", n_heads),
-        "gate_proj": ((cfg.d_mlp, d_model), "mlp.W_gate", "f m -> m f", None),
-        "up_proj": ((cfg.d_mlp, d_model), "mlp.W_in", "f m -> m f", None),
-        "down_proj": ((d_model, cfg.d_mlp), "mlp.W_out", "m f -> f m", None),
+        "self_attn.q_proj": ((n_heads * d_head, d_model), "attn.W_Q", "(n h) m -> n m h", n_heads),
+        "self_attn.k_proj": ((n_kv * d_head, d_model), f"attn.{kv_prefix}W_K", "(n h) m -> n m h", n_kv),
+        "self_attn.v_proj": ((n_kv * d_head, d_model), f"attn.{kv_prefix}W_V", "(n h) m -> n m h", n_kv),
+        "self_attn.o_proj": ((d_model, n_heads * d_head), "attn.W_O", "m (n h) -> n h m", n_heads),
+        "mlp.gate_proj": ((cfg.d_mlp, d_model), "mlp.W_gate", "f m -> m f", None),
+        "mlp.up_proj": ((cfg.d_mlp, d_model), "mlp.W_in", "f m -> m f", None),
+        "mlp.down_proj": ((d_model, cfg.d_mlp), "mlp.W_out", "m f -> f m", None),
     }
     out: dict[str, torch.Tensor] = {}
     for layer, sub in sorted(adapter.factors):
         module = sub.rsplit(".", 1)[-1]
-        if module not in expected:
-            raise ValueError(f"adapter_path: the adapter targets {sub!r}, which this base model's layout has no "
-                             f"counterpart for (expected {', '.join(expected)})")
+        if sub not in expected:
+            fused = " (a fused projection)" if module in ("qkv_proj", "gate_up_proj") else ""
+            raise ValueError(
+                f"adapter_path: the adapter targets {sub!r}{fused}, which cannot be added to this base in "
+                f"TransformerLens' layout (GGUF, registry and official-name bases take only "
+                f"{', '.join(TL_LAYOUT_TARGETS)}); load the base from its Hugging Face folder or hub id, "
+                "where the adapter is merged into the transformers weights of any module the base has")
         if layer >= cfg.n_layers:
             raise ValueError(f"adapter_path: the adapter touches layer {layer} but the model has {cfg.n_layers} layers")
         if module in ("gate_proj",) and not cfg.gated_mlp:
             raise ValueError("adapter_path: the adapter targets gate_proj but the model's MLP is not gated")
-        shape, tl_name, pattern, n = expected[module]
+        shape, tl_name, pattern, n = expected[sub]
         delta = adapter.delta_hf(layer, sub)
         if tuple(delta.shape) != shape:
             raise ValueError(
@@ -175,29 +183,50 @@ def lora_delta(adapter: LoraAdapter, cfg: HookedTransformerConfig) -> dict[str, 
     return out
 
 
+def _layer_modules(model: torch.nn.Module) -> tuple[list[str], int]:
+    """The ``block.module`` names of the model's per-layer ``Linear``/``Conv1D`` modules, and its layer count."""
+    from transformers.pytorch_utils import Conv1D
+
+    subs, layers = set(), set()
+    for name, module in model.named_modules():
+        match = re.fullmatch(r"(?:.*\.)?(?:layers|h)\.(\d+)\.((?:\w+\.)*\w+)", name)
+        if match and isinstance(module, (torch.nn.Linear, Conv1D)):
+            layers.add(int(match[1]))
+            subs.add(match[2])
+    return sorted(subs), max(layers, default=-1) + 1
+
+
 def merge_lora(model: torch.nn.Module, adapter: LoraAdapter) -> None:
     """Add the adapter's ΔW to a transformers model's weights, in place (as PEFT's ``merge_and_unload``).
 
-    Each target is found by its name in the model; GPT-2's ``Conv1D`` stores ``[in, out]``, so its
-    ΔW is transposed. A module the model lacks, or a shape that does not fit, raises ``ValueError``."""
+    W ← W + s·B A for every target, found by its name in the model: any ``Linear`` of any layer,
+    fused projections (Phi-3's ``qkv_proj``, ``gate_up_proj``) included; GPT-2's ``Conv1D`` stores
+    ``[in, out]``, so its ΔW is transposed. A module or layer the model lacks, or a shape that does not
+    fit, raises ``ValueError`` naming the module and the model's own modules, before any weight changes."""
     from transformers.pytorch_utils import Conv1D
 
+    updates = []
     for (layer, sub), path in sorted(adapter.module_paths.items()):
         try:
             module = model.get_submodule(path)
         except AttributeError:
-            raise ValueError(f"adapter_path: the base model has no module {path!r} (layer {layer} {sub}): "
+            subs, n_layers = _layer_modules(model)
+            where = (f"the base model has {n_layers} layers" if layer >= n_layers else
+                     f"its per-layer modules are {', '.join(subs)}")
+            raise ValueError(f"adapter_path: the base model has no module {path!r} (layer {layer} {sub}); {where}: "
                              "the adapter was trained on another architecture") from None
-        weight = getattr(module, "weight", None)
-        if not isinstance(weight, torch.Tensor):
-            raise ValueError(f"adapter_path: module {path!r} of the base model has no weight to adapt")
+        if not isinstance(module, (torch.nn.Linear, Conv1D)):
+            raise ValueError(f"adapter_path: module {path!r} of the base model is a {type(module).__name__}, "
+                             "not a Linear (or GPT-2 Conv1D) layer that LoRA adapts")
         delta = adapter.delta_hf(layer, sub)
         if isinstance(module, Conv1D):
             delta = delta.T
-        if tuple(delta.shape) != tuple(weight.shape):
+        if tuple(delta.shape) != tuple(module.weight.shape):
             raise ValueError(
                 f"adapter_path: layer {layer} {sub} delta has shape {tuple(delta.shape)}, but the base model's "
-                f"weight is {tuple(weight.shape)}: the adapter was trained on another architecture"
+                f"weight is {tuple(module.weight.shape)}: the adapter was trained on another architecture"
             )
-        with torch.no_grad():
+        updates.append((module.weight, delta))
+    with torch.no_grad():
+        for weight, delta in updates:
             weight.add_(delta.to(weight.dtype))

@@ -115,9 +115,11 @@ class ModelPair:
 
         ``base``: any source :func:`interp.load_model` accepts; omitted (``from_lora(adapter_path=...)``
         or ``from_lora(adapter_folder)``), it is the adapter's ``base_model_name_or_path``. The
-        adapter's ΔW is added to the base's unprocessed weights, then both models are processed the
-        same way (``processed=True`` folds norms etc.), so ``pair.delta()`` is the LoRA's delta as
-        seen through that processing. ``device``: "auto" (CUDA, then MPS, then CPU) or a device name.
+        adapter's ΔW is merged into the base's transformers weights (folders, hub ids, official names:
+        any module the base has, fused ``qkv_proj``/``gate_up_proj`` included) or added to its
+        unprocessed TransformerLens weights (GGUF / registry bases: separate q/k/v/o/gate/up/down
+        projections only), then both models are processed the same way (``processed=True`` folds
+        norms etc.), so ``pair.delta()`` is the LoRA's delta as seen through that processing. ``device``: "auto" (CUDA, then MPS, then CPU) or a device name.
         """
         from interp.loading import load_raw_with_adapter
         from interp.loading.devices import resolve_device

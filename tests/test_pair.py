@@ -127,13 +127,21 @@ def test_adapter_layer_out_of_range_is_rejected(tmp_path, smollm2):
         lora_delta(read_lora_adapter(target), smollm2.cfg)
 
 
-def test_adapter_with_unsupported_target_module_is_rejected(tmp_path):
+def test_adapter_with_unsupported_target_module_is_rejected(tmp_path, smollm2):
+    """The default (Llama) adapter with q_proj renamed to Phi-3's fused qkv_proj: the adapter reads (a
+    module name alone is no error: Phi-3 folder bases have it), and is refused where it is applied to
+    SmolLM2, whose TransformerLens-layout path has no fused modules."""
     target = _copy_adapter(tmp_path)
     tensors = load_file(str(target / "adapter_model.safetensors"))
     renamed = {k.replace("q_proj", "qkv_proj"): v for k, v in tensors.items()}
     save_file(renamed, str(target / "adapter_model.safetensors"))
-    with pytest.raises(ValueError, match="target module 'qkv_proj' is not supported"):
-        read_lora_adapter(target)
+    adapter = read_lora_adapter(target)
+    assert "qkv_proj" in adapter.target_modules
+    with pytest.raises(ValueError, match=r"adapter_path: the adapter targets 'self_attn\.qkv_proj' \(a fused "
+                                         r"projection\), which cannot be added to this base"):
+        lora_delta(adapter, smollm2.cfg)
+    with pytest.raises(ValueError, match=r"adapter_path: the adapter targets 'self_attn\.qkv_proj'"):
+        ModelPair.from_lora(target, device="cpu")  # the base recorded in the adapter: smollm2-135m-instruct
 
 
 def test_pickled_or_missing_adapter_files_are_rejected(tmp_path):

@@ -23,7 +23,7 @@ from _tiny_checkpoints import (
 
 from interp import ModelPair
 from interp.loading import load_model
-from interp.lora import read_lora_adapter
+from interp.lora import lora_delta, read_lora_adapter
 
 TOKENS = torch.tensor([[1, 502, 33, 9000, 48000, 17, 250, 4, 7777, 12]])
 TARGETS = {
@@ -31,6 +31,7 @@ TARGETS = {
     "Qwen2ForCausalLM": ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
     "GPT2LMHeadModel": ["c_attn", "c_proj", "c_fc"],
     "Gemma3ForCausalLM": ["q_proj", "v_proj", "up_proj"],
+    "Phi3ForCausalLM": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],  # Phi-3's fused projections
 }
 
 
@@ -115,6 +116,7 @@ def _peft_adapter(base_folder, arch, folder, **options):
     ("Qwen2ForCausalLM", dict()),
     ("GPT2LMHeadModel", dict(rank_pattern={"c_fc": 2})),
     ("Gemma3ForCausalLM", dict(alpha_pattern={"layers.1.self_attn.v_proj": 12})),
+    ("Phi3ForCausalLM", dict(rank_pattern={"gate_up_proj": 2}, alpha_pattern={"layers.0.self_attn.qkv_proj": 5})),
 ])
 def test_adapter_delta_equals_peft_merge(base_folders, tokenizer, tmp_path, arch, options):
     from peft.tuners.lora import LoraLayer
@@ -150,6 +152,44 @@ def test_adapter_delta_equals_peft_merge(base_folders, tokenizer, tmp_path, arch
     assert worst <= 1e-4, f"{arch}: tuned log-probs differ from PEFT's merged model by {worst:.2e}"
 
 
+@pytest.mark.parametrize("arch,official,n_changed", [
+    ("Phi3ForCausalLM", "microsoft/Phi-3-mini-4k-instruct", 14),  # W_Q, _W_K, _W_V, W_O, W_gate, W_in, W_out x 2
+    ("GPT2LMHeadModel", "gpt2", 12),  # W_Q, W_K, W_V (c_attn), W_O, W_in, W_out x 2
+])
+def test_adapter_on_an_official_name_is_merged_on_the_transformers_side(base_folders, tokenizer, tmp_path,
+                                                                        monkeypatch, arch, official, n_changed):
+    """An adapter whose base_model_name_or_path is one of TransformerLens' official names (as adapters
+    on the hub record it), read offline from a Hugging Face cache holding a tiny model under that name:
+    fused and Conv1D modules, which TransformerLens' layout path refuses, are merged by transformers."""
+    base_folder = base_folders(arch)
+    hub = hub_cache(tmp_path, official, base_folder)
+    if arch == "GPT2LMHeadModel":  # gpt2's own config.json has n_ctx, which TransformerLens reads; transformers 5 drops it
+        (cached_config,) = hub.glob("models--gpt2/snapshots/*/config.json")
+        cached_config.write_text(json.dumps({**json.loads(cached_config.read_text()), "n_ctx": 64}))
+    use_hub_cache(monkeypatch, hub)
+    peft_model, adapter_folder = _peft_adapter(base_folder, arch, tmp_path / "adapter")
+    config_path = adapter_folder / "adapter_config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "base_model_name_or_path": official}))
+    merged = peft_model.merge_and_unload().eval()
+    reference = load_model(save_checkpoint(merged, tokenizer, tmp_path / "merged"), processed=False, device="cpu")
+    pair = ModelPair.from_lora(adapter_folder, processed=False, device="cpu")
+    base = load_model(base_folder, processed=False, device="cpu")
+    expected = {name: param - base.get_parameter(name) for name, param in reference.named_parameters()}
+    expected = {name: value for name, value in expected.items() if value.abs().max() > 0}
+    delta = pair.delta()
+    assert len(expected) == n_changed and sorted(delta) == sorted(expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(delta[name], value, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    assert (pair.base(TOKENS).log_softmax(-1) - hf_logprobs(_hf(base_folder), TOKENS)).abs().max() <= 1e-4
+    assert (pair.tuned(TOKENS).log_softmax(-1) - hf_logprobs(merged, TOKENS)).abs().max() <= 1e-4
+
+
+def _hf(folder):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+
+
 def test_processed_adapter_pair_tracks_the_merged_model(base_folders, tokenizer, tmp_path):
     peft_model, adapter_folder = _peft_adapter(base_folders("Qwen2ForCausalLM"), "Qwen2ForCausalLM",
                                                tmp_path / "adapter")
@@ -168,6 +208,39 @@ def test_adapter_whose_shapes_do_not_fit_the_base_is_refused(base_folders, tmp_p
     _, gpt2_adapter = _peft_adapter(base_folders("GPT2LMHeadModel"), "GPT2LMHeadModel", tmp_path / "gpt2")
     with pytest.raises(ValueError, match="adapter_path: the base model has no module 'transformer.h.0.attn.c_attn'"):
         ModelPair.from_lora(base_folders("LlamaForCausalLM"), gpt2_adapter, device="cpu")
+
+
+def test_phi3_fused_adapter_is_refused_where_the_base_lacks_its_modules(base_folders, tmp_path):
+    """Phi-3's qkv_proj/gate_up_proj exist only in Phi-3: a Llama folder base names its own modules, and
+    TransformerLens' layout (the path of GGUF / registry / official-name bases) refuses fused modules."""
+    from transformer_lens import HookedTransformerConfig
+
+    _, adapter_folder = _peft_adapter(base_folders("Phi3ForCausalLM"), "Phi3ForCausalLM", tmp_path / "phi3")
+    adapter = read_lora_adapter(adapter_folder)
+    assert adapter.target_modules == ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"]
+    with pytest.raises(ValueError, match=r"adapter_path: the base model has no module 'model\.layers\.0\.mlp\."
+                                         r"gate_up_proj' .*its per-layer modules are mlp\.down_proj, mlp\.gate_proj, "
+                                         r"mlp\.up_proj, self_attn\.k_proj, self_attn\.o_proj, self_attn\.q_proj, "
+                                         r"self_attn\.v_proj: the adapter was trained on another architecture"):
+        ModelPair.from_lora(base_folders("LlamaForCausalLM"), adapter_folder, device="cpu")
+    llama_cfg = HookedTransformerConfig(n_layers=2, d_model=64, n_ctx=32, d_head=16, n_heads=4, d_mlp=96,
+                                        act_fn="silu", d_vocab=100, n_key_value_heads=2, gated_mlp=True,
+                                        normalization_type="RMS", positional_embedding_type="rotary")
+    with pytest.raises(ValueError, match=r"adapter_path: the adapter targets 'mlp\.gate_up_proj' \(a fused "
+                                         r"projection\), which cannot be added to this base in TransformerLens' layout"):
+        lora_delta(adapter, llama_cfg)
+
+
+@pytest.mark.parametrize("module", ["lm_head", "embed_tokens"])
+def test_adapter_on_a_module_outside_the_layers_is_refused(base_folders, tmp_path, module):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_folders("LlamaForCausalLM")))
+    get_peft_model(model, LoraConfig(r=2, target_modules=[module])).save_pretrained(str(tmp_path / "outside"))
+    with pytest.raises(ValueError, match=rf"adapter_path: unexpected tensor '\S*{module}\.\S*' \(expected "
+                                         r"a LoRA factor of a module inside a layer"):
+        read_lora_adapter(tmp_path / "outside")
 
 
 def test_dora_and_other_peft_types_are_refused(base_folders, tmp_path):

@@ -54,6 +54,28 @@ def test_summary_names_the_strongest_effect_of_every_section(quick_report):
     assert all(line.split(":")[0] in summary_html for line in summary)
 
 
+def test_summary_lines_carry_their_null(quick_report):
+    """Every headline change is stated with its null: random directions for the weight circuits and the MLP
+    pass, a bootstrap interval and sign-flip p over prompts / sequences for attention and head types."""
+    summary = quick_report.report.summary
+    n_random = quick_report.options.n_random
+    for prefix in ("QK:", "VO:", "MLP:"):
+        line = next(line for line in summary if line.startswith(prefix))
+        assert f"percentile of {n_random} random directions (p = " in line and "distinguishable" in line, line
+    for prefix in ("Attention:", "Head types:"):
+        line = next(line for line in summary if line.startswith(prefix))
+        assert "bootstrap CI" in line and "sign-flip p = " in line and "distinguishable from no change" in line, line
+    # two prompt variants: no sign-flip p-value can go below 2/2² = 0.5, so nothing is called distinguishable
+    attention = next(line for line in summary if line.startswith("Attention:"))
+    assert "not distinguishably" in attention and ": not distinguishable from no change" in attention
+    # the null table is about the same numbers as the per-direction table
+    nulls = _csv(quick_report, "circuits-delta-z-null")
+    wide = _csv(quick_report, "circuits-mean-abs-delta-z").set_index("direction")
+    for row in nulls.itertuples():
+        assert row.abs_delta_z == pytest.approx(wide.loc[row.direction, f"{row.circuit} {row.relation}"], rel=1e-6)
+        assert 1 / (n_random + 1) <= row.p_value <= 1 and row.n_random == n_random
+
+
 def test_every_table_is_also_written_as_csv(quick_report):
     names = re.findall(r"<table data-table='([^']+)'>", quick_report.html)
     assert len(names) == len(set(names)) >= 10

@@ -81,13 +81,15 @@ def detection_patterns(tokens: Int[torch.Tensor, "sequence pos"]) -> Float[torch
 
 @dataclass(frozen=True)
 class HeadTypeScores:
-    """Per-(layer, head) head-type scores in [0, 1], averaged over the probe sequences."""
+    """Per-(layer, head) head-type scores in [0, 1], averaged over the probe sequences
+    (``per_sequence[kind, sequence, layer, head]``: before that average, kinds in :data:`HEAD_TYPES` order)."""
 
     layers: tuple[int, ...]
     previous_token: Float[torch.Tensor, "layer head"]
     duplicate_token: Float[torch.Tensor, "layer head"]
     induction: Float[torch.Tensor, "layer head"]
     tokens: Int[torch.Tensor, "sequence pos"]
+    per_sequence: Float[torch.Tensor, "kind sequence layer head"] | None = None
 
     def to_frame(self) -> pd.DataFrame:
         """One row per (layer, head) with one column per head type."""
@@ -98,6 +100,20 @@ class HeadTypeScores:
         })
         for kind in HEAD_TYPES:
             frame[kind] = to_numpy(getattr(self, kind).flatten())
+        return frame
+
+    def sequence_frame(self) -> pd.DataFrame:
+        """One row per (sequence, layer, head) with one column per head type (the scores before averaging)."""
+        if self.per_sequence is None:
+            raise ValueError("per_sequence: these scores were built without per-sequence scores")
+        _, n_seq, n_layers, n_heads = self.per_sequence.shape
+        frame = pd.DataFrame({
+            "sequence": [s for s in range(n_seq) for _ in range(n_layers * n_heads)],
+            "layer": [layer for _ in range(n_seq) for layer in self.layers for _ in range(n_heads)],
+            "head": [h for _ in range(n_seq * n_layers) for h in range(n_heads)],
+        })
+        for k, kind in enumerate(HEAD_TYPES):
+            frame[kind] = to_numpy(self.per_sequence[k].flatten())
         return frame
 
     def heads_above(self, kind: str, threshold: float) -> list[tuple[int, int]]:
@@ -178,7 +194,7 @@ def head_type_scores(
                 stop_at_layer=None if deepest >= model.cfg.n_layers else deepest, progress=progress,
                 desc="head types")
     mean = scores.mean(dim=1)  # [kind, layer, head]
-    return HeadTypeScores(tuple(layer_list), mean[0], mean[1], mean[2], tokens.cpu())
+    return HeadTypeScores(tuple(layer_list), mean[0], mean[1], mean[2], tokens.cpu(), per_sequence=scores)
 
 
 def pair_head_type_scores(
@@ -194,12 +210,17 @@ def pair_head_type_scores(
     rows: Literal["all", "detected"] = "all",
     batch_size: int = 16,
     progress: bool | None = None,
+    by_sequence: bool = False,
 ) -> pd.DataFrame:
     """:func:`head_type_scores` of base and tuned on the same probe tokens, in the tuned − base layout
-    of :func:`~interp.activations.attention_metrics.with_delta`."""
+    of :func:`~interp.activations.attention_metrics.with_delta`; ``by_sequence=True``: one row per
+    probe sequence (a ``sequence`` column, :meth:`HeadTypeScores.sequence_frame`) instead of the mean."""
     pair = ModelPair.check(pair)
     kwargs = dict(length=length, n_sequences=n_sequences, seed=seed, layers=layers, exclude_bos=exclude_bos,
                   exclude_current_token=exclude_current_token, rows=rows, batch_size=batch_size, progress=progress)
     base = head_type_scores(pair.base, tokens, **kwargs)
     tuned = head_type_scores(pair.tuned, base.tokens, **kwargs)
+    if by_sequence:
+        return with_delta(base.sequence_frame(), tuned.sequence_frame(), keys=["sequence", "layer", "head"],
+                          values=list(HEAD_TYPES))
     return with_delta(base.to_frame(), tuned.to_frame(), keys=["layer", "head"], values=list(HEAD_TYPES))

@@ -10,7 +10,10 @@ share and returns an :class:`AttentionStudy` with the tidy frames (long tuned �
 3. :func:`~interp.activations.pair_head_type_scores` (previous-token, duplicate-token, induction) on
    seeded repeated random tokens;
 4. seed 004's heatmap: the head-averaged attention pattern of one variant at one layer (default: the
-   first variant, the last layer), base and tuned (:func:`~interp.activations.attention_pattern`).
+   first variant, the last layer), base and tuned (:func:`~interp.activations.attention_pattern`);
+5. the paired nulls (:func:`~interp.activations.nulls.paired_change`): entropy changes per layer and
+   per head over the prompt variants, head-type changes per head over the probe sequences, each with
+   a seeded bootstrap CI and a sign-flip p-value.
 
 Entropy is reported raw (nats) and normalised, ``H / ln n_keys`` with ``n_keys`` the keys the last
 token sees: the variants differ in length, and raw entropy grows with it.
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from interp._stats import describe_paired
 from interp.activations.attention_metrics import (
     AttentionPattern,
     attention_pattern,
@@ -30,6 +34,7 @@ from interp.activations.attention_metrics import (
     prompt_sensitivity,
 )
 from interp.activations.head_types import HEAD_TYPES, pair_head_type_scores
+from interp.activations.nulls import paired_change
 from interp.pair import ModelPair
 from interp.prompts import format_prompt
 
@@ -45,6 +50,12 @@ class AttentionStudy:
     (model, layer, head). All in the long tuned − base layout (:func:`interp.pair.delta_frame`).
     ``mean_patterns``: model ("base", "tuned") -> head-averaged attention pattern of variant
     ``pattern_variant`` at layer ``pattern_layer``.
+
+    Nulls (:func:`~interp.activations.nulls.paired_change`, verdicts at ``alpha``): ``entropy_layer_nulls``
+    (per layer, of the head-averaged entropy: :meth:`entropy_change_by_layer`'s numbers) and
+    ``entropy_head_nulls`` (per head) over the prompt variants;
+    ``head_type_by_sequence`` (head-type scores per probe sequence, long layout) and ``head_type_nulls``
+    (per layer, head and type) over the sequences.
     """
 
     texts: dict[str, str]
@@ -56,18 +67,34 @@ class AttentionStudy:
     head_type_length: int
     head_type_sequences: int
     head_type_seed: int
+    head_type_by_sequence: pd.DataFrame
+    entropy_layer_nulls: pd.DataFrame
+    entropy_head_nulls: pd.DataFrame
+    head_type_nulls: pd.DataFrame
+    alpha: float
     mean_patterns: dict[str, AttentionPattern]
     pattern_variant: str
     pattern_layer: int
 
+    def null_phrase(self, row: pd.Series, unit: str, value: str = "mean_abs_delta") -> str:
+        """A :func:`paired_change` row in words: the CI of ``value`` ("mean_abs_delta" or "mean_delta")
+        and the sign-flip p-value over ``unit`` (e.g. "prompt variants")."""
+        return describe_paired(row[f"{value}_low"], row[f"{value}_high"], row["p_value"], int(row["n_units"]),
+                               unit, row["level"], self.alpha, bool(row["exact"]))
+
     def entropy_change_by_layer(self) -> pd.DataFrame:
-        """Per layer: ``mean_abs_delta`` and ``mean_delta`` of the last-token entropy over heads and variants,
-        and the same of the normalised entropy H / ln n_keys (``*_normalized``)."""
+        """Per layer: ``mean_abs_delta`` and ``mean_delta`` over variants of Δ of the head-averaged last-token entropy,
+        the same of the normalised entropy H / ln n_keys (``mean_abs_delta_normalized``, ``mean_delta_normalized``),
+        with the bootstrap CI of ``mean_abs_delta`` (``ci_low``/``ci_high``) and the sign-flip ``p_value``
+        of :attr:`entropy_layer_nulls`."""
         delta = self.layer_frame[self.layer_frame["model"] == "delta"]
         raw = delta.groupby("layer")["entropy"].agg(mean_abs_delta=lambda s: s.abs().mean(), mean_delta="mean")
         normalized = delta.groupby("layer")["normalized_entropy"].agg(
             mean_abs_delta_normalized=lambda s: s.abs().mean(), mean_delta_normalized="mean")
-        return raw.join(normalized).reset_index()
+        table = raw.join(normalized).reset_index()
+        nulls = self.entropy_layer_nulls.rename(columns={"mean_abs_delta_low": "ci_low",
+                                                         "mean_abs_delta_high": "ci_high"})
+        return table.merge(nulls[["layer", "ci_low", "ci_high", "p_value"]], on="layer", how="left")
 
     def entropy_head_changes(self) -> pd.DataFrame:
         """Per (layer, head), mean over variants: ``base``, ``tuned``, ``delta``, ``abs_delta`` of the
@@ -91,11 +118,16 @@ class AttentionStudy:
         return frame[(frame["model"] == "delta") & (frame["layer"] == layer)].set_index("label")["entropy"]
 
     def head_changes(self, value: str = "entropy") -> pd.DataFrame:
-        """Per (layer, head): ``base``, ``tuned`` and ``delta`` of ``value`` averaged over variants, and ``abs_delta``."""
+        """Per (layer, head): ``base``, ``tuned`` and ``delta`` of ``value`` averaged over variants, and
+        ``abs_delta``; for entropy also the bootstrap CI of ``delta`` over the variants (``ci_low``/``ci_high``)
+        and its sign-flip ``p_value`` (:attr:`entropy_head_nulls`)."""
         wide = self.heads.groupby(["model", "layer", "head"])[value].mean().unstack("model").reset_index()
         out = wide[["layer", "head", "base", "tuned", "delta"]].copy()
         out["abs_delta"] = out["delta"].abs()
-        return out
+        if value != "entropy":
+            return out
+        nulls = self.entropy_head_nulls.rename(columns={"mean_delta_low": "ci_low", "mean_delta_high": "ci_high"})
+        return out.merge(nulls[["layer", "head", "ci_low", "ci_high", "p_value"]], on=["layer", "head"], how="left")
 
     def keyword_table(self) -> pd.DataFrame:
         """Per (variant, keyword that occurs in it): attention from the last token, mean over layers and
@@ -112,13 +144,16 @@ class AttentionStudy:
         return table[columns]
 
     def type_changes(self) -> pd.DataFrame:
-        """One row per (layer, head, type) with ``base``, ``tuned``, ``delta`` and ``abs_delta``."""
+        """One row per (layer, head, type) with ``base``, ``tuned``, ``delta``, ``abs_delta`` and, from
+        :attr:`head_type_nulls`, the bootstrap CI of ``delta`` over the sequences and its sign-flip ``p_value``."""
         long = self.head_types.melt(id_vars=["model", "layer", "head"], value_vars=list(HEAD_TYPES), var_name="type",
                                     value_name="score")
         wide = long.pivot_table(index=["layer", "head", "type"], columns="model", values="score").reset_index()
         out = wide[["layer", "head", "type", "base", "tuned", "delta"]].copy()
         out["abs_delta"] = out["delta"].abs()
-        return out
+        nulls = self.head_type_nulls.rename(columns={"mean_delta_low": "ci_low", "mean_delta_high": "ci_high"})
+        return out.merge(nulls[["layer", "head", "type", "ci_low", "ci_high", "p_value"]],
+                         on=["layer", "head", "type"], how="left")
 
     def strong_head_counts(self, threshold: float = 0.3) -> pd.DataFrame:
         """Per head type: how many heads score above ``threshold`` in base and in tuned."""
@@ -142,6 +177,11 @@ def attention_study(
     pattern_variant: str | None = None,
     pattern_layer: int | None = None,
     progress: bool | None = None,
+    n_resamples: int = 2000,
+    n_permutations: int = 10_000,
+    null_seed: int = 0,
+    level: float = 0.95,
+    alpha: float = 0.05,
 ) -> AttentionStudy:
     """Attention metrics of every prompt variant and head-type scores, base vs tuned (see the module).
 
@@ -151,8 +191,13 @@ def attention_study(
     ``head_type_length`` random tokens, each repeated twice, drawn with ``head_type_seed``.
     ``pattern_variant``/``pattern_layer``: the variant and layer of the head-averaged heatmap
     (default: the first variant, the model's last layer, as seed 004).
+    Nulls: ``n_resamples`` bootstrap resamples (``level`` intervals) and ``n_permutations`` sign flips
+    (all of them when ``2^n_units`` is no more), both from ``null_seed``; a change is distinguishable
+    when its p-value is at most ``alpha``. More variants or sequences give narrower intervals.
     """
     pair = ModelPair.check(pair)
+    if not (isinstance(alpha, float) and 0.0 < alpha < 1.0):
+        raise ValueError(f"alpha: expected a float in (0, 1), got {alpha!r}")
     if not isinstance(variants, Mapping) or len(variants) == 0:
         raise ValueError("variants: expected a non-empty mapping of label -> (system, user)")
     bad = [k for k, v in variants.items() if not (isinstance(v, tuple) and len(v) == 2)]
@@ -169,12 +214,25 @@ def attention_study(
                                       layers=layers, progress=progress)
     types = pair_head_type_scores(pair, length=head_type_length, n_sequences=head_type_sequences,
                                   seed=head_type_seed, layers=layers, progress=progress)
+    by_sequence = pair_head_type_scores(pair, length=head_type_length, n_sequences=head_type_sequences,
+                                        seed=head_type_seed, layers=layers, progress=progress, by_sequence=True)
+    null_args = dict(n_resamples=n_resamples, n_permutations=n_permutations, seed=null_seed, level=level)
+    heads, layer_frame = compared.to_frame(), compared.layer_frame()
+    entropy = heads[heads["model"] == "delta"]
+    type_deltas = by_sequence[by_sequence["model"] == "delta"].melt(
+        id_vars=["sequence", "layer", "head"], value_vars=list(HEAD_TYPES), var_name="type", value_name="score")
     patterns = {name: attention_pattern(model, texts[pattern_variant], layer=pattern_layer, head=None)
                 for name, model in (("base", pair.base), ("tuned", pair.tuned))}
     return AttentionStudy(
         texts=texts, layers=None if layers is None else tuple(layers) if not isinstance(layers, int) else (layers,),
-        heads=compared.to_frame(), layer_frame=compared.layer_frame(), keywords=compared.keyword_frame(),
+        heads=heads, layer_frame=layer_frame, keywords=compared.keyword_frame(),
         head_types=types, head_type_length=head_type_length, head_type_sequences=head_type_sequences,
-        head_type_seed=head_type_seed,
+        head_type_seed=head_type_seed, head_type_by_sequence=by_sequence,
+        entropy_layer_nulls=paired_change(layer_frame[layer_frame["model"] == "delta"], "entropy", unit="label",
+                                          items=["layer"], **null_args),
+        entropy_head_nulls=paired_change(entropy, "entropy", unit="label", items=["layer", "head"], **null_args),
+        head_type_nulls=paired_change(type_deltas, "score", unit="sequence", items=["layer", "head", "type"],
+                                      **null_args),
+        alpha=alpha,
         mean_patterns=patterns, pattern_variant=pattern_variant, pattern_layer=patterns["base"].layer,
     )

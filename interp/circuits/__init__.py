@@ -5,6 +5,7 @@ pass, for every layer at once, in one model or a base/tuned pair, with random-di
 >>> table = weight_circuits(pair, probes)                       # probes include "Random1".."RandomN"
 >>> deltas = tuned_minus_base(self_opposite(table, ["PC1", "PC2"]))
 >>> mean_abs_delta(deltas, layers=range(9, 24))                  # "is PC1 special?"
+>>> circuit_study(pair, pcs).null_summary()                      # ... more than a random direction?
 """
 
 from interp.circuits.baselines import (
@@ -21,6 +22,7 @@ from interp.circuits.mlp_pass import (
     mlp_pass,
     top_bottom,
 )
+from interp.circuits.nulls import delta_null_table, mlp_null_table
 from interp.circuits.qk import attention_scales, qk_affinity, qk_mean_affinity, reduce_heads
 from interp.circuits.study import CircuitStudy, circuit_study
 from interp.circuits.vo import VODecomposition, vo_decomposition, vo_outputs
@@ -34,8 +36,10 @@ __all__ = [
     "circuit_study",
     "circuit_table",
     "compare_mlp_pass",
+    "delta_null_table",
     "delta_projections",
     "mean_abs_delta",
+    "mlp_null_table",
     "mlp_pass",
     "qk_affinity",
     "qk_mean_affinity",

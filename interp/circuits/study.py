@@ -9,7 +9,10 @@ show (and what the figures in :mod:`interp.plots.circuits` need):
    self/opposite series and ``Δz = z_tuned − z_base`` (:func:`~interp.circuits.tuned_minus_base`);
 3. per direction, the mean ``|Δz|`` over the tuned layers (:func:`~interp.circuits.mean_abs_delta`);
 4. the MLP pass of ±(first direction) through base and tuned, and (given ``semantic`` vectors) what
-   tuning adds to it read against them (:func:`~interp.circuits.delta_projections`).
+   tuning adds to it read against them (:func:`~interp.circuits.delta_projections`);
+5. the nulls (:mod:`interp.circuits.nulls`): every named direction's mean ``|Δz|`` and MLP-output
+   ``‖Δ‖`` against the same statistic of the ``n_random`` random directions (random probes scaled to
+   the named direction's norm for the MLP), over the tuned layers and per layer.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from interp._stats import describe_against_random, verdict
 from interp._validate import as_layers
 from interp.circuits.baselines import mean_abs_delta, self_opposite, tuned_minus_base
 from interp.circuits.mlp_pass import MLPPassComparison, compare_mlp_pass, delta_projections, top_bottom
+from interp.circuits.nulls import delta_null_table, mlp_null_table
 from interp.circuits.weight_table import weight_circuits
 from interp.directions import DirectionSet
 from interp.pair import ModelPair
@@ -43,6 +48,12 @@ class CircuitStudy:
     relation); ``mlp``/``mlp_table``: the MLP pass of ±``mlp_direction``; ``peak_layer``: where its
     MLP output changed most; ``projections``/``projection_ends``: what tuning adds to it at
     ``projection_layer`` read against the semantic vectors (None without them).
+
+    Nulls (:mod:`interp.circuits.nulls`, ``n_random`` random directions, verdicts at ``alpha``):
+    ``random_deltas`` is :attr:`deltas` of the random probes (self: ``[r, r]``, opposite: ``[r, −r]``);
+    ``nulls``/``layer_nulls`` place each direction's mean ``|Δz|`` over ``tuned_layers`` / each
+    layer's ``|Δz|`` among the random directions'; ``mlp_nulls``/``mlp_layer_nulls`` do the same for
+    the MLP-output ``‖Δ‖`` of every named direction against random directions of the same norm.
     """
 
     directions: DirectionSet
@@ -61,6 +72,12 @@ class CircuitStudy:
     projection_layer: int | None
     projections: pd.DataFrame | None
     projection_ends: pd.DataFrame | None
+    random_deltas: pd.DataFrame
+    nulls: pd.DataFrame
+    layer_nulls: pd.DataFrame
+    mlp_nulls: pd.DataFrame
+    mlp_layer_nulls: pd.DataFrame
+    alpha: float
 
     @property
     def names(self) -> list[str]:
@@ -94,6 +111,45 @@ class CircuitStudy:
         rows = self.deltas[(self.deltas["circuit"] == circuit) & self.deltas["layer"].isin(self.tuned_layers)]
         return rows.groupby("layer")["delta_z"].apply(lambda s: s.abs().mean())
 
+    def null_summary(self) -> pd.DataFrame:
+        """The named directions' rows of :attr:`nulls` (mean ``|Δz|`` over the tuned layers against the
+        random directions'), circuits by display name, with a ``verdict`` at :attr:`alpha`."""
+        rows = self.nulls[self.nulls["probe"] == "named"].drop(columns=["probe", "n_layers"])
+        return rows.assign(circuit=rows["circuit"].map(CIRCUIT_LABELS),
+                           verdict=[verdict(p, self.alpha) for p in rows["p_value"]]).reset_index(drop=True)
+
+    def mlp_null_summary(self) -> pd.DataFrame:
+        """The named directions' rows of :attr:`mlp_nulls` (mean MLP-output ``‖Δ‖`` over the tuned
+        layers against random directions of the same norm), with a ``verdict`` at :attr:`alpha`."""
+        rows = self.mlp_nulls[self.mlp_nulls["probe"] == "named"].drop(columns=["probe", "n_layers"])
+        return rows.assign(verdict=[verdict(p, self.alpha) for p in rows["p_value"]]).reset_index(drop=True)
+
+    def random_layer_mean(self, circuit: str, layer: int) -> float:
+        """Mean ``|Δz|`` of the random directions (both relations) of ``circuit`` at ``layer``."""
+        rows = self.layer_nulls
+        rows = rows[(rows["probe"] == "random") & (rows["circuit"] == circuit) & (rows["layer"] == layer)]
+        return float(rows["abs_delta_z"].mean())
+
+    def null_of(self, direction: str, circuit: str | None = None, relation: str | None = None,
+                layer: int | None = None) -> pd.Series:
+        """The null row of a named direction: of its mean ``|Δz|`` over the tuned layers (``circuit`` and
+        ``relation`` given) or its MLP ``‖Δ‖`` (both None); at one ``layer`` when given."""
+        if circuit is None:
+            frame = self.mlp_nulls if layer is None else self.mlp_layer_nulls
+        else:
+            frame = self.nulls if layer is None else self.layer_nulls
+            frame = frame[(frame["circuit"] == circuit) & (frame["relation"] == relation)]
+        frame = frame[(frame["probe"] == "named") & (frame["direction"] == direction)]
+        if layer is not None:
+            frame = frame[frame["layer"] == layer]
+        if len(frame) != 1:
+            raise ValueError(f"direction: no single null row for {direction!r} ({circuit}, {relation}, layer {layer})")
+        return frame.iloc[0]
+
+    def null_phrase(self, row: pd.Series) -> str:
+        """A null row said in words: ``"62nd percentile of 20 random directions (p = 0.43): not distinguishable"``."""
+        return describe_against_random(row["percentile"], row["p_value"], int(row["n_random"]), self.alpha)
+
     def mlp_peak_rows(self, n: int = 5) -> pd.DataFrame:
         """The ``n`` layers where :attr:`mlp_direction`'s MLP output changed most."""
         rows = self.mlp_table[self.mlp_table["direction"] == self.mlp_direction]
@@ -110,6 +166,7 @@ def circuit_study(
     n_random: int = 20,
     random_seed: int = 42,
     n_projections: int = 8,
+    alpha: float = 0.05,
 ) -> CircuitStudy:
     """Weight circuits, Δz and the MLP pass of the named ``directions`` in ``pair`` (see the module).
 
@@ -118,7 +175,10 @@ def circuit_study(
     ``semantic``: vectors to read the MLP change against (e.g. role and trait vectors), at the
     directions' own layer when analysed, else at the MLP peak layer. Random probes are
     ``DirectionSet.random(n_random, d_model, seed=random_seed)``; ``n_projections`` rows are kept
-    at each end of the projection ranking (at most half the semantic vectors).
+    at each end of the projection ranking (at most half the semantic vectors). The same random
+    directions (and their negations, for the opposite relation) are the nulls; ask for more with
+    ``n_random`` (the smallest p-value is ``1 / (n_random + 1)``). ``alpha``: the p-value at or below
+    which a change is called distinguishable from the random directions'.
     """
     pair = ModelPair.check(pair)
     if not isinstance(directions, DirectionSet):
@@ -130,7 +190,10 @@ def circuit_study(
         tuned = [layer for layer in changed_layers(pair.delta()) if layer in layer_list] or layer_list
     else:
         tuned = sorted(set(as_layers(list(tuned_layers), pair.cfg.n_layers, name="tuned_layers")))
-    probes = directions.with_negations().concat(DirectionSet.random(n_random, pair.cfg.d_model, seed=random_seed))
+    if not (isinstance(alpha, float) and 0.0 < alpha < 1.0):
+        raise ValueError(f"alpha: expected a float in (0, 1), got {alpha!r}")
+    randoms = DirectionSet.random(n_random, pair.cfg.d_model, seed=random_seed)
+    probes = directions.with_negations().concat(randoms)
     names = list(directions.names)
 
     table = weight_circuits(pair, probes, layers=layer_list)
@@ -139,12 +202,18 @@ def circuit_study(
     ratios = directions.metadata.get("explained_variance_ratio")
     explained = list(ratios) if isinstance(ratios, list) and len(ratios) == len(directions) else None
     summary = mean_abs_delta(deltas, tuned, explained_variance=explained)
+    # the same random directions with their negations: z against the same per-layer baseline as `table`
+    random_table = weight_circuits(pair, randoms.with_negations(), layers=layer_list)
+    random_deltas = tuned_minus_base(self_opposite(random_table, list(randoms.names)))
+    nulls = delta_null_table(deltas, random_deltas, layers=tuned)
+    layer_nulls = delta_null_table(deltas, random_deltas, layers=layer_list, per_layer=True)
 
     first = names[0]
     mlp = compare_mlp_pass(pair, directions.subset([first]).with_negations(), layers=layer_list)
     mlp_table = mlp.table()
     first_rows = mlp_table[mlp_table["direction"] == first].sort_values("delta_norm", ascending=False)
     peak_layer = int(first_rows.iloc[0]["layer"])
+    mlp_nulls, mlp_layer_nulls = _mlp_nulls(pair, directions, randoms, layer_list, tuned)
     projection_layer = projections = ends = None
     if semantic is not None:
         projection_layer = directions.layer if directions.layer in mlp.layers else peak_layer
@@ -155,4 +224,22 @@ def circuit_study(
         explained_variance=explained, table=table, series=series, deltas=deltas, summary=summary,
         mlp_direction=first, mlp=mlp, mlp_table=mlp_table, peak_layer=peak_layer,
         projection_layer=projection_layer, projections=projections, projection_ends=ends,
+        random_deltas=random_deltas, nulls=nulls, layer_nulls=layer_nulls,
+        mlp_nulls=mlp_nulls, mlp_layer_nulls=mlp_layer_nulls, alpha=alpha,
     )
+
+
+def _mlp_nulls(pair: ModelPair, directions: DirectionSet, randoms: DirectionSet, layers: list[int],
+               tuned: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """MLP-output nulls over ``tuned`` and per layer: the named directions of each norm (unit, as a
+    rule: one group) against the random directions scaled to that norm."""
+    norms = [round(float(n), 5) for n in directions.vectors.norm(dim=-1)]
+    ranges, per_layer = [], []
+    for norm in dict.fromkeys(norms):
+        group = [n for n, m in zip(directions.names, norms, strict=True) if m == norm]
+        named = compare_mlp_pass(pair, directions.subset(group), layers=layers)
+        random = compare_mlp_pass(pair, randoms.vectors * norm, layers=layers, names=list(randoms.names))
+        ranges.append(mlp_null_table(named, random, layers=tuned))
+        per_layer.append(mlp_null_table(named, random, layers=layers, per_layer=True))
+    return tuple(pd.concat(f, ignore_index=True).sort_values("probe", kind="stable", ignore_index=True)
+                 for f in (ranges, per_layer))

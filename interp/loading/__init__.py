@@ -627,22 +627,59 @@ def _load_official(
     return model
 
 
+def _official_with_adapter(key: str, adapter: Any) -> tuple[RawModel, dict[str, torch.Tensor]]:
+    """:func:`load_raw_with_adapter` for one of TransformerLens' official names: transformers' model of
+    that name, converted by ``HookedTransformer.from_pretrained_no_processing`` (``hf_model=``), then
+    merged with the adapter and converted again by the same converter."""
+    from transformer_lens.loading_from_pretrained import get_official_model_name, get_pretrained_state_dict
+    from transformers import AutoModelForCausalLM
+
+    from interp.lora import merge_lora
+
+    official = get_official_model_name(key)
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(official, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"base: transformers cannot load {official!r}, so the adapter cannot be merged into it "
+                         f"({exc})") from exc
+    hf_model.eval()
+    model = HookedTransformer.from_pretrained_no_processing(key, hf_model=hf_model, dtype=torch.float32, device="cpu")
+    cfg, tokenizer = model.cfg, model.tokenizer
+    state = {k: v.detach() for k, v in model.state_dict().items()}  # the model's own copies (loaded, not assigned)
+    del model
+    raw = RawModel(key, {k: v for k, v in cfg.to_dict().items() if k not in ("dtype", "device", "n_params")},
+                   state, tokenizer)
+    merge_lora(hf_model, adapter)
+    with torch.no_grad():
+        converted = get_pretrained_state_dict(key, cfg, hf_model=hf_model)
+    # keys the model does not hold (e.g. zero LayerNorm biases of RMS models) are dropped, as
+    # TransformerLens' own loading drops them
+    tuned = dict(state)
+    tuned.update({param: value.detach().to(torch.float32).clone() for param, value in converted.items()
+                  if param in state})
+    return raw, tuned
+
+
 def load_raw_with_adapter(
     name: str | os.PathLike[str], adapter: Any
 ) -> tuple[RawModel, dict[str, torch.Tensor]]:
     """``(base RawModel, unprocessed state dict of base + LoRA)`` for an :class:`interp.lora.LoraAdapter`.
 
-    Hugging Face folders and hub ids: the LoRA is merged into the transformers model's weights
-    (:func:`interp.lora.merge_lora`, as PEFT merges) and both are converted by TransformerLens'
-    converter. GGUF / offline / official names: the delta is rearranged into TransformerLens' layout
-    (:func:`interp.lora.lora_delta`) and added to the unprocessed weights."""
+    Hugging Face folders, hub ids and TransformerLens' official names: the LoRA is merged into the
+    transformers model's weights (:func:`interp.lora.merge_lora`, as PEFT merges; any module the model
+    has, fused ones included) and both are converted by TransformerLens' converter. GGUF / offline
+    registry names: the delta is rearranged into TransformerLens' layout (:func:`interp.lora.lora_delta`,
+    separate q/k/v/o/gate/up/down projections only) and added to the unprocessed weights."""
     from interp.lora import lora_delta, merge_lora
 
     key = str(name)
-    folder = None if key in OFFLINE_MODELS or key.endswith(".gguf") else _checkpoint_folder(key, "base")
+    gguf = key in OFFLINE_MODELS or key.endswith(".gguf")
+    folder = None if gguf else _checkpoint_folder(key, "base")
     if folder is not None:
         cfg_dict, state, tokenizer, tuned = load_checkpoint(folder, "base", edit=lambda model: merge_lora(model, adapter))
         return RawModel(key, cfg_dict, state, tokenizer), tuned
+    if not gguf:
+        return _official_with_adapter(key, adapter)
     raw = load_raw(key)
     cfg = HookedTransformerConfig.from_dict({k: v for k, v in raw.cfg_dict.items() if k != "n_params"})
     tuned = dict(raw.state_dict)

@@ -36,7 +36,11 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
         "last prompt token: entropy of the attention distribution (nats), its normalised entropy H / ln n_keys "
         "(n_keys = the tokens the last token can attend to; 0 = one key, 1 = uniform; comparable across the "
         "variants' different lengths), its maximum, and the attention on the first token (the sink, averaged over "
-        "all queries). Δ = tuned − base on the same prompts."
+        "all queries). Δ = tuned − base on the same prompts. Null: a "
+        f"paired comparison over the {len(texts)} variants: {study.entropy_layer_nulls['level'].iloc[0]:.0%} "
+        "bootstrap intervals (variants resampled with replacement, seeded) and a sign-flip p-value (each variant's "
+        "tuned − base flipped at random; exact when every flip can be listed). With n variants no p-value can be "
+        f"below 2/2^n ({2 / 2 ** len(texts):.2g} here); more variants narrow the intervals."
     )
     delta_heads = heads[heads["model"] == "delta"]
     section.add_figure(
@@ -56,11 +60,16 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
                       note=f"Ranked by {sensitivity['ranked_by'].iloc[0]}; when the variants differ in length "
                            "the raw spread partly ranks length, so the normalised spread ranks.")
     by_layer = study.entropy_change_by_layer()
-    section.add_table("entropy-layers", "Layers whose attention entropy changed most (mean over heads and variants)",
-                      by_layer.nlargest(5, "mean_abs_delta"))
+    section.add_table("entropy-layers", "Layers whose head-averaged attention entropy changed most (mean |Δ| over variants)",
+                      by_layer.nlargest(5, "mean_abs_delta"),
+                      note="mean_abs_delta: mean over variants of |Δ| of the head-averaged entropy (nats; "
+                           "mean_abs_delta_normalized: the same of H / ln n_keys); ci_low/ci_high: "
+                           "its bootstrap interval over the variants; p_value: sign-flip test of a change consistent "
+                           "across variants.")
     head_change = study.entropy_head_changes().nlargest(options.n_top_heads, "abs_delta")
     section.add_table("entropy-heads", "Heads whose last-token entropy changed most (mean over variants)",
-                      head_change.drop(columns="abs_delta"))
+                      head_change.drop(columns="abs_delta"),
+                      note="ci_low/ci_high: bootstrap interval of Δ over the variants; p_value: sign flips.")
     section.add_figure(
         head_metric_heatmap(heads[heads["model"] == "base"], "entropy", title="Entropy per head (base, mean over variants)"),
         head_metric_heatmap(delta_heads, "entropy", colorscale="RdBu", zmid=0, title="Δ entropy per head (tuned − base)"),
@@ -92,7 +101,10 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
         f"{options.head_type_sequences} sequences of {options.head_type_length} random tokens, each repeated twice "
         f"(seed {options.head_type_seed}): the share of each head's attention that matches the previous-token, "
         "duplicate-token and induction patterns (TransformerLens head_detector's measure; a perfect induction head "
-        "scores about 0.5 on this probe)."
+        "scores about 0.5 on this probe). Null: per head and type, a bootstrap interval of Δ over the "
+        f"{options.head_type_sequences} sequences and a sign-flip p-value (no p-value below "
+        f"{2 / 2 ** options.head_type_sequences:.2g} with this many sequences; not corrected for the number of "
+        "heads looked at)."
     )
     changes = study.type_changes().nlargest(options.n_top_heads, "abs_delta").drop(columns="abs_delta")
     section.add_table("head-types", "Heads whose type score changed most", changes)
@@ -109,17 +121,27 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
 
     lines = []
     top_layer = by_layer.loc[by_layer["mean_abs_delta"].idxmax()]
+    layer = int(top_layer.layer)
     variant_delta = study.variant_entropy_delta(top_layer.layer)
+    null = study.entropy_layer_nulls.set_index("layer").loc[layer]
+    where = "changed most at" if null["p_value"] <= study.alpha else \
+        "changed most (but not distinguishably from no change) at"
     lines.append(
-        f"Attention: last-token entropy changed most at layer {int(top_layer.layer)} (mean |Δ| = "
-        f"{top_layer.mean_abs_delta:.3g} nats, normalised {top_layer.mean_abs_delta_normalized:.3g}, over heads and "
-        f"{len(texts)} variants; largest for "
+        f"Attention: last-token entropy {where} layer {layer} (head-averaged, mean |Δ| = "
+        f"{top_layer.mean_abs_delta:.3g} nats, normalised {top_layer.mean_abs_delta_normalized:.3g}, over "
+        f"{len(texts)} variants; {study.null_phrase(null, 'prompt variants')}; largest for "
         f"'{variant_delta.abs().idxmax()}', Δ = {variant_delta.loc[variant_delta.abs().idxmax()]:+.3g})."
     )
-    heads_text = ", ".join(f"{head_label(r.layer, r.head)} ({r.delta:+.2f})" for r in head_change.head(3).itertuples())
-    lines.append(f"Heads whose entropy changed most (nats, mean over variants): {heads_text}.")
+    heads_text = ", ".join(f"{head_label(r.layer, r.head)} ({r.delta:+.2f}, p = {r.p_value:.2g})"
+                           for r in head_change.head(3).itertuples())
+    lines.append(f"Heads whose entropy changed most (nats, mean over variants; sign-flip p over variants, "
+                 f"distinguishable at p ≤ {study.alpha:g}): {heads_text}.")
     if len(changes):
         top = changes.iloc[0]
-        lines.append(f"Head types: the largest change is {head_label(top['layer'], top['head'])} "
-                     f"{_TYPE_TITLE[top['type']]} {top['base']:.2f} → {top['tuned']:.2f} (Δ {top['delta']:+.2f}).")
+        null = study.head_type_nulls.set_index(["layer", "head", "type"]).loc[(top["layer"], top["head"], top["type"])]
+        lines.append(f"Head types: the largest change of {len(study.head_type_nulls)} (head, type) pairs is "
+                     f"{head_label(top['layer'], top['head'])} {_TYPE_TITLE[top['type']]} {top['base']:.2f} → "
+                     f"{top['tuned']:.2f} (Δ {top['delta']:+.2f}; "
+                     f"{study.null_phrase(null, 'sequences', value='mean_delta')}; p not corrected for picking "
+                     "the largest).")
     return section, lines

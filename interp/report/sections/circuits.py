@@ -80,12 +80,21 @@ def circuits_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
         f"(torch.Generator seed {options.random_seed}) whose self-entries give each layer's baseline mean and "
         f"std. QK: pre-softmax affinity {qk_formula(pair.base)} averaged over heads; VO: cosine of the layer's "
         "summed OV output for key x with probe y. z = (value − random mean) / random std; Δz = z_tuned − z_base. "
-        f"Tuned layers averaged over: {layer_span(tuned_layers)}."
+        f"Tuned layers averaged over: {layer_span(tuned_layers)}. Null: each direction's mean |Δz| is placed "
+        f"among the same statistic of the {options.n_random} random directions (opposite relation: random r "
+        f"against −r); p = (1 + #random ≥ it) / (1 + {options.n_random}), so no p-value can be below "
+        f"{1 / (options.n_random + 1):.2g}; 'distinguishable' means p ≤ {study.alpha:g}. More random directions: "
+        "ReportOptions(n_random=...). The p-values are not corrected for the number of directions, circuits "
+        "and relations looked at."
     )
     section.add_heading("QK affinity and VO decomposition (seed 000)")
     section.add_table("mean-abs-delta-z", f"Mean |Δz| over the tuned layers ({layer_span(tuned_layers)}), per direction",
                       study.summary_wide(),
                       note="Self: query x, key x. Opposite: query x, key −x. Larger = tuning moved this circuit more.")
+    section.add_table("delta-z-null", f"Mean |Δz| over the tuned layers against {options.n_random} random directions",
+                      study.null_summary(),
+                      note="percentile: mid-rank among the random directions' mean |Δz|; null_median/null_max: "
+                           "theirs. p-value with the +1 correction.")
     section.add_table("largest-delta-z", "Largest single-layer changes |Δz|", study.largest_changes(8))
 
     shown = study.names[: options.n_plot_directions]
@@ -102,6 +111,8 @@ def circuits_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
     peak = first_rows.iloc[0]
     section.add_table("mlp-peak", f"MLP pass of {first}: layers where tuning changed the output most",
                       first_rows[["layer", "base_norm", "tuned_norm", "delta_norm", "one_minus_cos"]])
+    section.add_table("mlp-null", f"Mean MLP-output ‖Δ‖ over the tuned layers against {options.n_random} random "
+                      "directions of the same norm", study.mlp_null_summary())
     lines = _summary(study, peak)
     section.add_figure(mlp_delta_by_layer(study.mlp_table))
     if study.projection_ends is not None:
@@ -129,11 +140,22 @@ def _summary(study: CircuitStudy, peak: pd.Series) -> list[str]:
         by_layer = study.delta_by_layer(circuit)
         relation = f"{best.direction} → {best.direction}" if best.relation == "self" else \
             f"{best.direction} → −{best.direction}"
-        lines.append(
-            f"{label}: tuning moved {best.direction} most ({relation}: mean |Δz| = "
-            f"{best.mean_abs_delta_z:.3g} over {layers_text(tuned_layers)}); across directions the largest mean "
-            f"|Δz| is at layer {int(by_layer.idxmax())} ({by_layer.max():.3g})."
-        )
-    lines.append(f"MLP: {study.mlp_direction}'s MLP output changes most at layer {int(peak['layer'])} "
-                 f"(‖Δ‖ = {peak['delta_norm']:.3g}, base norm {peak['base_norm']:.3g}).")
+        null = study.null_of(best.direction, circuit, best.relation)
+        change = (f"({relation}: mean |Δz| = {best.mean_abs_delta_z:.3g} over {layers_text(tuned_layers)}; "
+                  f"{study.null_phrase(null)})")
+        if null["p_value"] <= study.alpha:
+            head = f"{label}: tuning moved {best.direction} most {change}"
+        else:
+            head = (f"{label}: the largest mean |Δz| of the named directions is {best.direction}'s {change}, "
+                    "inside what random directions show")
+        top_layer = int(by_layer.idxmax())
+        lines.append(f"{head}; across directions the largest mean |Δz| is at layer {top_layer} "
+                     f"({by_layer.max():.3g}; random directions there: {study.random_layer_mean(circuit, top_layer):.3g}).")
+    first, layer = study.mlp_direction, int(peak["layer"])
+    at_peak = study.null_of(first, layer=layer)
+    over = study.null_of(first)
+    lines.append(f"MLP: {first}'s MLP output changes most at layer {layer} "
+                 f"(‖Δ‖ = {peak['delta_norm']:.3g}, base norm {peak['base_norm']:.3g}; at that layer "
+                 f"{study.null_phrase(at_peak)}); mean ‖Δ‖ over {layers_text(tuned_layers)} "
+                 f"{over['delta_norm']:.3g}: {study.null_phrase(over)}.")
     return lines
