@@ -265,10 +265,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_directions(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from interp import loading
     from interp.personas import persona_directions, persona_prompts
+    from interp.progress import progress_bar
 
     _check_model_name(args.model, "--model")
     _check_device(args.device)
@@ -288,7 +287,7 @@ def _cmd_directions(args: argparse.Namespace) -> int:
     if args.out is not None and Path(args.out).suffix.lower() not in (".safetensors", ".pt", ".pth"):
         raise InputError(f"--out: {args.out!r} must end in .safetensors, .pt or .pth")
 
-    stages = tqdm(total=3, desc="directions: loading the model", unit="stage", disable=args.quiet)
+    stages = progress_bar(total=3, desc="directions: loading the model", unit="stage", progress=not args.quiet)
     with _maybe_silenced(args.quiet):
         model = loading.load_model(args.model, device=args.device, dtype=args.dtype)
     stages.update(1)
@@ -298,7 +297,8 @@ def _cmd_directions(args: argparse.Namespace) -> int:
     stages.set_description(f"directions: {len(roles)} roles at layer {layer}")
     questions = list(prompts.questions[: args.questions]) if args.questions else None
     persona = persona_directions(model, layer=layer, n_components=args.n_components, roles=roles,
-                                 questions=questions, traits=args.kind in ("traits", "all"))
+                                 questions=questions, traits=args.kind in ("traits", "all"),
+                                 progress=False if args.quiet else None)
     stages.update(1)
     chosen = {"pcs": persona.pcs, "roles": persona.roles, "traits": persona.traits}
     if args.kind == "all":

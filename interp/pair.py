@@ -77,8 +77,19 @@ class ModelPair:
         becomes a ModelPair (checked like one). With ``needs_tuned=False`` (analyses that only read
         the base model and ``delta()``, such as the subspace sweep's steering label) an object with a
         HookedTransformer ``.base`` and a callable ``.delta`` is accepted as it is, e.g. a base model
-        with a planted delta. Anything else is a TypeError naming ``name``; mismatched models a
-        ValueError naming ``name``.
+        with a planted delta.
+
+        Args:
+            pair: The value an analysis received.
+            name: The argument's name, used in error messages.
+            needs_tuned: Whether the analysis runs the tuned model (False: a base with ``.delta()`` is enough).
+
+        Returns:
+            The ModelPair (or, with ``needs_tuned=False``, the base-and-delta object as it is).
+
+        Raises:
+            TypeError: ``pair`` is none of the accepted kinds (the message names ``name``).
+            ValueError: The two models do not share an architecture or vocabulary.
         """
         if isinstance(pair, ModelPair):
             return pair
@@ -171,7 +182,18 @@ class ModelPair:
         return cls(base_model, tuned_model, name=f"{base} → {tuned}")
 
     def delta(self, names: list[str] | None = None) -> dict[str, torch.Tensor]:
-        """tuned − base for every parameter that differs (or for ``names``), keyed by TL parameter name."""
+        """tuned − base for every parameter that differs (or for ``names``), keyed by TL parameter name.
+
+        Args:
+            names: TransformerLens parameter names (e.g. ``"blocks.10.attn.W_O"``) to return even when
+                unchanged; None returns every parameter that differs.
+
+        Returns:
+            ``{name: tuned − base}``, tensors of the parameters' shapes (detached).
+
+        Raises:
+            ValueError: A name is not a parameter of the model.
+        """
         base_params = dict(self.base.named_parameters())
         tuned_params = dict(self.tuned.named_parameters())
         if names is not None:

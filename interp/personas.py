@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import einops
 import pandas as pd
@@ -36,7 +36,9 @@ from transformer_lens import (
 
 from interp._validate import as_layers
 from interp.directions import DirectionSet
+from interp.progress import progress_bar
 from interp.prompts import PromptFormat, format_prompt, forward, pad_id, pad_rows, token_ids, uses_chat
+from interp.results import Result, ResultLayout
 
 __all__ = [
     "PersonaDirections",
@@ -99,6 +101,7 @@ def prompt_activations(
     position: Position = "last",
     batch_size: int = 64,
     prompt_format: PromptFormat = "auto",
+    progress: bool | None = None,
 ) -> Float[torch.Tensor, "system question d_model"]:
     """Residual stream ``h_L(s, q)`` = ``blocks.{layer}.hook_resid_post`` for every system prompt
     ``s`` and question ``q``, at the last prompt token (``position="last"``) or averaged over all
@@ -109,7 +112,8 @@ def prompt_activations(
     for the questions (TransformerLens' key-value cache), roughly halving the tokens processed.
     Batches hold up to ``batch_size`` prompts (prefixes left-padded, question suffixes right-padded,
     explicit attention masks, positions counted over real tokens only) and run only up to block
-    ``layer``. The result equals one unpadded forward pass per prompt (tested).
+    ``layer``. The result equals one unpadded forward pass per prompt (tested). ``progress``: a bar over
+    the batches (None: when there is more than one; False: silent).
     """
     layer = _as_layer(model, layer)
     if position not in ("last", "mean"):
@@ -124,7 +128,8 @@ def prompt_activations(
            for s in systems]
 
     out = torch.empty(len(systems), len(questions), model.cfg.d_model, dtype=torch.float32)
-    for batch in _batches(_units(ids, batch_size), batch_size):
+    batches = _batches(_units(ids, batch_size), batch_size)
+    for batch in progress_bar(batches, desc="persona activations", unit="batch", progress=progress):
         values = _run_units(model, batch, layer=layer, position=position)
         rows = [(u.system, q) for u in batch for q in u.questions]
         out[torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows])] = values
@@ -232,6 +237,7 @@ def role_vectors(
     batch_size: int = 64,
     default_system: str | None = PACKAGED_DEFAULT,
     prompt_format: PromptFormat = "auto",
+    progress: bool | None = None,
 ) -> DirectionSet:
     """One unnormalised vector per role: ``v_r = mean_q h_L(r, q) - mean_q h_L(default, q)``.
 
@@ -248,7 +254,7 @@ def role_vectors(
     return _vectors(
         model, "role", _as_prompts(roles, _packaged().roles, "roles", "role"), questions,
         layer=layer, position=position, batch_size=batch_size, default_system=default_system,
-        prompt_format=prompt_format,
+        prompt_format=prompt_format, progress=progress,
     )
 
 
@@ -262,13 +268,14 @@ def trait_vectors(
     batch_size: int = 64,
     default_system: str | None = PACKAGED_DEFAULT,
     prompt_format: PromptFormat = "auto",
+    progress: bool | None = None,
 ) -> DirectionSet:
     """One unnormalised vector per trait, ``v_t = mean_q h_L(t, q) - mean_q h_L(default, q)``, with
     trait system prompts ("You are a very {trait} assistant: ..."); arguments as :func:`role_vectors`."""
     return _vectors(
         model, "trait", _as_prompts(traits, _packaged().traits, "traits", "trait"), questions,
         layer=layer, position=position, batch_size=batch_size, default_system=default_system,
-        prompt_format=prompt_format,
+        prompt_format=prompt_format, progress=progress,
     )
 
 
@@ -292,6 +299,7 @@ def _persona_vectors(
     batch_size: int,
     default_system: str | None,
     prompt_format: PromptFormat,
+    progress: bool | None = None,
 ) -> dict[str, DirectionSet]:
     """Vectors for several groups of system prompts sharing one pass over the default prompt."""
     layer = _as_layer(model, layer)
@@ -303,7 +311,7 @@ def _persona_vectors(
     systems = [s for prompts in groups.values() for s in prompts.values()] + [default_system]
     acts = prompt_activations(
         model, systems, questions, layer=layer, position=position, batch_size=batch_size,
-        prompt_format=prompt_format,
+        prompt_format=prompt_format, progress=progress,
     )
     means = einops.reduce(acts, "system question d -> system d", "mean")
     offsets = means[:-1] - means[-1:]
@@ -333,12 +341,16 @@ def _persona_vectors(
 
 # ---------------------------------------------------------------------- persona PCs
 @dataclass(frozen=True, eq=False)
-class PersonaDirections:
+class PersonaDirections(Result):
     """Principal axes of role space at one layer, with the role (and optionally trait) vectors.
 
     ``pcs``: unit vectors PC1..PCk of the role vectors centred across roles, sorted by explained
     variance (ratios in ``pcs.metadata["explained_variance_ratio"]`` and :attr:`explained_variance`).
     """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="scores", objects=(("pcs", DirectionSet), ("roles", DirectionSet), ("traits", DirectionSet)),
+        metadata=("layer",))
 
     pcs: DirectionSet
     roles: DirectionSet
@@ -387,14 +399,30 @@ def persona_directions(
     batch_size: int = 64,
     default_system: str | None = PACKAGED_DEFAULT,
     prompt_format: PromptFormat = "auto",
+    progress: bool | None = None,
 ) -> PersonaDirections:
     """Persona PCs: the top ``n_components`` principal axes of the role vectors at ``layer``.
 
     With ``v_r`` from :func:`role_vectors` and ``V`` the matrix of ``v_r - mean_r v_r``, the PCs are
     the top right singular vectors of ``V`` (sign: largest-|entry| positive), see
-    :meth:`DirectionSet.from_pca`. ``layer`` defaults to the middle layer, ``n_layers // 2``.
-    ``traits``: also compute trait vectors (True: packaged traits; or a mapping / list of names).
-    ``n_components`` may be at most ``n_roles - 1``. Deterministic: same inputs, same result.
+    :meth:`DirectionSet.from_pca`. Deterministic: same inputs, same result.
+
+    Args:
+        model: The model whose residual stream is read.
+        layer: Layer of ``blocks.{layer}.hook_resid_post`` (default the middle layer, ``n_layers // 2``).
+        n_components: Number of PCs, at most ``n_roles - 1``.
+        roles: ``{name: system prompt}``, packaged role names, or None for all packaged roles.
+        questions: User turns asked under every role (default the packaged questions).
+        traits: Also compute trait vectors (True: packaged traits; or a mapping / list of names).
+        position: "last" prompt token or "mean" over the prompt's tokens.
+        batch_size: Prompts per forward pass.
+        default_system: The baseline system prompt subtracted from every role (None: no system turn).
+        prompt_format: "auto" (chat template when the tokenizer has one), "chat" or "plain".
+        progress: Progress bar over the batches (None: when there is more than one; False: silent).
+
+    Returns:
+        A :class:`PersonaDirections` with ``pcs``, ``roles`` and ``traits`` DirectionSets; ``scores()``
+        places every vector in PC space.
 
     Example::
 
@@ -418,7 +446,7 @@ def persona_directions(
         groups["trait"] = _as_prompts(traits, _packaged().traits, "traits", "trait")
     vectors = _persona_vectors(
         model, groups, questions, layer=layer, position=position, batch_size=batch_size,
-        default_system=default_system, prompt_format=prompt_format,
+        default_system=default_system, prompt_format=prompt_format, progress=progress,
     )
     model_name = getattr(model.cfg, "model_name", "model")
     pcs = DirectionSet.from_pca(

@@ -19,18 +19,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+import pandas as pd
 import torch
 from jaxtyping import Bool, Int
-from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
+
+from interp.progress import progress_bar
+from interp.results import Result, ResultLayout
 
 __all__ = [
     "Chunk",
     "HookFn",
     "PaddingSide",
     "PromptFormat",
+    "SavedVocabulary",
     "TokenBatch",
     "batch_from_tokens",
     "format_prompt",
@@ -143,13 +147,55 @@ def format_prompts(
 
 
 # ---------------------------------------------------------------------- tokenization
+class SavedVocabulary:
+    """What a saved :class:`TokenBatch` keeps of its tokenizer: the string of each token id it holds.
+
+    ``decode(ids)`` joins the strings of ``ids``; for one id it is exactly ``tokenizer.decode([id])``
+    of the tokenizer that made the batch (all :meth:`TokenBatch.str_tokens` needs). It cannot encode
+    new text: tokenize that with the model.
+    """
+
+    def __init__(self, pieces: dict[int, str]) -> None:
+        self.pieces = {int(i): str(piece) for i, piece in pieces.items()}
+
+    @classmethod
+    def of(cls, tokenizer: Any, ids: Sequence[int]) -> SavedVocabulary:
+        """The strings of ``ids`` as ``tokenizer`` decodes each one alone."""
+        if isinstance(tokenizer, SavedVocabulary):
+            return cls({i: tokenizer.pieces[i] for i in ids})
+        return cls({i: tokenizer.decode([i]) for i in ids})
+
+    def decode(self, ids: Sequence[int]) -> str:
+        missing = [i for i in ids if int(i) not in self.pieces]
+        if missing:
+            raise KeyError(f"ids: token ids {missing[:10]} are not in this saved batch's vocabulary")
+        return "".join(self.pieces[int(i)] for i in ids)
+
+    def encode(self, *args: Any, **kwargs: Any) -> list[int]:
+        raise TypeError("this TokenBatch was loaded from disk and keeps only the strings of its own tokens; "
+                        "tokenize new text with the model (interp.prompts.tokenize)")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SavedVocabulary) and other.pieces == self.pieces
+
+    def __repr__(self) -> str:
+        return f"SavedVocabulary({len(self.pieces)} token ids)"
+
+
 @dataclass(frozen=True, eq=False)
-class TokenBatch:
+class TokenBatch(Result):
     """Prompts tokenized as the model tokenizes them and padded into one ``[batch, pos]`` tensor.
 
     ``mask[b, p]`` is True on real tokens; ``spans[b][i]`` is the character span ``(start, end)`` in
     ``prompts[b]`` of the ``i``-th real token (``(0, 0)`` for a prepended BOS).
+
+    Saving (:meth:`save`) keeps the token ids, mask, prompts and spans; of the tokenizer it keeps the
+    string of every token id in the batch (a :class:`SavedVocabulary`), so a loaded batch shows its
+    tokens exactly but cannot tokenize new text.
     """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="to_frame", tensors=("tokens", "mask"), metadata=("prompts", "spans", "padding_side", "tokenizer"))
 
     prompts: tuple[str, ...]
     tokens: Int[torch.Tensor, "batch pos"]
@@ -184,6 +230,23 @@ class TokenBatch:
         """The real tokens of one prompt as strings."""
         ids = self.tokens[prompt][self.mask[prompt]].tolist()
         return [self.tokenizer.decode([t]) for t in ids]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per real token: ``prompt``, ``position`` (batch column), ``token_id``, ``token``."""
+        prompt, position = self.mask.nonzero(as_tuple=True)
+        ids = self.tokens[prompt, position].tolist()
+        return pd.DataFrame({"prompt": prompt.tolist(), "position": position.tolist(), "token_id": ids,
+                             "token": [self.tokenizer.decode([t]) for t in ids]})
+
+    def _saved_value(self, name: str, value: Any) -> Any:
+        if name != "tokenizer":
+            return value
+        ids = sorted(set(self.tokens.flatten().tolist()))
+        return {str(i): piece for i, piece in SavedVocabulary.of(value, ids).pieces.items()}
+
+    @classmethod
+    def _restored_values(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return {**values, "tokenizer": SavedVocabulary({int(i): p for i, p in values["tokenizer"].items()})}
 
     def select(self, rows: Sequence[int]) -> TokenBatch:
         """The sub-batch of the given prompt rows (padding kept as it is)."""
@@ -466,7 +529,7 @@ def run_batched(
     n = len(batch)
     starts = range(0, n, batch_size)
     show = len(starts) > 1 if progress is None else progress
-    for start in tqdm(starts, desc=desc, disable=not show, leave=False):
+    for start in progress_bar(starts, desc=desc, unit="batch", progress=show, leave=False):
         rows = slice(start, min(start + batch_size, n))
         used = batch.mask[rows].any(dim=0).nonzero().flatten()
         cols = slice(int(used[0]), int(used[-1]) + 1)

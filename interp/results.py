@@ -2,8 +2,9 @@
 
 A result dataclass inherits :class:`Result` and declares, in one :class:`ResultLayout`, what each of
 its fields is: a table (``pandas.DataFrame``), a tensor (``torch.Tensor``), plain metadata (JSON:
-``None``, bool, int, float, str and lists, tuples and str-keyed dicts of them) or a nested
-:class:`Result`; and which table is the headline (a table field or a method returning a DataFrame).
+``None``, bool, int, float, str and lists, tuples and str-keyed dicts of them), a nested
+:class:`Result`, or an object that saves itself to one file (e.g. a ``DirectionSet``, whose
+``save(file)`` / ``load(file)`` write and read one safetensors file); and which table is the headline (a table field or a method returning a DataFrame).
 From that declaration it gets
 
 * ``_repr_html_``: in a notebook, the headline table plus a note of what else is inside (other
@@ -31,6 +32,7 @@ import html
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -45,6 +47,7 @@ an older interp misread a newer folder (or the reverse)."""
 
 META_FILE = "result.json"
 TENSOR_FILE = "tensors.safetensors"
+OBJECT_SUFFIX = ".safetensors"
 _FORMAT_NAME = "interp-result"
 _HEADLINE_ROWS = 10
 _HEADLINE_COLS = 16  # the attention-metrics head frame (15 columns) shows whole
@@ -59,18 +62,25 @@ class ResultLayout:
         headline: The table shown first in a notebook: a table field, or the name of a method that
             takes no arguments and returns a DataFrame (e.g. ``"to_frame"``).
         tables: ``pandas.DataFrame`` fields, saved as parquet.
+        table_maps: Fields holding a ``{name: DataFrame}`` dict, saved as one parquet file per entry in
+            a sub-folder of the field's name (names must be file-name safe; their order is kept).
         tensors: ``torch.Tensor`` fields, saved together in one safetensors file (loaded on the CPU).
         metadata: Fields holding JSON-like values, saved in ``result.json``.
         results: Fields holding another :class:`Result`, saved in a sub-folder of the same name.
+        objects: ``(field, class)`` pairs for fields holding an object (or None) that saves itself:
+            ``value.save(folder / f"{field}.safetensors")`` and ``class.load(that file)`` (e.g.
+            ``("directions", DirectionSet)``).
         figures: Methods that build a figure, listed in the notebook summary.
         derived_tables: Further methods returning DataFrames, listed (with shapes) in the summary.
     """
 
     headline: str
     tables: tuple[str, ...] = ()
+    table_maps: tuple[str, ...] = ()
     tensors: tuple[str, ...] = ()
     metadata: tuple[str, ...] = ()
     results: tuple[str, ...] = ()
+    objects: tuple[tuple[str, type], ...] = ()
     figures: tuple[str, ...] = ()
     derived_tables: tuple[str, ...] = ()
 
@@ -78,11 +88,11 @@ class ResultLayout:
         """Field name → kind for every stored field, checking no field is listed twice.
 
         Returns:
-            ``{field name: "table" | "tensor" | "metadata" | "result"}``.
+            ``{field name: "table" | "table_map" | "tensor" | "metadata" | "result" | "object"}``.
         """
         kinds: dict[str, str] = {}
-        for kind, names in (("table", self.tables), ("tensor", self.tensors), ("metadata", self.metadata),
-                            ("result", self.results)):
+        for kind, names in (("table", self.tables), ("table_map", self.table_maps), ("tensor", self.tensors), ("metadata", self.metadata),
+                            ("result", self.results), ("object", tuple(name for name, _ in self.objects))):
             for name in names:
                 if name in kinds:
                     raise TypeError(f"ResultLayout lists field {name!r} as both {kinds[name]} and {kind}")
@@ -161,6 +171,10 @@ class Result:
             if name != layout.headline:
                 value = getattr(self, name)
                 lines.append(f"table {name}: " + ("None" if value is None else _shape(value)))
+        for name in layout.table_maps:
+            value = getattr(self, name)
+            lines.append(f"tables {name}: " + ("None" if value is None else f"{len(value)} ({', '.join(list(value)[:8])}"
+                                                                                 f"{', ...' if len(value) > 8 else ''})"))
         for name in layout.derived_tables:
             if name != layout.headline:
                 lines.append(f"table {name}(): {_shape(getattr(self, name)())}")
@@ -171,6 +185,10 @@ class Result:
         for name in layout.results:
             value = getattr(self, name)
             lines.append(f"result {name}: " + ("None" if value is None else type(value).__qualname__))
+        for name, _ in layout.objects:
+            value = getattr(self, name)
+            described = type(value).__qualname__ + (f" of {len(value)}" if hasattr(value, "__len__") else "")
+            lines.append(f"{name}: " + ("None" if value is None else described))
         lines.extend(f"figure {name}()" for name in layout.figures)
         return lines
 
@@ -191,8 +209,11 @@ class Result:
                                 "class": _class_name(type(self)), "tables": {}, "tensors": [],
                                 "results": [], "none": [], "metadata": {}}
         tensors: dict[str, torch.Tensor] = {}
+        meta["objects"] = []
+        meta["table_maps"] = {}
+        objects = dict(layout.objects)
         for name, kind in kinds.items():
-            value = getattr(self, name)
+            value = self._saved_value(name, getattr(self, name))
             if value is None and kind != "metadata":
                 meta["none"].append(name)
             elif kind == "table":
@@ -209,6 +230,20 @@ class Result:
                                     f"{type(value).__name__}")
                 value.save(folder / name)
                 meta["results"].append(name)
+            elif kind == "table_map":
+                if not isinstance(value, dict) or not all(isinstance(k, str) and _SAFE_NAME.fullmatch(k) for k in value):
+                    raise TypeError(f"{type(self).__qualname__}.{name} is declared a table map but is not a dict with "
+                                    "file-name-safe string keys (letters, digits, '.', '_', '-'; not starting with '.')")
+                (folder / name).mkdir(exist_ok=True)
+                meta["table_maps"][name] = [
+                    _save_table(frame, folder / name / f"{key}.parquet", f"{type(self).__qualname__}.{name}[{key!r}]")
+                    for key, frame in value.items()]
+            elif kind == "object":
+                if not isinstance(value, objects[name]):
+                    raise TypeError(f"{type(self).__qualname__}.{name} is declared a {objects[name].__qualname__} "
+                                    f"but holds {type(value).__name__}")
+                value.save(folder / f"{name}{OBJECT_SUFFIX}")
+                meta["objects"].append(name)
             else:
                 meta["metadata"][name] = _encode(value, f"{type(self).__qualname__}.{name}")
         if tensors:
@@ -230,7 +265,7 @@ class Result:
             ResultFormatError: The folder is not a saved result, was written for another class, or by
                 another result-format version.
         """
-        _, kinds = cls._checked_layout()
+        layout, kinds = cls._checked_layout()
         folder = Path(path)
         meta = read_meta(folder)
         if meta["format_version"] != RESULT_FORMAT_VERSION:
@@ -240,7 +275,8 @@ class Result:
         if meta["class"] != _class_name(cls):
             raise ResultFormatError(f"{folder} holds a {meta['class']}, not a {_class_name(cls)}; load it with "
                                     f"{meta['class'].rsplit('.', 1)[-1]}.load")
-        saved = set(meta["tables"]) | set(meta["tensors"]) | set(meta["results"]) | set(meta["none"]) | set(meta["metadata"])
+        saved = (set(meta["tables"]) | set(meta["tensors"]) | set(meta["results"]) | set(meta["none"])
+                 | set(meta["metadata"]) | set(meta.get("objects", [])) | set(meta.get("table_maps", {})))
         if saved != set(kinds):
             raise ResultFormatError(f"{folder} stores fields {sorted(saved)}, but {cls.__qualname__} has "
                                     f"{sorted(kinds)}")
@@ -253,7 +289,23 @@ class Result:
             nested = _field_type(cls, name, read_meta(folder / name)["class"])
             values[name] = nested.load(folder / name)
         values.update({name: _decode(value) for name, value in meta["metadata"].items()})
-        return cls(**values)
+        for name, files in meta.get("table_maps", {}).items():
+            values[name] = {Path(file).stem: pd.read_parquet(folder / name / file) for file in files}
+        objects = dict(layout.objects)
+        for name in meta.get("objects", []):
+            values[name] = objects[name].load(folder / f"{name}{OBJECT_SUFFIX}")
+        return cls(**cls._restored_values(values))
+
+    # ------------------------------------------------------ hooks for fields stored in another form
+    def _saved_value(self, name: str, value: Any) -> Any:
+        """The form in which field ``name`` is saved (default: as it is). A class whose field has no
+        storable form overrides this and :meth:`_restored_values`."""
+        return value
+
+    @classmethod
+    def _restored_values(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Constructor arguments from the loaded values (default: unchanged); undoes :meth:`_saved_value`."""
+        return values
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:
@@ -320,6 +372,7 @@ def _save_table(frame: Any, file: Path, where: str) -> str:
 
 
 _TUPLE = "__tuple__"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
 def _encode(value: Any, where: str) -> Any:

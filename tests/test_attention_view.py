@@ -130,3 +130,24 @@ def test_console_check_catches_a_script_error(chromium, tmp_path):  # noqa: F811
     result = run_chromium(chromium, tmp_path / "profile", OFFLINE, "--virtual-time-budget=2000",
                           "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri())
     assert any("Uncaught Error: deliberate" in line for line in console_messages(result.stderr)), result.stderr[-2000:]
+
+
+def test_attention_pattern_views_show_hook_pattern(default_pair, pair_patterns):
+    from interp.activations import attention_pattern, pair_attention_pattern
+
+    tokens, base, tuned = pair_patterns
+    head = 3
+    single = attention_pattern(default_pair.base, PROMPT, layer=LAYER, head=head).view()
+    (panel,) = _panels(single)
+    assert panel["tokens"] == tokens and panel["attentionHeadNames"] == [f"L{LAYER}H{head}"]
+    torch.testing.assert_close(torch.tensor(panel["attention"])[0], base[head].float(), rtol=1e-4, atol=1e-7)
+
+    pair = pair_attention_pattern(default_pair, PROMPT, layer=LAYER, head=head)
+    panels = _panels(pair.view())
+    assert [p["tokens"] for p in panels] == [tokens] * 3
+    for props, expected in zip(panels, (base[head], tuned[head], tuned[head] - base[head]), strict=True):
+        torch.testing.assert_close(torch.tensor(props["attention"])[0], expected.float(), rtol=1e-4, atol=1e-7)
+    assert panels[2]["minValue"] < 0 < panels[2]["maxValue"]
+    frame = pair.to_frame()
+    delta = frame[frame["model"] == "delta"].set_index(["query", "key"])["attention"]
+    assert delta.loc[(5, 2)] == pytest.approx(float(tuned[head, 5, 2] - base[head, 5, 2]), abs=1e-6)

@@ -46,11 +46,28 @@ def test_material_theme_glossary_and_notebook_pages(site):
         assert "jp-CodeCell" in page.read_text(), f"{notebook.name}: the page has no notebook cells"
 
 
+PLOTS = {"circuits": ["zscore_lines", "zscore_delta_lines", "pc_comparison", "circuit_heatmap", "mlp_delta_by_layer",
+                      "projection_bars"],
+         "activations": ["attention_heatmap", "entropy_by_layer", "head_metric_heatmap", "similarity_densities",
+                         "entropy_lines_by_model"],
+         "subspace": ["subspace_scatter", "subspace_layer_curves"], "weights": ["relative_change_heatmap"]}
+
+
 def test_api_pages_have_parameters_and_returns_sections(site):
     """Google-style Args/Returns docstrings render as mkdocstrings' Parameters/Returns sections."""
     api = (site / "api" / "index.html").read_text()
     for name in ("interp.progress.progress_bar", "interp.results.Result.save", "interp.plots.attention_view.pair_attention_view",
-                 "interp.prompts.tokenize", "interp.prompts.run_batched", "interp.prompts.format_prompts"):
+                 "interp.prompts.tokenize", "interp.prompts.run_batched", "interp.prompts.format_prompts",
+                 "interp.pair.ModelPair.check", "interp.pair.ModelPair.delta",
+                 "interp.circuits.weight_table.weight_circuits", "interp.circuits.mlp_pass.compare_mlp_pass",
+                 "interp.circuits.study.circuit_study", "interp.activations.study.attention_study",
+                 "interp.activations.attention_metrics.attention_metrics",
+                 "interp.activations.attention_metrics.pair_attention_metrics",
+                 "interp.activations.attention_metrics.pair_attention_pattern",
+                 "interp.activations.head_types.head_type_scores",
+                 "interp.activations.qkv_structure.qkv_similarity_study", "interp.personas.persona_directions",
+                 "interp.subspace.sweep.subspace_sweep", "interp.report.build.build_report",
+                 *(f"interp.plots.{module}.{name}" for module, names in PLOTS.items() for name in names)):
         start = api.index(f'id="{name}"')
         end = api.find('class="doc doc-heading"', start + len(name) + 10)  # the next object's heading
         section = api[start:end if end > 0 else None]

@@ -98,3 +98,39 @@ def test_jupyter_kernel_gets_the_notebook_bar():
     assert text.strip() == "3 True", outputs
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), outputs
     assert sys.modules.get("ipykernel.zmqshell") is None  # this process is not a kernel: tests above saw no notebook
+
+
+# ------------------------------------------------------------- the analyses a user waits on
+def _waits(model, pair):  # noqa: ANN001
+    """Each long call with the ``progress`` argument it takes, and the label its plain lines start with."""
+    from interp.activations.head_types import head_type_scores
+    from interp.personas import persona_directions
+    from interp.prompts import run_batched, tokenize
+    from interp.subspace import CLAIMS, subspace_sweep
+
+    batch = tokenize(model, ["one prompt", "and another", "and a third"])
+    return {
+        "persona activations": lambda progress: persona_directions(
+            model, layer=1, n_components=1, roles=["pirate", "poet"], questions=["Who are you?"], batch_size=1,
+            progress=progress),
+        "subspace sweep": lambda progress: subspace_sweep(pair, k=2, layers=[10], claims=CLAIMS[:4],
+                                                          include=["mlp_write"], progress=progress),
+        "head types": lambda progress: head_type_scores(model, length=4, n_sequences=2, layers=[0], batch_size=1,
+                                                     progress=progress),
+        "capture": lambda progress: run_batched(model, batch, lambda chunk: [], batch_size=1, stop_at_layer=1,
+                                                progress=progress, desc="capture"),
+    }
+
+
+@pytest.mark.parametrize("label", ["persona activations", "subspace sweep", "head types", "capture"])
+def test_analyses_print_plain_lines_to_a_log_and_nothing_when_silenced(label, default_pair, capfd):
+    call = _waits(default_pair.base, default_pair)[label]
+    call(False)
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", f"progress=False still wrote {out!r} {err!r}"
+    call(True)  # pytest's stderr is not a terminal: plain lines
+    out, err = capfd.readouterr()
+    lines = err.splitlines()
+    assert out == "" and len(lines) >= 2 and all(line.startswith(label) for line in lines), err
+    assert "\r" not in err and "\x1b" not in err
+    assert "done in" in lines[-1]

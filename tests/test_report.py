@@ -322,3 +322,38 @@ def test_quick_sweep_takes_the_middle_adapted_layer(default_pair):
     assert len(two) == 2 and set(two) <= set(adapted)
     with pytest.raises(ValueError, match="sweep_layer_limit"):
         ReportOptions(sweep_layer_limit=0)
+
+
+def test_report_displays_itself_and_round_trips(quick_report, tmp_path):
+    import json
+    from html import escape
+
+    from interp.circuits.mlp_pass import MLPPassComparison
+    from interp.report import Report
+    from interp.results import ResultFormatError
+
+    report = quick_report.report
+    html_names = re.findall(r"<table data-table='([^']+)'>", quick_report.html)
+    assert list(report.tables) == html_names
+    for name in html_names:  # the kept tables are the ones written as CSV
+        assert report.tables[name].to_csv(index=False) == (report.tables_dir / f"{name}.csv").read_text(), name
+    assert len(report.figures) == quick_report.html.count('class="plotly-graph-div"')
+
+    shown = report._repr_html_()
+    overview = report.overview()
+    assert list(overview["section"]) == [s.key for s in report.sections]
+    assert overview.to_html(max_rows=10, max_cols=12, border=0) in shown
+    assert all(f"<li>{escape(line)}</li>" in shown for line in report.summary)
+
+    loaded = Report.load(report.save(tmp_path / "report"))
+    assert loaded.path == report.path and loaded.tables_dir == report.tables_dir
+    assert loaded.summary == report.summary and loaded.sections == report.sections
+    assert loaded.seconds == report.seconds and list(loaded.tables) == list(report.tables)
+    for name, frame in report.tables.items():
+        pd.testing.assert_frame_equal(loaded.tables[name], frame, check_exact=True)
+    assert list(loaded.figures) == list(report.figures)
+    for name, figure in report.figures.items():  # same figure (plotly orders template keys its own way)
+        assert json.loads(loaded.figures[name].to_json()) == json.loads(figure.to_json()), name
+    assert loaded._repr_html_() == shown
+    with pytest.raises(ResultFormatError, match="holds a interp.report.build.Report"):
+        MLPPassComparison.load(tmp_path / "report")

@@ -14,11 +14,13 @@ from interp.activations.attention_metrics import (
     AttentionMetrics,
     AttentionPattern,
     PairAttentionMetrics,
+    PairAttentionPattern,
     attention_metrics,
     attention_pattern,
     compare_prompt_variants,
     few_shot_answer_attention,
     pair_attention_metrics,
+    pair_attention_pattern,
     pair_few_shot_answer_attention,
     prompt_sensitivity,
 )
@@ -44,6 +46,7 @@ from interp.prompts import TokenBatch, tokenize
 __all__ = [
     "AttentionStudy", "attention_study",
     "AttentionMetrics", "AttentionPattern", "PairAttentionMetrics", "attention_metrics", "attention_pattern",
+    "PairAttentionPattern", "pair_attention_pattern",
     "compare_prompt_variants", "few_shot_answer_attention", "pair_attention_metrics", "pair_few_shot_answer_attention",
     "prompt_sensitivity",
     "PositionCache", "cache_positions", "paired_change",

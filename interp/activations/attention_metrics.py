@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import einops
 import pandas as pd
@@ -48,6 +48,10 @@ from interp.activations.positions import (
 )
 from interp.pair import ModelPair, delta_frame
 from interp.prompts import Chunk, TokenBatch, batch_from_tokens, run_batched, tokenize
+from interp.results import Result, ResultLayout
+
+if TYPE_CHECKING:
+    from interp.plots.attention_view import AttentionView
 
 Query = Literal["last"] | int | Positions
 HEAD_METRICS = ("entropy", "normalized_entropy", "mean_entropy", "mean_normalized_entropy", "max_attention", "sink",
@@ -60,8 +64,19 @@ def _entropy(p: Float[torch.Tensor, "... key"]) -> Float[torch.Tensor, "..."]:
 
 
 @dataclass(frozen=True)
-class AttentionMetrics:
-    """Per-(prompt, layer, head) attention metrics at one query position per prompt (module docstring)."""
+class AttentionMetrics(Result):
+    """Per-(prompt, layer, head) attention metrics at one query position per prompt (module docstring).
+
+    Saved with its :class:`~interp.prompts.TokenBatch`, whose tokenizer is kept only as the strings of
+    the batch's own tokens (so :meth:`to_frame` shows the same ``max_token`` after loading).
+    """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="to_frame", derived_tables=("layer_frame", "keyword_frame"), results=("batch",),
+        metadata=("labels", "layers", "keywords"),
+        tensors=("query_position", "entropy", "mean_entropy", "max_attention", "max_position", "sink", "mean_sink",
+                 "head_mean_entropy", "normalized_entropy", "mean_normalized_entropy", "head_mean_normalized_entropy",
+                 "n_keys", "keyword_attention", "keyword_tokens"))
 
     batch: TokenBatch
     labels: tuple[str, ...]
@@ -261,9 +276,27 @@ def attention_metrics(
 ) -> AttentionMetrics:
     """Entropy, maximum, sink and keyword attention of every head at ``query`` (module docstring).
 
-    ``query`` is "last" (last real token), an index over each prompt's real tokens, or a Positions
-    with one row per prompt. ``keywords`` are found in the prompt text (case-insensitive unless
-    ``case_sensitive``), every occurrence, and mapped to the tokens overlapping them.
+    For head ``h`` with attention ``p = softmax(q_h K_hᵀ)`` at the query token: ``entropy = −Σ p ln p``,
+    ``max_attention = max p``, ``sink = p[first real token]``, keyword attention = ``Σ p`` over the
+    keyword's tokens; reduced inside the forward pass, so no pattern is kept.
+
+    Args:
+        model: The model to run.
+        prompts: One text, several, or a :class:`~interp.prompts.TokenBatch`.
+        layers: Analysed layers (default all).
+        query: "last" (last real token), an index over each prompt's real tokens, or a Positions with
+            one row per prompt.
+        keywords: Found in the prompt text (case-insensitive unless ``case_sensitive``), every
+            occurrence, and mapped to the tokens overlapping them.
+        case_sensitive: Match keywords case-sensitively.
+        labels: One label per prompt (default ``"0"``, ``"1"``, ...).
+        padding_side: Padding of the batch (results do not depend on it).
+        batch_size: Prompts per forward pass.
+        progress: Progress bar (None: when there is more than one batch; False: silent).
+
+    Returns:
+        An :class:`AttentionMetrics` of ``[prompt, layer, head]`` tensors; ``to_frame()``,
+        ``layer_frame()`` and ``keyword_frame()`` are its tidy tables.
     """
     batch = tokenize(model, prompts, padding_side=padding_side)
     layer_list = as_layers(layers, model.cfg.n_layers)
@@ -403,14 +436,42 @@ def few_shot_answer_attention(
 
 
 @dataclass(frozen=True)
-class AttentionPattern:
+class AttentionPattern(Result):
     """One head's attention pattern on one prompt, with token labels: ``pattern[q, k]``; ``head`` None:
     the mean over the layer's heads, ``mean_h A[h, q, k]`` (seed 004's head-averaged heatmap)."""
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(headline="to_frame", tensors=("pattern",),
+                                                         metadata=("tokens", "layer", "head"))
 
     pattern: Float[torch.Tensor, "query key"]
     tokens: tuple[str, ...]
     layer: int
     head: int | None
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (query, key) with ``key <= query``: positions, tokens and ``attention``."""
+        q, k = torch.tril_indices(len(self.tokens), len(self.tokens))
+        return pd.DataFrame({"query": q.tolist(), "key": k.tolist(),
+                             "query_token": [self.tokens[i] for i in q.tolist()],
+                             "key_token": [self.tokens[i] for i in k.tolist()],
+                             "attention": to_numpy(self.pattern[q, k])})
+
+    @property
+    def name(self) -> str:
+        """``"L{layer}H{head}"``, or ``"L{layer} mean"`` for the head mean."""
+        return f"L{self.layer} mean" if self.head is None else f"L{self.layer}H{self.head}"
+
+    def view(self) -> AttentionView:
+        """The pattern as an interactive circuitsvis view (hover a token to see what it attends to),
+        rendered offline by :func:`interp.plots.attention_view.attention_view`; needs the ``notebook`` extra.
+
+        Returns:
+            An :class:`~interp.plots.attention_view.AttentionView` that displays itself in a notebook.
+        """
+        from interp.plots.attention_view import attention_view  # the one figure import here: kept lazy
+
+        return attention_view(self.tokens, {self.name: self.pattern[None]}, head_names=[self.name],
+                              title=f"attention of {self.name}")
 
 
 def attention_pattern(
@@ -442,6 +503,53 @@ def attention_pattern(
 # Base vs tuned
 
 
+@dataclass(frozen=True)
+class PairAttentionPattern(Result):
+    """One head's attention pattern on one prompt in a pair's base and tuned models."""
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(headline="to_frame", results=("base", "tuned"))
+
+    base: AttentionPattern
+    tuned: AttentionPattern
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (model, query, key) with ``model`` in "base", "tuned", "delta" (tuned − base)."""
+        return with_delta(self.base.to_frame(), self.tuned.to_frame(),
+                          keys=["query", "key", "query_token", "key_token"], values=["attention"])
+
+    def view(self) -> AttentionView:
+        """Base, tuned and ``tuned − base`` side by side as interactive circuitsvis views (the difference on a
+        diverging scale), rendered offline by :func:`interp.plots.attention_view.pair_attention_view`.
+
+        Returns:
+            An :class:`~interp.plots.attention_view.AttentionView` that displays itself in a notebook.
+        """
+        from interp.plots.attention_view import pair_attention_view  # the one figure import here: kept lazy
+
+        return pair_attention_view(self.base.tokens, self.base.pattern[None], self.tuned.pattern[None],
+                                   head_names=[self.base.name],
+                                   title=f"attention of {self.base.name}: base, tuned, tuned − base")
+
+
+def pair_attention_pattern(
+    pair: ModelPair, prompt: str | Int[torch.Tensor, " pos"], *, layer: int, head: int
+) -> PairAttentionPattern:
+    """:func:`attention_pattern` of one head in ``pair.base`` and ``pair.tuned`` on the same prompt.
+
+    Args:
+        pair: The base/tuned pair (one tokenizer).
+        prompt: Text (tokenized as :func:`interp.prompts.tokenize` does) or a 1-d token tensor.
+        layer: The head's layer.
+        head: The head's index.
+
+    Returns:
+        A :class:`PairAttentionPattern`; ``.view()`` shows base, tuned and tuned − base interactively.
+    """
+    pair = ModelPair.check(pair)
+    return PairAttentionPattern(attention_pattern(pair.base, prompt, layer=layer, head=head),
+                                attention_pattern(pair.tuned, prompt, layer=layer, head=head))
+
+
 def with_delta(base: pd.DataFrame, tuned: pd.DataFrame, *, keys: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
     """Stack ``base`` and ``tuned`` with a ``model`` column and add ``model == "delta"`` rows
     (tuned − base of each column in ``values``, matched on ``keys``): :func:`interp.pair.delta_frame`."""
@@ -449,8 +557,11 @@ def with_delta(base: pd.DataFrame, tuned: pd.DataFrame, *, keys: Sequence[str], 
 
 
 @dataclass(frozen=True)
-class PairAttentionMetrics:
+class PairAttentionMetrics(Result):
     """:class:`AttentionMetrics` of a ModelPair's base and tuned models on the same prompts."""
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="to_frame", derived_tables=("layer_frame", "keyword_frame"), results=("base", "tuned"))
 
     base: AttentionMetrics
     tuned: AttentionMetrics
@@ -482,7 +593,23 @@ def pair_attention_metrics(
     batch_size: int = 16,
     progress: bool | None = None,
 ) -> PairAttentionMetrics:
-    """:func:`attention_metrics` for ``pair.base`` and ``pair.tuned`` (same arguments)."""
+    """:func:`attention_metrics` for ``pair.base`` and ``pair.tuned`` on the same prompts.
+
+    Args:
+        pair: The base/tuned :class:`~interp.ModelPair`.
+        prompts: One text, several, or a :class:`~interp.prompts.TokenBatch`.
+        layers: As in :func:`attention_metrics`.
+        query: As in :func:`attention_metrics`.
+        keywords: As in :func:`attention_metrics`.
+        case_sensitive: As in :func:`attention_metrics`.
+        labels: As in :func:`attention_metrics`.
+        padding_side: As in :func:`attention_metrics`.
+        batch_size: As in :func:`attention_metrics`.
+        progress: As in :func:`attention_metrics`.
+
+    Returns:
+        A :class:`PairAttentionMetrics`; its frames have ``model`` in "base", "tuned", "delta" (tuned − base).
+    """
     pair = ModelPair.check(pair)
     kwargs = dict(layers=layers, query=query, keywords=keywords, case_sensitive=case_sensitive, labels=labels,
                   padding_side=padding_side, batch_size=batch_size, progress=progress)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import einops
 import pandas as pd
@@ -34,6 +34,7 @@ from interp._validate import as_layers
 from interp.activations.attention_metrics import with_delta
 from interp.pair import ModelPair
 from interp.prompts import Chunk, batch_from_tokens, run_batched
+from interp.results import Result, ResultLayout
 
 HEAD_TYPES = ("previous_token", "duplicate_token", "induction")
 _DETECTORS = {
@@ -80,9 +81,12 @@ def detection_patterns(tokens: Int[torch.Tensor, "sequence pos"]) -> Float[torch
 
 
 @dataclass(frozen=True)
-class HeadTypeScores:
+class HeadTypeScores(Result):
     """Per-(layer, head) head-type scores in [0, 1], averaged over the probe sequences
     (``per_sequence[kind, sequence, layer, head]``: before that average, kinds in :data:`HEAD_TYPES` order)."""
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="to_frame", metadata=("layers",), tensors=("previous_token", "duplicate_token", "induction", "tokens", "per_sequence"))
 
     layers: tuple[int, ...]
     previous_token: Float[torch.Tensor, "layer head"]
@@ -141,11 +145,29 @@ def head_type_scores(
 ) -> HeadTypeScores:
     """Head-type scores of every head on ``tokens`` (default: :func:`repeated_random_tokens`).
 
-    ``exclude_bos``/``exclude_current_token`` drop the first key / the diagonal from numerator and
-    denominator, as in ``head_detector.compute_head_attention_similarity_score``. ``rows="all"`` is
-    ``detect_head``'s measure (every query row counts, so on ``[BOS] r r`` a perfect induction head
-    scores about ``(length - 1) / (2 length)``); ``rows="detected"`` divides only by the attention of
-    query rows where the detection pattern has a one (a perfect head scores 1).
+    Score of head ``h`` for a type with detection pattern ``D``: ``Σ (A_h ⊙ D) / Σ A_h`` over the
+    counted query rows, averaged over sequences (TransformerLens' ``detect_head`` measure).
+
+    Args:
+        model: The model to run.
+        tokens: ``[sequence, pos]`` token ids (default: ``n_sequences`` random sequences of ``length``
+            tokens, each repeated twice, drawn with ``seed``).
+        length: Length of each random sequence before repetition.
+        n_sequences: Number of random sequences.
+        seed: Seed of the random tokens.
+        layers: Analysed layers (default all).
+        exclude_bos: Drop the first key from numerator and denominator, as in
+            ``head_detector.compute_head_attention_similarity_score``.
+        exclude_current_token: Drop the diagonal likewise.
+        rows: "all" is ``detect_head``'s measure (every query row counts, so on ``[BOS] r r`` a perfect
+            induction head scores about ``(length - 1) / (2 length)``); "detected" divides only by the
+            attention of query rows where the detection pattern has a one (a perfect head scores 1).
+        batch_size: Sequences per forward pass.
+        progress: Progress bar (None: when there is more than one batch; False: silent).
+
+    Returns:
+        A :class:`HeadTypeScores` with ``[layer, head]`` scores in [0, 1] per type; ``to_frame()`` is the
+        tidy table.
     """
     if rows not in ("all", "detected"):
         raise ValueError(f"rows: expected 'all' or 'detected', got {rows!r}")

@@ -16,13 +16,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pandas as pd
 import torch
 from jaxtyping import Bool, Int
 
 from interp.prompts import TokenBatch, batch_from_tokens, tokenize
+from interp.results import Result, ResultLayout
 
 __all__ = [
     "OnMissing", "Occurrence", "Positions", "TokenBatch", "batch_from_tokens", "index_positions",
@@ -34,8 +35,10 @@ OnMissing = Literal["raise", "skip"]
 
 
 @dataclass(frozen=True, eq=False)
-class Positions:
+class Positions(Result):
     """Selected tokens of a :class:`TokenBatch`: row ``i`` is token ``position[i]`` of prompt ``prompt[i]``."""
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(headline="to_frame", tensors=("prompt", "position"))
 
     prompt: Int[torch.Tensor, " n"]
     position: Int[torch.Tensor, " n"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import einops
 import numpy as np
@@ -34,14 +34,18 @@ from interp._validate import as_layers
 from interp.activations.caching import cache_positions
 from interp.activations.positions import OnMissing, Positions, target_positions
 from interp.prompts import TokenBatch, tokenize
+from interp.results import Result, ResultLayout
 
 Kind = Literal["cosine", "correlation"]
 BLOCKS = ("QQ", "KK", "VV", "QK", "QV", "KV")
 
 
 @dataclass(frozen=True)
-class QKVActivations:
+class QKVActivations(Result):
     """Query, key and value projections of one layer at selected tokens (one row per token)."""
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(headline="shapes", tensors=("q", "k", "v"),
+                                                         metadata=("layer",), results=("positions",))
 
     q: Float[torch.Tensor, "n head d_head"]
     k: Float[torch.Tensor, "n kv_head d_head"]
@@ -52,6 +56,13 @@ class QKVActivations:
     @property
     def n_heads(self) -> int:
         return self.q.shape[1]
+
+    def shapes(self) -> pd.DataFrame:
+        """One row per projection ("q", "k", "v"): ``tokens``, ``heads``, ``d_head``."""
+        return pd.DataFrame({"projection": ["q", "k", "v"], "layer": self.layer,
+                             "tokens": [x.shape[0] for x in (self.q, self.k, self.v)],
+                             "heads": [x.shape[1] for x in (self.q, self.k, self.v)],
+                             "d_head": [x.shape[2] for x in (self.q, self.k, self.v)]})
 
     @property
     def n_kv_heads(self) -> int:
@@ -203,12 +214,16 @@ def similarity_histograms(
 
 
 @dataclass(frozen=True)
-class QKVSimilarityStudy:
+class QKVSimilarityStudy(Result):
     """One layer: Q/K/V at the target and at a neighbouring token, and their histograms.
 
     ``histograms`` has one row per (condition, block, bin) — and head, when ``per_head`` — with
     ``condition`` in "target", "neighbour" and "shuffled" (the shuffled target matrix, block "all").
     """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="histograms", tables=("histograms",), results=("target", "neighbour"),
+        metadata=("kind", "per_head", "seed"))
 
     target: QKVActivations
     neighbour: QKVActivations
@@ -240,11 +255,31 @@ def qkv_similarity_study(
     prepend_bos: bool | None = None,
 ) -> QKVSimilarityStudy:
     """Neuron similarity of Q/K/V at the first ``target`` token of each prompt vs the token
-    ``neighbour_offset`` away, with a shuffled-matrix baseline (``torch.Generator`` seeded with ``seed``).
+    ``neighbour_offset`` away, with a shuffled-matrix baseline.
 
-    Prompts missing the target raise (listing them) or are skipped with ``on_missing="skip"``; only
-    prompts that have both positions are used, so target and neighbour rows pair up. ``prepend_bos``
-    as in :func:`interp.prompts.tokenize` (None: the model's ``cfg.default_prepend_bos``).
+    With ``X`` the ``[prompt, neuron]`` matrix of ``[Q | K | V]`` at the target, the similarity of neurons
+    ``i, j`` is ``cos(X[:, i], X[:, j])`` (or their correlation), histogrammed per block (QQ, KK, VV,
+    QK, QV, KV).
+
+    Args:
+        model: The model to run.
+        prompts: Texts (or a TokenBatch); only prompts that have both positions are used, so target and
+            neighbour rows pair up.
+        target: The target string, tokenized without special tokens (``" her"`` and ``"her"`` differ).
+        layer: The layer whose ``hook_q``/``hook_k``/``hook_v`` are read.
+        neighbour_offset: Offset of the comparison token (nonzero; -1: the token before).
+        kind: "cosine" or "correlation".
+        per_head: One matrix per query head (``[Q_h | K_g(h) | V_g(h)]``) instead of all heads at once.
+        bins: Histogram bins over [-1, 1].
+        seed: Seed of the shuffled baseline (``torch.Generator``).
+        on_missing: "raise" (listing the prompts without the target) or "skip" them with a warning.
+        batch_size: Prompts per forward pass.
+        progress: Progress bar (None: when there is more than one batch; False: silent).
+        prepend_bos: As in :func:`interp.prompts.tokenize` (None: the model's ``cfg.default_prepend_bos``).
+
+    Returns:
+        A :class:`QKVSimilarityStudy`: the activations at target and neighbour, and ``histograms`` (one row
+        per condition, block and bin).
     """
     batch = tokenize(model, prompts, prepend_bos=prepend_bos)
     (layer,) = as_layers(layer, model.cfg.n_layers, name="layer")

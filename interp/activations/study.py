@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 
@@ -37,19 +38,20 @@ from interp.activations.head_types import HEAD_TYPES, pair_head_type_scores
 from interp.activations.nulls import paired_change
 from interp.pair import ModelPair
 from interp.prompts import format_prompt
+from interp.results import Result, ResultLayout
 
 __all__ = ["AttentionStudy", "attention_study"]
 
 
 @dataclass(frozen=True, eq=False)
-class AttentionStudy:
+class AttentionStudy(Result):
     """Everything :func:`attention_study` computed.
 
     ``texts``: label -> formatted prompt; ``heads``/``layers_frame``/``keywords``: the head-level,
     layer-level and keyword frames of the attention metrics; ``head_types``: head-type scores per
     (model, layer, head). All in the long tuned − base layout (:func:`interp.pair.delta_frame`).
-    ``mean_patterns``: model ("base", "tuned") -> head-averaged attention pattern of variant
-    ``pattern_variant`` at layer ``pattern_layer``.
+    ``base_mean_pattern``/``tuned_mean_pattern`` (also :attr:`mean_patterns`): the head-averaged
+    attention pattern of variant ``pattern_variant`` at layer ``pattern_layer``.
 
     Nulls (:func:`~interp.activations.nulls.paired_change`, verdicts at ``alpha``): ``entropy_layer_nulls``
     (per layer, of the head-averaged entropy: :meth:`entropy_change_by_layer`'s numbers) and
@@ -57,6 +59,15 @@ class AttentionStudy:
     ``head_type_by_sequence`` (head-type scores per probe sequence, long layout) and ``head_type_nulls``
     (per layer, head and type) over the sequences.
     """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="entropy_change_by_layer",
+        tables=("heads", "layer_frame", "keywords", "head_types", "head_type_by_sequence", "entropy_layer_nulls",
+                "entropy_head_nulls", "head_type_nulls"),
+        metadata=("texts", "layers", "head_type_length", "head_type_sequences", "head_type_seed", "alpha",
+                  "pattern_variant", "pattern_layer"),
+        results=("base_mean_pattern", "tuned_mean_pattern"),
+        derived_tables=("head_changes", "keyword_table", "type_changes", "strong_head_counts"))
 
     texts: dict[str, str]
     layers: tuple[int, ...] | None
@@ -72,9 +83,15 @@ class AttentionStudy:
     entropy_head_nulls: pd.DataFrame
     head_type_nulls: pd.DataFrame
     alpha: float
-    mean_patterns: dict[str, AttentionPattern]
+    base_mean_pattern: AttentionPattern
+    tuned_mean_pattern: AttentionPattern
     pattern_variant: str
     pattern_layer: int
+
+    @property
+    def mean_patterns(self) -> dict[str, AttentionPattern]:
+        """``{"base": ..., "tuned": ...}``: the head-averaged attention patterns (seed 004's heatmap)."""
+        return {"base": self.base_mean_pattern, "tuned": self.tuned_mean_pattern}
 
     def null_phrase(self, row: pd.Series, unit: str, value: str = "mean_abs_delta") -> str:
         """A :func:`paired_change` row in words: the CI of ``value`` ("mean_abs_delta" or "mean_delta")
@@ -185,15 +202,29 @@ def attention_study(
 ) -> AttentionStudy:
     """Attention metrics of every prompt variant and head-type scores, base vs tuned (see the module).
 
-    ``variants``: label -> ``(system prompt or None, user turn)``, formatted with the base model's chat
-    template (or the plain fallback). ``keywords``: strings whose tokens' attention is measured.
-    ``layers``: analysed layers (default all). Head types use ``head_type_sequences`` sequences of
-    ``head_type_length`` random tokens, each repeated twice, drawn with ``head_type_seed``.
-    ``pattern_variant``/``pattern_layer``: the variant and layer of the head-averaged heatmap
-    (default: the first variant, the model's last layer, as seed 004).
-    Nulls: ``n_resamples`` bootstrap resamples (``level`` intervals) and ``n_permutations`` sign flips
-    (all of them when ``2^n_units`` is no more), both from ``null_seed``; a change is distinguishable
-    when its p-value is at most ``alpha``. More variants or sequences give narrower intervals.
+    Args:
+        pair: The base/tuned :class:`~interp.ModelPair`.
+        variants: Label → ``(system prompt or None, user turn)``, formatted with the base model's chat
+            template (or the plain fallback).
+        keywords: Strings whose tokens' attention from the last token is measured.
+        layers: Analysed layers (default all).
+        head_type_length: Length of each random token sequence (repeated twice) for the head types.
+        head_type_sequences: Number of such sequences.
+        head_type_seed: Seed of the random tokens.
+        pattern_variant: The variant of the head-averaged attention heatmap (default: the first).
+        pattern_layer: Its layer (default: the model's last layer, as seed 004).
+        progress: Progress bars (None: when there is more than one batch; False: silent).
+        n_resamples: Bootstrap resamples of the paired nulls (``level`` intervals).
+        n_permutations: Sign flips of the paired nulls (all of them when ``2^n_units`` is no more).
+        null_seed: Seed of both.
+        level: Coverage of the bootstrap intervals.
+        alpha: The p-value at or below which a change is called distinguishable. More variants or
+            sequences give narrower intervals.
+
+    Returns:
+        An :class:`AttentionStudy`: ``heads``, ``layer_frame``, ``keywords`` and ``head_types`` frames with
+        ``model`` in "base", "tuned", "delta" (tuned − base), and the derived tables; it displays
+        itself in a notebook and saves with ``save``.
     """
     pair = ModelPair.check(pair)
     if not (isinstance(alpha, float) and 0.0 < alpha < 1.0):
@@ -234,5 +265,6 @@ def attention_study(
         head_type_nulls=paired_change(type_deltas, "score", unit="sequence", items=["layer", "head", "type"],
                                       **null_args),
         alpha=alpha,
-        mean_patterns=patterns, pattern_variant=pattern_variant, pattern_layer=patterns["base"].layer,
+        base_mean_pattern=patterns["base"], tuned_mean_pattern=patterns["tuned"], pattern_variant=pattern_variant,
+        pattern_layer=patterns["base"].layer,
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import einops
 import pandas as pd
@@ -28,6 +28,7 @@ from interp.circuits.checks import check_pair, names_of, prepare
 from interp.circuits.norms import norm_stack
 from interp.circuits.stacking import layer_chunks, param_bytes, stack_blocks
 from interp.pair import ModelPair
+from interp.results import Result, ResultLayout
 
 __all__ = ["MLPPassComparison", "compare_mlp_pass", "delta_projections", "mlp_pass", "top_bottom"]
 
@@ -79,11 +80,14 @@ def _mlp_chunk(model: HookedTransformer, x: torch.Tensor, layers: list[int], *, 
 
 
 @dataclass(frozen=True)
-class MLPPassComparison:
+class MLPPassComparison(Result):
     """The MLP pass of the same directions through a base model and its tuned sibling.
 
     ``base[k, i]`` / ``tuned[k, i]`` are the outputs for direction ``names[i]`` at layer ``layers[k]``.
     """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(headline="table", tensors=("base", "tuned"),
+                                                         metadata=("layers", "names"))
 
     layers: tuple[int, ...]
     names: tuple[str, ...]
@@ -125,7 +129,23 @@ def compare_mlp_pass(
     names: Sequence[str] | None = None,
     post_norm: bool = True,
 ) -> MLPPassComparison:
-    """:func:`mlp_pass` of ``directions`` through ``pair.base`` and ``pair.tuned``."""
+    """:func:`mlp_pass` of ``directions`` through ``pair.base`` and ``pair.tuned``.
+
+    ``out_L(x) = W_out^L σ(W_in^L norm(x))`` (gated MLPs: ``σ(W_gate norm(x)) ⊙ W_in norm(x)``) for each
+    direction ``x`` and layer ``L``, in both models.
+
+    Args:
+        pair: The base/tuned :class:`~interp.ModelPair`.
+        directions: ``[n, d_model]`` tensor, one direction, or a :class:`~interp.DirectionSet` (its names
+            are used unless ``names`` is given).
+        layers: Layers to pass through (default all).
+        names: One name per direction.
+        post_norm: Apply the post-MLP norm where the model has one (Gemma).
+
+    Returns:
+        An :class:`MLPPassComparison`: ``base``/``tuned`` outputs ``[layer, n, d_model]``; ``.table()`` has
+        base/tuned norms, ``|tuned − base|`` and ``1 − cos`` per (layer, direction).
+    """
     base, tuned = check_pair(pair)
     vectors = as_directions(directions, base.cfg.d_model)
     labels = tuple(names_of(directions, names, vectors.shape[0]))  # bad names fail before the passes

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 
@@ -30,6 +31,7 @@ from interp.circuits.nulls import delta_null_table, mlp_null_table
 from interp.circuits.weight_table import weight_circuits
 from interp.directions import DirectionSet
 from interp.pair import ModelPair
+from interp.results import Result, ResultLayout
 from interp.subspace.weight_diff import changed_layers
 
 __all__ = ["CIRCUIT_LABELS", "CircuitStudy", "circuit_study"]
@@ -39,7 +41,7 @@ CIRCUIT_LABELS = {"qk": "QK", "vo": "VO"}
 
 
 @dataclass(frozen=True, eq=False)
-class CircuitStudy:
+class CircuitStudy(Result):
     """Everything :func:`circuit_study` computed.
 
     ``table``: the :func:`weight_circuits` table of all probes; ``series``: its self/opposite rows of
@@ -55,6 +57,15 @@ class CircuitStudy:
     layer's ``|Δz|`` among the random directions'; ``mlp_nulls``/``mlp_layer_nulls`` do the same for
     the MLP-output ``‖Δ‖`` of every named direction against random directions of the same norm.
     """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="summary_wide", tables=("table", "series", "deltas", "summary", "mlp_table", "projections",
+                                         "projection_ends", "random_deltas", "nulls", "layer_nulls", "mlp_nulls",
+                                         "mlp_layer_nulls"),
+        objects=(("directions", DirectionSet), ("probes", DirectionSet)), results=("mlp",),
+        metadata=("layers", "tuned_layers", "explained_variance", "mlp_direction", "peak_layer", "projection_layer",
+                  "alpha"),
+        derived_tables=("largest_changes", "mlp_peak_rows"))
 
     directions: DirectionSet
     probes: DirectionSet
@@ -170,15 +181,30 @@ def circuit_study(
 ) -> CircuitStudy:
     """Weight circuits, Δz and the MLP pass of the named ``directions`` in ``pair`` (see the module).
 
-    ``layers``: analysed layers (default all). ``tuned_layers``: the layers Δz is averaged over
-    (default: the analysed layers whose weights differ, or all analysed layers if none does).
-    ``semantic``: vectors to read the MLP change against (e.g. role and trait vectors), at the
-    directions' own layer when analysed, else at the MLP peak layer. Random probes are
-    ``DirectionSet.random(n_random, d_model, seed=random_seed)``; ``n_projections`` rows are kept
-    at each end of the projection ranking (at most half the semantic vectors). The same random
-    directions (and their negations, for the opposite relation) are the nulls; ask for more with
-    ``n_random`` (the smallest p-value is ``1 / (n_random + 1)``). ``alpha``: the p-value at or below
-    which a change is called distinguishable from the random directions'.
+    ``Δz = z_tuned − z_base`` of each direction's QK/VO self and opposite entries, z-scored against the
+    random probes; the summary averages ``|Δz|`` over ``tuned_layers``.
+
+    Args:
+        pair: The base/tuned :class:`~interp.ModelPair`.
+        directions: The named directions to study (e.g. ``persona_directions(...).pcs``).
+        semantic: Vectors to read the MLP change against (e.g. role and trait vectors), at the
+            directions' own layer when analysed, else at the MLP peak layer; None skips the projections.
+        layers: Analysed layers (default all).
+        tuned_layers: Layers Δz is averaged over (default: the analysed layers whose weights differ, or
+            all analysed layers if none does).
+        n_random: Random unit probes, ``DirectionSet.random(n_random, d_model, seed=random_seed)``.
+        random_seed: Seed of the random probes.
+        n_projections: Rows kept at each end of the projection ranking (at most half the semantic vectors).
+        alpha: The p-value at or below which a change is called distinguishable from the random
+            directions'. The same random directions (and their negations, for the opposite relation)
+            are the nulls; ask for more with ``n_random`` (the smallest p-value is ``1 / (n_random + 1)``).
+
+    Returns:
+        A :class:`CircuitStudy` with every table (``table``, ``series``, ``deltas``, ``summary``,
+        ``mlp_table``, ``projections``..., and the nulls ``nulls``, ``layer_nulls``, ``mlp_nulls``...); it displays itself in a notebook and saves with ``save``.
+
+    Raises:
+        TypeError: ``pair`` is not a ModelPair or ``directions``/``semantic`` not DirectionSets.
     """
     pair = ModelPair.check(pair)
     if not isinstance(directions, DirectionSet):

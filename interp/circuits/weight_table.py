@@ -36,18 +36,32 @@ def weight_circuits(
 ) -> pd.DataFrame:
     """QK and VO circuit tables for ``directions`` × ``directions`` in a model or both models of a pair.
 
-    One row per (circuit, model, layer, [head,] query, key) with ``value``, ``baseline_mean``,
-    ``baseline_std`` and ``z`` (see :func:`circuit_table`). ``circuit`` "qk": :func:`qk_affinity`
-    reduced over heads by ``head_reduction`` (the seed: mean); "vo": the cosine (``vo_metric="cos"``,
-    the seed) or unit-probe projection of the whole layer's VO output for key ``query`` against probe
-    ``key``. ``per_head=True`` keeps a ``head`` column instead (VO per head, before any post-norm).
-    ``model`` is a HookedTransformer (``model`` column "model") or an :class:`interp.ModelPair`
-    ("base"/"tuned"). ``directions`` must include random directions named ``{random_prefix}...``.
+    QK: ``(x W_Q)·(y W_K)ᵀ`` scaled as the model scales attention logits, reduced over heads; VO: the
+    layer's output ``Σ_h x W_V^h W_O^h`` for key direction ``x`` read against probe ``y`` (cosine or
+    unit-probe projection). ``z = (value − baseline_mean) / baseline_std`` over the random directions.
+    The table has 2 × models × layers × [heads ×] n² rows (about 90 bytes each); for many directions use
+    ``layers=`` or the tensor functions (:func:`qk_mean_affinity`, :func:`vo_decomposition`).
 
-    The table has 2 × models × layers × [heads ×] n² rows (about 90 bytes each): a ValueError is
-    raised before any work when that exceeds ``max_rows`` (default 2·10⁷ ≈ 1.8 GB; None: no limit).
-    For many directions use ``layers=`` or the tensor functions (:func:`qk_mean_affinity`,
-    :func:`vo_decomposition`), which return ``[layer, n, n]`` float32 tensors.
+    Args:
+        model: A HookedTransformer (``model`` column "model") or an :class:`interp.ModelPair`
+            ("base"/"tuned").
+        directions: ``[n, d_model]`` tensor or :class:`~interp.DirectionSet`; must include random
+            directions named ``{random_prefix}...`` (the baseline).
+        names: One name per direction (default the DirectionSet's names).
+        layers: Analysed layers (default all).
+        random_prefix: Name prefix of the random directions.
+        baseline: "self" (the original notebooks': the random directions' diagonal entries) or
+            "offdiag" (their off-diagonal entries), see :func:`random_baseline`.
+        per_head: Keep a ``head`` column instead of reducing over heads (VO per head, before any
+            post-norm).
+        head_reduction: How QK is reduced over heads (the original notebook: mean).
+        vo_metric: "cos" (the original notebook) or "dot" (projection on the unit probe).
+        max_rows: A ValueError is raised before any work when the table would exceed this many rows
+            (default 2·10⁷ ≈ 1.8 GB; None: no limit).
+
+    Returns:
+        A tidy DataFrame: one row per (circuit, model, layer, [head,] query, key) with ``value``,
+        ``baseline_mean``, ``baseline_std`` and ``z`` (see :func:`circuit_table`).
     """
     if isinstance(model, HookedTransformer):
         models = {"model": check_model(model)}

@@ -18,7 +18,18 @@ from interp.activations.attention_metrics import AttentionPattern
 
 def attention_heatmap(pattern: AttentionPattern, *, max_tokens: int | None = None, title: str | None = None) -> go.Figure:
     """Heatmap of ``pattern[query, key]`` (one head, or the head mean when ``pattern.head`` is None, as
-    in seed 004's last-layer heatmap) with token labels (``i:token``, so repeats stay apart)."""
+    in seed 004's last-layer heatmap) with token labels (``i:token``, so repeats stay apart).
+
+    For an interactive view (hover a token), use :meth:`~interp.activations.AttentionPattern.view`.
+
+    Args:
+        pattern: From :func:`~interp.activations.attention_pattern` (``head=None``: the head mean).
+        max_tokens: Show only the first ``max_tokens`` positions (default all).
+        title: Figure title (default: a description of the figure).
+
+    Returns:
+        A plotly ``Figure`` (not shown).
+    """
     if not isinstance(pattern, AttentionPattern):
         raise TypeError(f"pattern: expected an AttentionPattern (see interp.activations.attention_pattern), got {type(pattern).__name__}")
     n = len(pattern.tokens) if max_tokens is None else min(max_tokens, len(pattern.tokens))
@@ -33,7 +44,17 @@ def attention_heatmap(pattern: AttentionPattern, *, max_tokens: int | None = Non
 
 def entropy_by_layer(layer_frame: pd.DataFrame, *, value: str = "entropy", by: str = "label",
                      title: str | None = None) -> go.Figure:
-    """One line per ``by`` group (e.g. prompt variant): ``value`` against layer, averaged within the group."""
+    """One line per ``by`` group (e.g. prompt variant): ``value`` against layer, averaged within the group.
+
+    Args:
+        layer_frame: Rows with ``layer``, ``value`` and ``by`` (e.g. ``AttentionMetrics.layer_frame()``).
+        value: Column to plot.
+        by: Column whose values get one line each.
+        title: Figure title (default: a description of the figure).
+
+    Returns:
+        A plotly ``Figure`` (not shown).
+    """
     require_columns(layer_frame, ["layer", value, by], "layer_frame")
     means = layer_frame.groupby([by, "layer"], sort=False)[value].mean().reset_index()
     fig = go.Figure()
@@ -48,7 +69,18 @@ def entropy_by_layer(layer_frame: pd.DataFrame, *, value: str = "entropy", by: s
 
 def head_metric_heatmap(frame: pd.DataFrame, value: str, *, title: str | None = None,
                         colorscale: str = "Viridis", zmid: float | None = None) -> go.Figure:
-    """Layer × head heatmap of ``value`` (averaged over any other rows, e.g. prompts)."""
+    """Layer × head heatmap of ``value`` (averaged over any other rows, e.g. prompts).
+
+    Args:
+        frame: Rows with ``layer``, ``head`` and ``value``.
+        value: Column to show.
+        title: Figure title (default: a description of the figure).
+        colorscale: Plotly colour scale (e.g. "RdBu" for deltas).
+        zmid: Value at the middle of the colour scale (e.g. 0 for deltas).
+
+    Returns:
+        A plotly ``Figure`` (not shown).
+    """
     require_columns(frame, ["layer", "head", value])
     grid = frame.groupby(["layer", "head"])[value].mean().unstack("head").sort_index()
     fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[str(h) for h in grid.columns], y=[str(layer) for layer in grid.index],
@@ -61,7 +93,15 @@ def head_metric_heatmap(frame: pd.DataFrame, value: str, *, title: str | None = 
 def similarity_densities(histograms: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """The Q/K/V similarity 2 × 2 panel: density curves of neuron similarities per block, target (top) vs
     neighbour (bottom), within-matrix (QQ, KK, VV; left) vs across-matrix (QK, QV, KV; right); the
-    shuffled-matrix baseline is the dashed grey curve in every within-matrix panel."""
+    shuffled-matrix baseline is the dashed grey curve in every within-matrix panel.
+
+    Args:
+        histograms: :attr:`~interp.activations.QKVSimilarityStudy.histograms`.
+        title: Figure title (default: a description of the figure).
+
+    Returns:
+        A plotly ``Figure`` (not shown).
+    """
     require_columns(histograms, ["condition", "block", "bin_center", "density"], "histograms")
     if "head" in histograms.columns:
         histograms = histograms.groupby(["condition", "block", "bin_center"], as_index=False)["density"].mean()
@@ -88,7 +128,15 @@ def similarity_densities(histograms: pd.DataFrame, *, title: str | None = None) 
 
 def entropy_lines_by_model(layer_frame: pd.DataFrame, *, value: str = "entropy", title: str | None = None) -> go.Figure:
     """Entropy by layer from a pair's ``layer_frame``: one colour per variant ``label``, solid = base, dashed = tuned.
-    ``value="normalized_entropy"`` plots H / ln n_keys (comparable across prompt lengths)."""
+
+    Args:
+        layer_frame: A pair layer frame (``model`` in "base", "tuned"; ``label``, ``layer``, ``value``).
+        value: ``"entropy"`` (nats) or ``"normalized_entropy"`` (H / ln n_keys, comparable across prompt lengths).
+        title: Figure title (default: a description of the figure).
+
+    Returns:
+        A plotly ``Figure`` (not shown).
+    """
     require_columns(layer_frame, ("model", "label", "layer", value), "layer_frame")
     frame = layer_frame[layer_frame["model"].isin(["base", "tuned"])]
     frame = frame.assign(series=frame["label"] + " · " + frame["model"])

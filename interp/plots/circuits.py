@@ -65,7 +65,18 @@ def zscore_lines(
 ) -> go.Figure:
     """Layer-wise lines of a :func:`~interp.circuits.self_opposite` table: rows = circuits (QK, VO),
     columns = directions; one colour per model (base/tuned), solid = self, dashed = opposite; a dotted
-    vertical line at ``pca_layer`` (where the directions were read)."""
+    vertical line at ``pca_layer`` (where the directions were read).
+
+    Args:
+        series: Self/opposite rows (``query``, ``relation``, ``layer``, ``model``, ``circuit``, ``value``).
+        directions: Directions to draw, one column each (default all in ``series``).
+        value: Column to plot (default the z-score).
+        pca_layer: Layer to mark with a vertical line, or None.
+        title: Figure title (default: a description of the figure).
+
+    Returns:
+        A plotly ``Figure`` (not shown).
+    """
     require_columns(series, ["query", "relation", "layer", "model", "circuit", value], "series")
     fig, circuits, directions = _circuit_by_direction_grid(series, directions, "")
     for r, circuit in enumerate(circuits, start=1):
@@ -96,7 +107,17 @@ def zscore_delta_lines(
     deltas: pd.DataFrame, directions: Sequence[str] | None = None, *, value: str = "delta_z", title: str | None = None
 ) -> go.Figure:
     """Tuned − base lines of a :func:`~interp.circuits.tuned_minus_base` table of self/opposite rows,
-    filled to zero: rows = circuits, columns = directions, one colour per relation."""
+    filled to zero: rows = circuits, columns = directions, one colour per relation.
+
+    Args:
+        deltas: The wide tuned − base table (``delta_z`` per circuit, relation, query and layer).
+        directions: Directions to draw (default all).
+        value: Column to plot.
+        title: Figure title (default: a description of the figure).
+
+    Returns:
+        A plotly ``Figure`` (not shown).
+    """
     require_columns(deltas, ["query", "relation", "layer", "circuit", value], "deltas")
     fig, circuits, directions = _circuit_by_direction_grid(deltas, directions, "Tuning effect, ")
     for r, circuit in enumerate(circuits, start=1):
@@ -121,7 +142,16 @@ def zscore_delta_lines(
 
 def pc_comparison(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Mean |Δz| by direction number from :func:`~interp.circuits.mean_abs_delta`: one panel per
-    circuit, one line per relation (is PC1 special?)."""
+    circuit, one line per relation (is PC1 special?).
+
+    Args:
+        table: ``mean_abs_delta`` rows (``number``, ``relation``, ``mean_abs_delta_z``, ``circuit``), e.g.
+            :attr:`~interp.circuits.CircuitStudy.summary`.
+        title: Figure title (default: a description of the figure).
+
+    Returns:
+        A plotly ``Figure`` (not shown).
+    """
     require_columns(table, ["number", "relation", "mean_abs_delta_z", "circuit"], "table")
     circuits = list(dict.fromkeys(table["circuit"]))
     fig = make_subplots(rows=1, cols=len(circuits),
@@ -154,8 +184,20 @@ def circuit_heatmap(
     title: str | None = None,
 ) -> go.Figure:
     """Query × key heatmap of ``value`` at one layer from a :func:`~interp.circuits.weight_circuits`
-    (or :func:`~interp.circuits.circuit_table`) table; per-head tables show ``head`` or, when
-    ``head`` is None, the mean over heads."""
+    (or :func:`~interp.circuits.circuit_table`) table.
+
+    Args:
+        table: The circuit table.
+        layer: The layer shown.
+        circuit: "qk" or "vo" (required when the table holds both).
+        model: "base", "tuned" or "model" (required when the table holds several).
+        head: For per-head tables, the head shown (None: the mean over heads).
+        value: Column shown (default the z-score).
+        title: Figure title (default: a description of the figure).
+
+    Returns:
+        A plotly ``Figure`` (not shown).
+    """
     require_columns(table, ["layer", "query", "key", value], "table")
     rows = table[table["layer"] == layer]
     if rows.empty:
@@ -187,7 +229,16 @@ def circuit_heatmap(
 
 def mlp_delta_by_layer(table: pd.DataFrame, directions: Sequence[str] | None = None, *, title: str | None = None) -> go.Figure:
     """The MLP-pass figure's two panels from :meth:`~interp.circuits.MLPPassComparison.table`: ``delta_norm``
-    by layer per direction, and base vs tuned output norms per direction."""
+    by layer per direction, and base vs tuned output norms per direction.
+
+    Args:
+        table: The MLP-pass table (``layer``, ``direction``, ``base_norm``, ``tuned_norm``, ``delta_norm``).
+        directions: Directions to draw (default all).
+        title: Figure title (default: a description of the figure).
+
+    Returns:
+        A plotly ``Figure`` (not shown).
+    """
     require_columns(table, ["layer", "direction", "base_norm", "tuned_norm", "delta_norm"], "table")
     directions = _pick(directions, table["direction"], "directions")
     fig = make_subplots(rows=1, cols=2, subplot_titles=["MLP output Δ (tuned − base)", "MLP output norms"])
@@ -210,7 +261,15 @@ def mlp_delta_by_layer(table: pd.DataFrame, directions: Sequence[str] | None = N
 
 def projection_bars(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Horizontal bars of ``projection`` per probe, from :func:`~interp.circuits.delta_projections`
-    (or its :func:`~interp.circuits.top_bottom` selection), largest at the top."""
+    (or its :func:`~interp.circuits.top_bottom` selection), largest at the top.
+
+    Args:
+        table: Rows with ``probe`` and ``projection`` (e.g. :attr:`~interp.circuits.CircuitStudy.projection_ends`).
+        title: Figure title (default: a description of the figure).
+
+    Returns:
+        A plotly ``Figure`` (not shown).
+    """
     require_columns(table, ["probe", "projection"], "table")
     rows = table.sort_values("projection")
     colors = ["#d62728" if v < 0 else "#2ca02c" for v in rows["projection"]]

@@ -28,11 +28,19 @@ def subspace_scatter(
 ) -> go.Figure:
     """Two log-log panels of R_act (x) vs R_w (y) per basis: write/mixed bases on the left, read-side
     bases on the right (their R_w is cross-space alignment, not "explains the delta"). Dashed lines
-    mark the random-subspace null R = 1; ceilings are black stars (drawn in both panels); the top
-    ``label_top`` bases per panel by ``joint`` are labelled.
+    mark the random-subspace null R = 1; ceilings are black stars (drawn in both panels).
 
-    ``summary``/``read_side``: :attr:`SweepResult.summary` / :attr:`SweepResult.read_side` (or one
-    table with an ``axis_kind`` column, split here when ``read_side`` is None).
+    Args:
+        summary: :attr:`SweepResult.summary` (or one table with an ``axis_kind`` column, split here when
+            ``read_side`` is None).
+        read_side: :attr:`SweepResult.read_side`.
+        x: Column on the x axis.
+        y: Column on the y axis.
+        label_top: Bases labelled per panel, the top ones by ``joint``.
+        title: Figure title.
+
+    Returns:
+        A plotly ``Figure`` (not shown).
     """
     require_columns(summary, ["basis", "family", "axis_kind", x, y], "summary")
     table = summary if read_side is None else pd.concat([summary, read_side], ignore_index=True)
@@ -91,8 +99,17 @@ def subspace_layer_curves(
     scores: Sequence[str] = ("R_act", "R_w_combined"),
     title: str = "Per-layer concentration",
 ) -> go.Figure:
-    """One panel per score (default R_act and R_w_combined), one line per basis over layers (log y,
-    dashed null at 1). ``bases``: which to draw (default: the 6 with the highest mean R_act, plus ceilings)."""
+    """One panel per score, one line per basis over layers (log y, dashed null at 1).
+
+    Args:
+        per_layer: :attr:`SweepResult.per_layer`.
+        bases: Bases to draw (default: the 6 with the highest mean R_act, plus the ceilings).
+        scores: Score columns, one panel each (default R_act and R_w_combined).
+        title: Figure title.
+
+    Returns:
+        A plotly ``Figure`` (not shown).
+    """
     require_columns(per_layer, ["layer", "basis", "axis_kind", *scores], "per_layer")
     if bases is None:
         means = per_layer[per_layer["axis_kind"] != "ceiling"].groupby("basis")["R_act"].mean()

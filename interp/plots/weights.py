@@ -11,7 +11,15 @@ __all__ = ["relative_change_heatmap"]
 
 
 def relative_change_heatmap(norms: pd.DataFrame, *, title: str | None = None) -> go.Figure:
-    """Heatmap of ``relative`` = ‖ΔW‖_F / ‖W‖_F per (tensor, layer) of a :func:`delta_norms` table."""
+    """Heatmap of ``relative`` = ‖ΔW‖_F / ‖W‖_F per (tensor, layer) of a :func:`delta_norms` table.
+
+    Args:
+        norms: Rows with ``layer``, ``tensor`` and ``relative``.
+        title: Figure title (default: a description of the figure).
+
+    Returns:
+        A plotly ``Figure`` (not shown).
+    """
     require_columns(norms, ("layer", "tensor", "relative"), "norms")
     grid = norms.pivot(index="tensor", columns="layer", values="relative")
     figure = go.Figure(go.Heatmap(z=grid.values, x=[str(c) for c in grid.columns], y=list(grid.index),

@@ -7,25 +7,31 @@ still written, and :attr:`Report.failed` names it (the CLI then exits with code 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import html
 import io
 import platform
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
 import torch
-from tqdm.auto import tqdm
 
 from interp.pair import DEFAULT_BASE, ModelPair, default_adapter_path
+from interp.progress import progress_bar
 from interp.report.html import Section, render
 from interp.report.options import ReportOptions
 from interp.report.sections import SECTIONS
+from interp.results import Result, ResultLayout
 
 __all__ = ["Report", "ReportInputError", "SectionOutcome", "build_report", "check_options", "load_pair",
-           "run_sections", "write_report"]
+           "report_contents", "run_sections", "write_report"]
 
 
 class ReportInputError(ValueError):
@@ -47,20 +53,85 @@ class SectionOutcome:
         return self.error is None
 
 
-@dataclass(frozen=True)
-class Report:
-    """A written report: the HTML file, the folder of CSV tables, and each section's outcome."""
+@dataclass(frozen=True, eq=False)
+class Report(Result):
+    """A written report: the HTML file, the folder of CSV tables, each section's outcome, and every
+    table and figure of the report (``tables[name]`` is also ``tables_dir / f"{name}.csv"``;
+    ``figures`` are named ``"{section key}-{i}"``, or ``"{section key}-{i}-{j}"`` inside a row).
+
+    In a notebook it shows its summary and one row per section (:meth:`overview`); ``save`` /
+    ``load`` keep all of it (figures as plotly JSON) in a folder, without the HTML file.
+    """
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="overview", table_maps=("tables",),
+        metadata=("path", "tables_dir", "summary", "sections", "seconds", "figures"))
 
     path: Path
     tables_dir: Path
     summary: tuple[str, ...]
     sections: tuple[SectionOutcome, ...]
     seconds: float
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, go.Figure] = field(default_factory=dict)
 
     @property
     def failed(self) -> tuple[str, ...]:
         """Keys of the sections whose analysis raised."""
         return tuple(s.key for s in self.sections if not s.ok)
+
+    def overview(self) -> pd.DataFrame:
+        """One row per section: ``section`` (key), ``title``, ``status`` ("ok"/"failed"), ``seconds``,
+        and its numbers of ``tables`` and ``figures``."""
+        def count(names: Sequence[str], key: str) -> int:
+            return sum(name.startswith(f"{key}-") for name in names)
+
+        return pd.DataFrame({
+            "section": [s.key for s in self.sections], "title": [s.title for s in self.sections],
+            "status": ["ok" if s.ok else "failed" for s in self.sections],
+            "seconds": [round(s.seconds, 1) for s in self.sections],
+            "tables": [count(list(self.tables), s.key) for s in self.sections],
+            "figures": [count(list(self.figures), s.key) for s in self.sections],
+        })
+
+    def _repr_html_(self) -> str:
+        """The summary lines, then the per-section overview and what else is inside."""
+        lines = "".join(f"<li>{html.escape(line)}</li>" for line in self.summary)
+        return (f"<div class='interp-report'><p>{html.escape(str(self.path))}</p><ul>{lines}</ul></div>"
+                + super()._repr_html_())
+
+    def _saved_value(self, name: str, value: Any) -> Any:
+        if name in ("path", "tables_dir"):
+            return str(value)
+        if name == "sections":
+            return [dataclasses.asdict(s) for s in value]
+        if name == "figures":
+            return {key: figure.to_json() for key, figure in value.items()}
+        return value
+
+    @classmethod
+    def _restored_values(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return {**values, "path": Path(values["path"]), "tables_dir": Path(values["tables_dir"]),
+                "sections": tuple(SectionOutcome(**s) for s in values["sections"]),
+                "figures": {key: pio.from_json(text) for key, text in values["figures"].items()}}
+
+
+def report_contents(sections: Sequence[Section]) -> tuple[dict[str, pd.DataFrame], dict[str, go.Figure]]:
+    """Every table (by its CSV name) and every figure (``"{key}-{i}"``, ``"{key}-{i}-{j}"`` in a row) of
+    ``sections``."""
+    tables: dict[str, pd.DataFrame] = {}
+    figures: dict[str, go.Figure] = {}
+    for section in sections:
+        for table in section.tables:
+            if table.name in tables:
+                raise ValueError(f"sections: two tables are named {table.name!r}")
+            tables[table.name] = table.frame
+        for i, row in enumerate(section.figures):
+            if isinstance(row, list):
+                figures.update({f"{section.key}-{i}-{j}": figure for j, figure in enumerate(row)})
+            else:
+                figures[f"{section.key}-{i}"] = row
+    return tables, figures
 
 
 def load_pair(
@@ -98,7 +169,7 @@ def _short_error(exc: BaseException) -> str:
 
 
 def run_sections(
-    pair: ModelPair, options: ReportOptions, *, bar: tqdm | None = None
+    pair: ModelPair, options: ReportOptions, *, bar: Any | None = None
 ) -> list[tuple[Section, SectionOutcome]]:
     """Run every section in ``options.sections`` (report order), catching each one's errors."""
     out = []
@@ -181,13 +252,29 @@ def build_report(
 ) -> Report:
     """Run every analysis on the pair and write ``out_dir/report.html``.
 
-    ``pair``: an already loaded :class:`interp.ModelPair`; else one is loaded from ``base`` and
-    ``tuned``/``adapter`` (see :func:`load_pair`; nothing given = the embedded default pair) on
-    ``device`` ("auto": CUDA, then MPS, then CPU) in ``dtype``.
-    ``options``: what to compute (default :class:`ReportOptions`, with persona directions cached under
-    ``interp.cache_dir()/report``). ``quiet`` turns progress bars off. A pair that cannot be loaded or
-    options that do not fit it raise :class:`ReportInputError` before any analysis runs; an analysis
-    that raises only marks its section as failed (see :attr:`Report.failed`).
+    A pair that cannot be loaded or options that do not fit it raise before any analysis runs; an
+    analysis that raises only marks its section as failed (see :attr:`Report.failed`).
+
+    Args:
+        pair: An already loaded :class:`interp.ModelPair`; None loads one from ``base`` and
+            ``tuned``/``adapter`` (see :func:`load_pair`; nothing given = the embedded default pair).
+        base: The base model: any source :func:`interp.load_model` accepts (registry name, GGUF file,
+            Hugging Face folder or hub id).
+        tuned: The tuned model, any such source.
+        adapter: Folder of a PEFT LoRA adapter (``base=None``: the adapter's own recorded base).
+        options: What to compute (default :class:`ReportOptions`, with persona directions cached under
+            ``interp.cache_dir()/report``).
+        out_dir: Folder for ``report.html`` and ``tables/*.csv``.
+        quiet: Turn progress bars off.
+        device: "auto" (CUDA, then MPS, then CPU) or a device name, for the loaded pair.
+        dtype: The loaded pair's dtype.
+
+    Returns:
+        A :class:`Report`: the paths written, summary lines, each section's outcome, and every table and
+        figure; it displays itself in a notebook and saves with ``save``.
+
+    Raises:
+        ReportInputError: The pair could not be loaded or the options do not fit it.
     """
     started = time.perf_counter()
     if options is None:
@@ -199,7 +286,7 @@ def build_report(
     if quiet:
         options = options.replace(progress=False)
     n_stages = len(options.sections) + (pair is None) + 1
-    with tqdm(total=n_stages, desc="report", unit="stage", disable=not options.progress) as bar:
+    with progress_bar(total=n_stages, desc="report", unit="stage", progress=options.progress) as bar:
         load_seconds = None
         if pair is None:
             bar.set_description("report: loading the pair")
@@ -233,7 +320,8 @@ def build_report(
                     f"{time.strftime('%Y-%m-%d %H:%M')}")
         path, tables_dir = write_report(out_dir, f"interp report: {pair.name}", summary, sections, subtitle=subtitle)
         bar.update(1)
-    return Report(path, tables_dir, tuple(summary), outcomes, time.perf_counter() - started)
+    tables, figures = report_contents(sections)
+    return Report(path, tables_dir, tuple(summary), outcomes, time.perf_counter() - started, tables, figures)
 
 
 def check_options(pair: ModelPair, options: ReportOptions) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import einops
 import numpy as np
@@ -25,6 +26,8 @@ from transformer_lens.utilities import to_numpy
 
 from interp._validate import as_layers
 from interp.pair import ModelPair
+from interp.progress import progress_bar
+from interp.results import Result, ResultLayout
 from interp.subspace.activation_library import ACTIVATION_BASES, CAPTURES, activation_bases, extra_captures
 from interp.subspace.basis import Basis, check_rank, definitions_table, random_basis
 from interp.subspace.captures import pair_label, probe_activations, steering_label
@@ -58,10 +61,14 @@ _SHORT = {"attn.W_O": "W_O", "mlp.W_out": "W_out", "combined": "combined"}
 
 
 @dataclass(frozen=True, eq=False)
-class SweepResult:
+class SweepResult(Result):
     """The sweep's tables: ``per_layer`` (one row per basis × layer), ``summary`` (write/mixed/ceiling
     bases, mean over layers, ranked by ``joint``), ``read_side`` (read bases, same columns),
     ``definitions`` (one row per basis) and the config used."""
+
+    result_layout: ClassVar[ResultLayout] = ResultLayout(
+        headline="summary", tables=("per_layer", "summary", "read_side", "definitions"),
+        metadata=("layers", "config"))
 
     per_layer: pd.DataFrame
     summary: pd.DataFrame
@@ -258,19 +265,45 @@ def subspace_sweep(
     positive_system: str = SYCOPHANTIC_SYSTEM,
     negative_system: str = CRITICAL_SYSTEM,
     chat_template: bool = False,
+    progress: bool | None = None,
 ) -> SweepResult:
     """Run the whole sweep on a :class:`interp.ModelPair` (or anything with ``.base``, ``.tuned``, ``.delta()``).
 
-    ``layers``: default every layer where the delta changes a residual-write tensor (the adapter's
-    range); layers outside that range are a ValueError (R_w is undefined there and the steering
-    label is zero before the first tuned layer). ``label``: ``"steer"`` (δ = resid(W+αΔW) −
-    resid(W−αΔW) on the base) or ``"pair"`` (tuned − base). ``include``: names of library bases to
-    build (default all); ``extra_bases`` are scored too. Deterministic: the only randomness is the
-    seeded ``random`` basis and, with ``null="monte_carlo"``, the seeded null draws.
-    An unknown name in ``include`` is a ValueError listing the known ones
-    (:func:`interp.subspace.library.library_names`). ``chat_template``: the label prompts and the
-    clean fit prompts are fed as raw text (the notebook's setting) unless True, which formats them
-    with the tokenizer's chat template; the persona prompts are chat-templated either way.
+    Each candidate basis ``U`` (k directions per layer) is scored by how much of the steering label and
+    of ΔW's residual writes it captures relative to a random k-subspace (R_act, R_w; ≈ 1 is chance),
+    with z-scores against the null. Deterministic: the only randomness is the seeded ``random`` basis
+    and, with ``null="monte_carlo"``, the seeded null draws.
+
+    Args:
+        pair: The pair (the delta is ``pair.delta()``).
+        k: Directions per basis and layer.
+        layers: Scored layers (default every layer where the delta changes a residual-write tensor, the
+            adapter's range); layers outside that range are a ValueError (R_w is undefined there and the
+            steering label is zero before the first tuned layer).
+        claims: Probe claims (default the packaged ones).
+        label: "steer" (δ = resid(W+αΔW) − resid(W−αΔW) on the base) or "pair" (tuned − base).
+        alpha: Steering scale α.
+        fit_fraction: Share of the probes the activation bases are fitted on (the rest evaluate).
+        null: "exact" (the closed-form mean and variance of R over Haar-random bases) or "monte_carlo"
+            (seeded draws).
+        n_null: Draws of the Monte-Carlo null.
+        seed: Seed of the random basis and the null draws.
+        k_broad: Rank of the broad read subspaces that the ``write_not_*`` bases are projected away from.
+        include: Names of library bases to build (default all); an unknown name is a ValueError listing
+            the known ones (:func:`interp.subspace.library.library_names`).
+        extra_bases: Your own :class:`~interp.subspace.Basis` objects, scored too.
+        positive_system: System prompt of the positive probe side.
+        negative_system: System prompt of the negative probe side.
+        chat_template: False (default, the notebook's setting): the label prompts and the clean fit
+            prompts are fed as raw text; True: formatted with the tokenizer's chat template. The persona
+            prompts are chat-templated either way. Recorded in ``config["chat_template"]``.
+        progress: One bar over the sweep's four stages (label, probe activations, bases, scores); False
+            silences it.
+
+    Returns:
+        A :class:`SweepResult`: ``per_layer``, ``summary`` (ranked by ``joint``), ``read_side`` and
+        ``definitions`` tables; ``winner``, ``top()`` and ``conclusion()`` read them. It displays itself
+        in a notebook and saves with ``save`` (reload a long sweep with ``SweepResult.load``).
     """
     if not isinstance(chat_template, bool):
         raise TypeError(f"chat_template: expected a bool, got {type(chat_template).__name__}")
@@ -300,48 +333,55 @@ def subspace_sweep(
     prompts = probe_prompts(claims)
     fit, evaluation = split_fit_eval(prompts, fit_fraction)
     texts = chat_texts(base.tokenizer, prompts) if chat_template else list(prompts)
-    if label == "steer":
-        full = steering_label(base, delta, texts, layers, alpha)
-    else:
-        full = pair_label(pair, texts, layers)
-    label_fit, label_eval = full[:, : len(fit)], full[:, len(fit) :]
-    acts = probe_activations(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
-                             chat_template=chat_template)
+    with progress_bar(total=4, desc="subspace sweep: label", unit="stage", progress=progress) as bar:
+        if label == "steer":
+            full = steering_label(base, delta, texts, layers, alpha)
+        else:
+            full = pair_label(pair, texts, layers)
+        label_fit, label_eval = full[:, : len(fit)], full[:, len(fit) :]
+        bar.update(1)
+        bar.set_description("subspace sweep: probe activations")
+        acts = probe_activations(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
+                                 chat_template=chat_template)
+        bar.update(1)
+        bar.set_description("subspace sweep: bases")
+        wanted = None if include is None else set(include)
+        w_names = [n for n in WEIGHT_BASES if wanted is None or n in wanted]
+        a_names = [n for n in ACTIVATION_BASES if wanted is None or n in wanted]
+        library = []
+        if w_names:
+            library += weight_bases(base, layers, k, k_broad=k_broad, include=w_names)
+        clean = activation_bases(acts, k, include=["layer_clean_resid_pca"])[0]
+        if a_names:
+            needs = {need for n in a_names for need in ACTIVATION_BASES[n].needs if need in CAPTURES}
+            extra = extra_captures(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
+                                   needs=needs, chat_template=chat_template) if needs else None
+            library += activation_bases(acts, k, model=base, include=a_names, extra=extra)
+        library += compound_bases({b.name: b for b in library}, k)
+        library.append(random_basis(layers, base.cfg.d_model, k, seed=RANDOM_BASIS_SEED + seed))
+        library += [b.select(layers) for b in extra_bases]
+        gains = post_norm_gains(base, layers)
+        library += [activation_ceiling(label_fit, layers, k), weight_ceiling(delta, layers, k, gains=gains)]
+        names = [b.name for b in library]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"extra_bases: names {dupes} clash with library bases")
+        bar.update(1)
+        bar.set_description("subspace sweep: scores")
 
-    wanted = None if include is None else set(include)
-    w_names = [n for n in WEIGHT_BASES if wanted is None or n in wanted]
-    a_names = [n for n in ACTIVATION_BASES if wanted is None or n in wanted]
-    library = []
-    if w_names:
-        library += weight_bases(base, layers, k, k_broad=k_broad, include=w_names)
-    clean = activation_bases(acts, k, include=["layer_clean_resid_pca"])[0]
-    if a_names:
-        needs = {need for n in a_names for need in ACTIVATION_BASES[n].needs if need in CAPTURES}
-        extra = extra_captures(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
-                               needs=needs, chat_template=chat_template) if needs else None
-        library += activation_bases(acts, k, model=base, include=a_names, extra=extra)
-    library += compound_bases({b.name: b for b in library}, k)
-    library.append(random_basis(layers, base.cfg.d_model, k, seed=RANDOM_BASIS_SEED + seed))
-    library += [b.select(layers) for b in extra_bases]
-    gains = post_norm_gains(base, layers)
-    library += [activation_ceiling(label_fit, layers, k), weight_ceiling(delta, layers, k, gains=gains)]
-    names = [b.name for b in library]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"extra_bases: names {dupes} clash with library bases")
-
-    per_layer = score_table(
-        library,
-        label_eval=label_eval,
-        label_fit=label_fit,
-        delta=delta,
-        clean=clean,
-        null=null,
-        n_null=n_null,
-        seed=seed,
-        gains=gains,
-        dw_rank=k,
-    )
+        per_layer = score_table(
+            library,
+            label_eval=label_eval,
+            label_fit=label_fit,
+            delta=delta,
+            clean=clean,
+            null=null,
+            n_null=n_null,
+            seed=seed,
+            gains=gains,
+            dw_rank=k,
+        )
+        bar.update(1)
     summary, read_side = summarize(per_layer)
     config = {
         "k": k, "layers": tuple(layers), "label": label, "alpha": alpha, "fit_fraction": fit_fraction,
