@@ -50,7 +50,7 @@ TENSOR_FILE = "tensors.safetensors"
 OBJECT_SUFFIX = ".safetensors"
 _FORMAT_NAME = "interp-result"
 _HEADLINE_ROWS = 10
-_HEADLINE_COLS = 16  # the attention-metrics head frame (15 columns) shows whole
+_HEADLINE_COLS = 12
 R = TypeVar("R", bound="Result")
 
 

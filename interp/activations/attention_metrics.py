@@ -115,7 +115,12 @@ class AttentionMetrics(Result):
         frame["max_position"] = to_numpy(self.max_position.flatten())
         tokens = [self.batch.str_tokens(i) for i in range(n_prompts)]
         frame["max_token"] = [tokens[p][k] for p, k in zip(frame["prompt"], frame["max_position"], strict=True)]
-        return frame
+        # a notebook shows the first and last six columns: keep both entropies, the maximum and the sink
+        # there, and the positions (query, keys seen, argmax) in the middle
+        order = ["prompt", "label", "layer", "head", "entropy", "mean_entropy", "query_position", "n_keys",
+                 "max_position", "normalized_entropy", "mean_normalized_entropy", "max_attention", "sink",
+                 "mean_sink", "max_token"]
+        return frame[order + [c for c in frame.columns if c not in order]]
 
     def layer_frame(self) -> pd.DataFrame:
         """One row per (prompt, layer): head-averaged metrics and the (normalised) entropy of the
