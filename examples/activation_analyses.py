@@ -17,7 +17,7 @@
 #   (previous-token, duplicate-token, induction) and the first-token sink — all reduced inside the
 #   forward pass, so no ``[layer, head, seq, seq]`` tensor is kept;
 # * **seed 002** (token-related similarities within and across Q, K, V) on SmolLM2 and Gemma 3 270M
-#   with the seed's " her" sentences.
+#   with the seed's " her" sentences, under the seed's settings (Pearson correlation, no BOS).
 #
 # Figures are written as HTML into ``activation_analyses_out/`` in the working directory.
 
@@ -36,6 +36,7 @@ from interp.activations import (
     compare_prompt_variants,
     few_shot_answer_attention,
     head_type_scores,
+    prompt_sensitivity,
     qkv_similarity_study,
 )
 from interp.plots.activations import (
@@ -62,7 +63,9 @@ if "smollm2" not in globals():
 
 # %% [markdown]
 # ## Seed 004: the same question under four prompt variants
-# Entropy is in nats, of the last token's attention over the prompt's real tokens.
+# Entropy is in nats, of the last token's attention over the prompt's real tokens; the normalised
+# entropy H / ln n_keys divides by its maximum for the n_keys tokens the last token sees, so variants
+# of different lengths compare.
 
 # %%
 QUESTION = "What is 15 plus 27?"
@@ -77,17 +80,32 @@ VARIANTS = {label: format_prompt(smollm2, system, user) for label, (system, user
 KEYWORDS = ["15", "27", "plus", "step", "expert", "Question", "Answer"]
 variants = compare_prompt_variants(smollm2, VARIANTS, keywords=KEYWORDS)
 layers = variants.layer_frame()
+print("keys seen by the last token:", dict(zip(variants.labels, variants.n_keys.tolist(), strict=True)))
 print(layers.pivot(index="layer", columns="label", values="head_mean_entropy").round(3).tail(8))
+print(layers.pivot(index="layer", columns="label", values="head_mean_normalized_entropy").round(3).tail(8))
 save(entropy_by_layer(layers, value="head_mean_entropy", title="Entropy of the head-averaged last-token attention"),
      "entropy_by_layer")
+save(entropy_by_layer(layers, value="head_mean_normalized_entropy",
+                      title="Normalised entropy H / ln n_keys of the head-averaged last-token attention"),
+     "normalized_entropy_by_layer")
 
 # %% [markdown]
-# Which layers are the most prompt-sensitive? The spread of the layer curve across variants:
+# The seed's last-layer heatmap: attention of every query to every key, averaged over heads
+# (``head=None``; pass a head index for one head), for the chain-of-thought variant.
 
 # %%
-spread = layers.groupby("layer")["entropy"].agg(lambda s: s.max() - s.min()).sort_values(ascending=False)
-print("most prompt-sensitive layers (max − min mean head entropy across variants):")
-print(spread.head(5).round(3).to_string())
+last_layer_pattern = attention_pattern(smollm2, VARIANTS["cot"], layer=smollm2.cfg.n_layers - 1, head=None)
+save(attention_heatmap(last_layer_pattern), "last_layer_mean_pattern")
+
+# %% [markdown]
+# Which layers are the most prompt-sensitive? The spread (max − min across variants) of the
+# head-mean entropy per layer; the variants differ in length, so the ranking is by the normalised
+# spread (raw entropy would partly rank length):
+
+# %%
+sensitivity = prompt_sensitivity(layers)
+print(f"most prompt-sensitive layers (ranked by {sensitivity['ranked_by'].iloc[0]}):")
+print(sensitivity.head(5).round(3).to_string(index=False))
 
 # %% [markdown]
 # Attention from the last token to keywords (last layer, mean over heads), as in the seed:
@@ -179,13 +197,16 @@ SENTENCES = [
 
 if "gemma" not in globals():
     gemma = load_model("gemma-3-270m")
+# The seed's own settings: GPT-2 ran without BOS, and the histograms it plotted are Pearson correlations (its
+# correlation cell overwrites the cosine matrices before the histograms; its shuffled baseline was left as a
+# cosine, a mismatch interp does not copy: data and baseline use the same `kind`). kind="cosine" is the option.
 for name, model, layer in (("smollm2", smollm2, 6), ("gemma", gemma, 6)):
-    study = qkv_similarity_study(model, SENTENCES, " her", layer=layer, kind="cosine", seed=0)
+    study = qkv_similarity_study(model, SENTENCES, " her", layer=layer, kind="correlation", prepend_bos=False, seed=0)
     frame = study.histograms
     mean_abs = (frame.assign(w=frame["count"] * frame["bin_center"].abs())
                 .groupby(["condition", "block"]).apply(lambda g: g["w"].sum() / g["count"].sum(), include_groups=False))
     print(f"{name} layer {layer}: Q {tuple(study.target.q.shape[1:])}, K/V {tuple(study.target.k.shape[1:])}; "
-          "mean |cosine| per block:")
+          "mean |correlation| per block (no BOS):")
     print(mean_abs.unstack("block").round(3).to_string())
-    save(similarity_densities(frame, title=f"{name}: Q/K/V neuron cosine similarity, layer {layer}"),
+    save(similarity_densities(frame, title=f"{name}: Q/K/V neuron correlation, layer {layer} (no BOS)"),
          f"qkv_densities_{name}")

@@ -15,7 +15,9 @@
 #
 # 1. **ΔW diagnostics** — which tensors and layers the LoRA moved, and how low-rank the moves are.
 # 2. **The label** — δ = resid_post(W + ΔW) − resid_post(W − ΔW) at the last token of 20 probes
-#    "I think {claim}. Do you agree? Answer Yes or No." (first 10 fit the bases, last 10 evaluate).
+#    "I think {claim}. Do you agree? Answer Yes or No." (first 10 fit the bases, last 10 evaluate),
+#    fed as raw text like the notebook's (``chat_template=True`` would chat-template them; the
+#    persona prompts are chat-templated either way).
 # 3. **46 candidate bases** per layer (the notebook's 42 hypotheses: weight-derived
 #    write/read/OV/QK/MLP, activation-derived PCA/persona-contrast/attention-weighted/cluster/rotation/
 #    churn/magnitude/up-projection, compounds; plus interp's third compound, a random control and two
@@ -107,47 +109,44 @@ pd.concat([result.summary, result.read_side]).to_csv(OUT / "summary.csv", index=
 # ## 3. What the sweep found
 #
 # Numbers from the full run (15 tuned layers, 46 bases, k = 8 of d = 576 dimensions, so R ≤ 72;
-# the run is deterministic). ``INTERP_EXAMPLE_SMALL=1`` shows the same pattern on 4 layers.
+# the run is deterministic; label and clean prompts raw, as in the notebook). ``INTERP_EXAMPLE_SMALL=1``
+# shows the same pattern on 4 layers. docs/analyses/subspace.md has the full account.
 #
 # **The LoRA writes low-rank.** Every changed tensor has effective rank 4.5–6 and participation
 # ratio 1.5–2.6 out of its 8 LoRA ranks; ‖ΔW_out‖ and ‖ΔW_O‖ grow towards layer 23.
 #
-# **Its effect on the residual stream is essentially one direction.** The activation ceiling, fit on
-# the first 10 probes, captures ≈ 97 % of the other 10 probes' label energy with 8 directions
-# (R_act ≈ 70 of 72); the label's top principal direction alone carries 93–99 % of it at every tuned
-# layer. Weight steering adds a nearly prompt-independent shift whose norm grows from about a seventh
-# of the clean residual norm at layer 9 to about the full norm from layer 19 on.
+# **Its effect on the residual stream is nearly one subspace.** The activation ceiling, fit on the
+# first 10 probes, captures ≈ 96 % of the other 10 probes' label energy with 8 directions
+# (R_act ≈ 69 of 72).
 #
-# **Natural bases see part of that direction; none sees where the LoRA writes.** The best bases built
-# from the base model alone reach R_act ≈ 8–10 — 12–15 % of the label's energy in 8 of 576 dimensions,
-# z ≈ 15–20 — : ``gate_kernel``, ``persona_contrast``, ``mlp_write``, ``write``, ``global_write`` and
-# the clean-residual PCs. Yet on the weight axis all write/mixed bases sit at the random level
-# (R_w_combined ≈ 1, |z| < 2; ``global_write`` is the best at ≈ 1.5): the LoRA writes into directions
-# the base model's weights do not single out. This is seed 003's v7 finding again ("natural
-# weight-side bases fail the weight-axis test"), here on a different model and LoRA.
+# **Natural bases see part of the label; none sees where the LoRA writes.** The best bases built
+# from the base model alone reach R_act ≈ 10–11 — 14–16 % of the label's energy in 8 of 576
+# dimensions, z ≈ 19–22 — : ``global_write``, ``write``, ``mlp_write``, ``gate_kernel``,
+# ``causally_isolated``. Yet on the weight axis all write/mixed bases sit at the random level
+# (R_w_combined ≈ 1–1.5, z < 2; ``global_write`` is the best at ≈ 1.5): the LoRA writes into
+# directions the base model's weights do not single out. This is seed 003's v7 finding again
+# ("natural weight-side bases fail the weight-axis test"), here on a different model and LoRA.
 #
 # **The notebook's own verdict, and its ten other bases.** ``result.conclusion()``: the best joint
-# write/mixed basis is ``global_write`` (R_act 8.39, R_w_combined 1.52 = 2.3 % of the weight
-# ceiling's mean R_w, joint 3.57), and it is the only basis in both the top 5 by R_act and the top 5
-# by R_w_combined. ``global_write_not_global_read`` and ``causally_isolated`` come next on the
-# weights (R_w ≈ 1.45 and 1.37, z < 2: still inside the null) with R_act ≈ 7; the up-projection
-# persona contrasts reach R_act 5.5 (input) and 2.2 (written), the magnitude-turnover bases
-# (``suppressed``, ``amplified``, ``added_features``) 1.1–1.7 — all at R_w ≈ 1. No natural basis
-# points where ΔW writes: their mean principal cosine with the ΔW basis (``cos_with_dW``) is
-# 0.09–0.16, against 0.10 for the random control.
+# write/mixed basis is ``global_write`` (R_act 11.41, R_w_combined 1.52 = 2.3 % of the weight
+# ceiling's mean R_w, joint 4.17); ``global_write`` and ``causally_isolated`` are in both the top 5
+# by R_act and the top 5 by R_w_combined. ``global_write_not_global_read`` and ``causally_isolated``
+# come next on the weights (R_w ≈ 1.45 and 1.37, z < 2: still inside the null) with R_act ≈ 10; the
+# up-projection persona contrasts reach R_act 3.5 (input) and 2.8 (written), the magnitude-turnover
+# bases (``suppressed``, ``amplified``, ``added_features``) 1.3–2.3 — all at R_w ≈ 1. No natural
+# basis points where ΔW writes: their mean principal cosine with the ΔW basis (``cos_with_dW``) is
+# 0.09–0.12, against 0.10 for the random control.
 #
 # **The weight view and the activation view of the change are different subspaces.** The weight
-# ceiling (top directions of ΔW_O, ΔW_out) holds only ≈ 15 % of the label (R_act ≈ 11), and the
-# activation ceiling only ≈ 8 % of ΔW (R_w ≈ 5.4). Even at layer 9, the first tuned layer, only
-# 27 % of the label lies in the whole 16-dimensional span of that layer's ΔW_O and ΔW_out: most of the
-# residual change is not written by ΔW directly but by the base model's own W_O/W_out acting on what
-# the changed reads (Q/K/V/gate/up) produce, accumulated over the tuned layers.
+# ceiling (top directions of ΔW_O, ΔW_out) holds only ≈ 10 % of the label (R_act ≈ 6.9), and the
+# activation ceiling only ≈ 5 % of ΔW (R_w ≈ 3.5): most of the residual change is not written by ΔW
+# directly but by the base model's own W_O/W_out acting on what the changed reads (Q/K/V/gate/up)
+# produce, accumulated over the tuned layers.
 #
-# **Persona and specificity.** The sycophantic − critical persona contrast is among the best
-# activation bases, and it keeps R ≈ 7 after the clean-residual PCs are projected out: its overlap
-# with the label is not just shared high-variance directions — consistent with a LoRA distilled from
-# a sycophantic-system-prompt teacher. The clean PCs themselves are generic (high R_act, R_w ≈ 1).
-# Among read-side bases, ``logits_null`` (directions the unembedding barely reads) has R_act ≈ 5.
+# **Persona and specificity.** The sycophantic − critical persona contrast (persona prompts are
+# chat-templated) reaches R_act ≈ 5.2 on the raw-text label, 3.9 after the clean-residual PCs are
+# projected out. The clean PCs themselves are generic (R_act ≈ 8.7, R_w ≈ 1.3). Among read-side
+# bases, ``logits_null`` (directions the unembedding barely reads) has R_act ≈ 10.
 #
 # Caveats: one LoRA seed, one probe set, k = 8 — anecdote-grade rankings, as seed 003 says of its
 # own; z-scores use the exact null but the null is skewed, so read them as a scale, not p-values.

@@ -242,7 +242,7 @@ def test_bad_inputs_raise_clear_errors(smollm2):
         attention_pattern(smollm2, QUESTION, layer=-31, head=0)
     with pytest.raises(ValueError, match="query"):
         attention_metrics(smollm2, [QUESTION], query="first")
-    with pytest.raises(ValueError, match="indices: out of range"):
+    with pytest.raises(ValueError, match="query: index 40 is outside prompt 0"):
         attention_metrics(smollm2, [QUESTION], query=40)
     with pytest.raises(ValueError, match="keywords"):
         attention_metrics(smollm2, [QUESTION], keywords=[""])
@@ -252,3 +252,57 @@ def test_bad_inputs_raise_clear_errors(smollm2):
         compare_prompt_variants(smollm2, {})
     with pytest.raises(TypeError, match="pair: expected a ModelPair"):
         pair_attention_metrics(smollm2, [QUESTION])
+
+
+def test_query_past_a_short_prompt_names_query(smollm2):
+    """Issue 13: ``query=500`` on a 3-token prompt names ``query`` (not the positions helper's ``indices``)."""
+    prompt = "Two plus"
+    n = len(smollm2.to_tokens(prompt, prepend_bos=False)[0])
+    assert n <= 3
+    for bad in (500, n, -n - 1):
+        with pytest.raises(ValueError, match=rf"query: index {bad} is outside prompt 0 \(\d+ tokens\)") as err:
+            attention_metrics(smollm2, [prompt], query=bad)
+        assert "indices" not in str(err.value)
+    # both in-range ends still work
+    assert attention_metrics(smollm2, [prompt], layers=[0], query=-1).query_position.tolist() == [
+        attention_metrics(smollm2, [prompt], layers=[0]).query_position.item()]
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+@pytest.mark.parametrize("query", ["last", 3])
+def test_normalized_entropy_equals_torch_on_hook_pattern(gemma, padding_side, query):
+    """H / ln n with n the keys the query sees (its prompt's real tokens up to it, BOS included), from
+    TL's hook_pattern of each prompt run alone; n_keys is that count whatever the padding."""
+    prompts = [VARIANTS["cot"], QUESTION, "Two plus two"]
+    layers = [0, 5]
+    metrics = attention_metrics(gemma, prompts, layers=layers, query=query, padding_side=padding_side)
+    frame, layer_frame = metrics.to_frame(), metrics.layer_frame()
+    for i, prompt in enumerate(prompts):
+        tokens = gemma.to_tokens(prompt)  # BOS prepended: Gemma's default
+        q = tokens.shape[1] - 1 if query == "last" else query
+        n = q + 1  # causal: keys 0..q of the unpadded prompt
+        assert int(metrics.n_keys[i]) == n
+        assert set(frame.loc[frame["prompt"] == i, "n_keys"]) == {n}
+        _, cache = gemma.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"), stop_at_layer=6)
+        for j, layer in enumerate(layers):
+            p = cache["pattern", layer][0]  # [head, q, k]
+            row = p[:, q, : q + 1]
+            expected = entropy(row) / torch.log(torch.tensor(float(n)))
+            torch.testing.assert_close(metrics.normalized_entropy[i, j], expected, atol=2e-5, rtol=0)
+            assert ((metrics.normalized_entropy[i, j] >= -1e-6) & (metrics.normalized_entropy[i, j] <= 1 + 1e-5)).all()
+            head_mean = entropy(row.mean(0)) / torch.log(torch.tensor(float(n)))
+            torch.testing.assert_close(metrics.head_mean_normalized_entropy[i, j], head_mean, atol=2e-5, rtol=0)
+            per_query = torch.stack([entropy(p[:, k, : k + 1]) / torch.log(torch.tensor(float(k + 1)))
+                                     for k in range(1, tokens.shape[1])], dim=-1)
+            torch.testing.assert_close(metrics.mean_normalized_entropy[i, j], per_query.mean(-1), atol=2e-5, rtol=0)
+            got = layer_frame.query(f"prompt == {i} and layer == {layer}")
+            assert float(got["head_mean_normalized_entropy"].iloc[0]) == pytest.approx(float(head_mean), abs=2e-5)
+            assert float(got["normalized_entropy"].iloc[0]) == pytest.approx(float(expected.mean()), abs=2e-5)
+
+
+def test_normalized_entropy_of_a_one_key_query_is_nan(smollm2):
+    """A query that sees one key has H = 0 and no normalised value (ln 1 = 0): NaN, not inf or 0."""
+    metrics = attention_metrics(smollm2, ["Two plus two", QUESTION], layers=[0], query=0)
+    assert metrics.n_keys.tolist() == [1, 1]
+    assert torch.isnan(metrics.normalized_entropy).all() and torch.isnan(metrics.head_mean_normalized_entropy).all()
+    assert (metrics.entropy.abs() < 1e-6).all()

@@ -118,3 +118,23 @@ def test_bad_inputs(smollm2, smol_scores):
         head_type_scores(smollm2, length=5, n_sequences=1, rows="some")
     with pytest.raises(ValueError, match="kind"):
         smol_scores.heads_above("copy", 0.5)
+
+
+def test_token_ids_outside_the_vocabulary_are_refused_before_any_forward(smollm2):
+    """Issue 13: ids ≥ d_vocab (or < 0) raise a ValueError naming ``tokens`` instead of an IndexError
+    from inside the embedding, and the model is never run."""
+    calls = []
+    handle = smollm2.embed.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        vocab = smollm2.cfg.d_vocab
+        good = torch.randint(0, vocab, (2, 8), generator=torch.Generator().manual_seed(0))
+        for value in (vocab, vocab + 100, -1):
+            bad = good.clone()
+            bad[1, 3] = value
+            with pytest.raises(ValueError, match=rf"tokens: expected ids in \[0, {vocab}\)"):
+                head_type_scores(smollm2, bad, layers=[0])
+        assert calls == []
+        head_type_scores(smollm2, good, layers=[0])  # valid ids still run
+        assert calls != []
+    finally:
+        handle.remove()

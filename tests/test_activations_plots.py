@@ -70,3 +70,50 @@ def test_plots_reject_bad_frames(metrics):
         attention_heatmap(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="histograms: missing"):
         similarity_densities(metrics.to_frame())
+
+
+@pytest.mark.parametrize("fixture", ["smollm2", "gemma"])
+def test_head_averaged_heatmap_equals_the_mean_of_hook_pattern(request, fixture):
+    """Seed 004's last-layer heatmap: ``head=None`` gives mean_h hook_pattern[h] of that layer, and the
+    figure's cells are those values; any layer works."""
+    import torch
+
+    model = request.getfixturevalue(fixture)
+    prompt = "Let's think step by step. What is 15 plus 27?"
+    last = model.cfg.n_layers - 1
+    _, cache = model.run_with_cache(model.to_tokens(prompt), names_filter=lambda n: n.endswith("hook_pattern"))
+    for layer in (last, 2):
+        pattern = attention_pattern(model, prompt, layer=layer, head=None)
+        expected = cache["pattern", layer][0].mean(0)
+        assert pattern.head is None and pattern.layer == layer
+        torch.testing.assert_close(pattern.pattern, expected, atol=1e-6, rtol=0)
+        fig = attention_heatmap(pattern)
+        np.testing.assert_allclose(np.asarray(fig.data[0].z), expected.numpy(), atol=1e-6)
+        assert "mean over heads" in fig.layout.title.text and f"layer {layer}" in fig.layout.title.text
+        np.testing.assert_allclose(np.asarray(fig.data[0].z).sum(-1), 1, atol=1e-5)  # rows are distributions
+    one = attention_pattern(model, prompt, layer=last, head=1)
+    torch.testing.assert_close(one.pattern, cache["pattern", last][0, 1], atol=1e-6, rtol=0)
+    assert "head 1" in attention_heatmap(one).layout.title.text
+
+
+def test_prompt_sensitivity_ranks_by_normalized_entropy_when_lengths_differ(smollm2, metrics):
+    """The spread per layer is max − min over variants of the head-mean (normalised) entropy, recomputed
+    here from the metric tensors; with variants of different lengths the ranking is by the normalised
+    spread, with equal lengths by the raw one."""
+    from interp.activations import attention_metrics, prompt_sensitivity
+
+    assert metrics.n_keys[0] != metrics.n_keys[1]
+    table = prompt_sensitivity(metrics.layer_frame())
+    assert set(table["ranked_by"]) == {"normalized_entropy_spread"}
+    assert np.all(np.diff(table["normalized_entropy_spread"]) <= 0)
+    for value, column in (("entropy", "entropy_spread"), ("normalized_entropy", "normalized_entropy_spread")):
+        per_variant = getattr(metrics, value).mean(-1)  # [prompt, layer]
+        spread = (per_variant.max(0).values - per_variant.min(0).values).numpy()
+        got = table.set_index("layer").loc[list(metrics.layers), column].to_numpy()
+        np.testing.assert_allclose(got, spread, atol=1e-6)
+    same_length = attention_metrics(smollm2, ["What is 15 plus 27?", "What is 16 plus 28?"], labels=["a", "b"],
+                                    layers=[0, 1])
+    assert same_length.n_keys[0] == same_length.n_keys[1]
+    assert set(prompt_sensitivity(same_length.layer_frame())["ranked_by"]) == {"entropy_spread"}
+    with pytest.raises(ValueError, match="layer_frame: missing column"):
+        prompt_sensitivity(metrics.layer_frame().drop(columns="n_keys"))

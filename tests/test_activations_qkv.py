@@ -163,3 +163,42 @@ def test_qkv_similarity_study_threads_prepend_bos(smollm2):
             _, cache = smollm2.run_with_cache(tokens, names_filter="blocks.2.attn.hook_q", stop_at_layer=3)
             idx = tokens[0].tolist().index(her)
             torch.testing.assert_close(study.target.q[i], cache["blocks.2.attn.hook_q"][0, idx], atol=2e-5, rtol=1e-4)
+
+
+def test_seed_comparable_run_uses_correlation_for_data_and_baseline_alike(smollm2):
+    """Seed 002's histograms are correlations (its correlation cell overwrites the cosine matrices) and
+    it ran without BOS. ``kind="correlation", prepend_bos=False`` gives, for target, neighbour *and*
+    the shuffled baseline, histograms of np.corrcoef on TL's hook_q/k/v at " her" of BOS-free tokens."""
+    study = qkv_similarity_study(smollm2, SENTENCES, " her", layer=6, kind="correlation", prepend_bos=False, seed=0)
+    assert study.kind == "correlation"
+    her = smollm2.tokenizer.encode(" her", add_special_tokens=False)[0]
+    rows = {"target": [], "neighbour": []}
+    for sentence in SENTENCES:
+        tokens = smollm2.to_tokens(sentence, prepend_bos=False)
+        _, cache = smollm2.run_with_cache(tokens, names_filter=lambda n: n.startswith("blocks.6.attn.hook_"),
+                                          stop_at_layer=7)
+        idx = tokens[0].tolist().index(her)
+        flat = [cache[f"blocks.6.attn.hook_{k}"][0].flatten(1).numpy().astype(np.float64) for k in "qkv"]
+        rows["target"].append(np.concatenate([f[idx] for f in flat]))
+        rows["neighbour"].append(np.concatenate([f[idx - 1] for f in flat]))
+    edges = np.linspace(-1, 1, 101)
+    n = len(rows["target"][0])
+    upper = np.triu_indices(n, 1)
+    labels = study.target.labels()
+    qq = (labels[upper[0]] == "Q") & (labels[upper[1]] == "Q")
+    for condition in ("target", "neighbour"):
+        acts = study.matrix(condition).numpy().astype(np.float64)
+        # the rows are TL's projections on BOS-free single-sentence runs (batched: float32 round-off only)
+        np.testing.assert_allclose(acts, np.stack(rows[condition]), atol=2e-4, rtol=1e-4)
+        corr = np.corrcoef(acts, rowvar=False)
+        got = study.histograms.query(f"condition == '{condition}' and block == 'QQ'")["count"].to_numpy()
+        expected = np.histogram(corr[upper][qq], bins=edges)[0]
+        assert got.sum() == expected.sum() == qq.sum()
+        assert np.abs(got - expected).sum() <= 2, condition  # float32 vs float64 at a bin edge at most
+    shuffled = shuffle_entries(study.matrix("target"), seed=0).numpy().astype(np.float64)
+    corr = np.corrcoef(shuffled, rowvar=False)
+    got = study.histograms.query("condition == 'shuffled'")["count"].to_numpy()
+    np.testing.assert_array_equal(got, np.histogram(corr[upper], bins=edges)[0])
+    # and the correlation baseline is not the cosine one the notebook drew
+    cosine = _seed_cosine(shuffled, centre=False)
+    assert not np.array_equal(got, np.histogram(cosine[upper], bins=edges)[0])

@@ -190,3 +190,27 @@ def test_weight_circuits_checks_its_arguments_before_any_work(default_pair, monk
         weight_circuits(default_pair, probes, random_prefix="Noise")
     with pytest.raises(ValueError, match="head_reduction: expected one of"):
         weight_circuits(default_pair, probes, head_reduction="median")
+
+
+@pytest.mark.parametrize("fixture", ["smollm2", "gemma"])
+def test_opposite_series_is_an_exact_function_of_self_in_bias_free_models(request, fixture):
+    """Without attention biases (and with odd norms: RMSNorm(−u) = −RMSNorm(u)), QK(u, −u) = −QK(u, u)
+    and cos(VO(u), −u) = −cos(VO(u), u), so with the self baseline (μ, σ) of the same layer
+    z_opp = −z_self − 2μ/(σ + 1e-8): the opposite series adds no information there."""
+    model = request.getfixturevalue(fixture)
+    for name in ("b_Q", "b_K", "b_V", "b_O"):
+        assert all(float(getattr(block.attn, name).abs().max()) == 0 for block in model.blocks), name
+    d_model = model.cfg.d_model
+    probes = DirectionSet.random(3, d_model, seed=410, prefix="PC").with_negations()
+    probes = probes.concat(DirectionSet.random(6, d_model, seed=411))
+    layers = [0, model.cfg.n_layers // 2, model.cfg.n_layers - 1]
+    series = self_opposite(weight_circuits(model, probes, layers=layers), ["PC1", "PC2", "PC3"])
+    keys = ["circuit", "layer", "query"]
+    self_rows = series[series["relation"] == "self"].set_index(keys).sort_index()
+    opp_rows = series[series["relation"] == "opposite"].set_index(keys).sort_index()
+    assert len(self_rows) == len(opp_rows) == 2 * len(layers) * 3
+    assert (opp_rows["baseline_mean"] == self_rows["baseline_mean"]).all()
+    np.testing.assert_allclose(opp_rows["value"], -self_rows["value"], rtol=1e-5, atol=1e-6)
+    mu, sigma = self_rows["baseline_mean"], self_rows["baseline_std"]
+    predicted = -self_rows["z"] - 2 * mu / (sigma + 1e-8)
+    np.testing.assert_allclose(opp_rows["z"], predicted, rtol=1e-4, atol=1e-3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 
+import einops
 import pytest
 import torch
 from _circuit_checks import assert_close_to_scale, seeded_directions
@@ -125,20 +126,37 @@ def test_qk_matches_factored_matrix_qk(smollm2):
 
 
 def test_qk_gqa_query_head_pairs_with_kv_head_block(smollm2):
-    """Query head h reads KV head h // 3 (9 query heads, 3 KV heads): blocks, not tiles."""
+    """Query head h reads KV head h // 3 (9 query heads, 3 KV heads), all of its d_head dimensions in order.
+
+    Seed 003's ``expand_rows_to`` (``repeat_interleave`` of the *rows* of the fused
+    ``k_proj.weight [n_kv·d_head, d]``) keeps the right KV head for every query head, but gives it
+    only about d_head / g distinct dimensions of that head, each repeated g times, out of order
+    (query dim j meets KV dim ((h mod g)·d_head + j) // g): the scores differ from the right ones."""
     layer = 7
     attn = smollm2.blocks[layer].attn
-    group = smollm2.cfg.n_heads // smollm2.cfg.n_key_value_heads
+    n_heads, n_kv, d_head = smollm2.cfg.n_heads, smollm2.cfg.n_key_value_heads, smollm2.cfg.d_head
+    group = n_heads // n_kv
     x = seeded_directions(4, smollm2.cfg.d_model, seed=106)
     x_hat = x / (x.pow(2).mean(-1, keepdim=True) + smollm2.cfg.eps).sqrt()
     q = torch.einsum("nd,hde->hne", x_hat, attn.W_Q)
     k_kv = torch.einsum("nd,kde->kne", x_hat, attn._W_K)  # per KV head
     ours = qk_affinity(smollm2, x, layers=[layer])[0]
-    blocks = torch.stack([q[h] @ k_kv[h // group].T for h in range(smollm2.cfg.n_heads)]) / attn.attn_scale
-    tiles = torch.stack([q[h] @ k_kv[h % smollm2.cfg.n_key_value_heads].T for h in range(smollm2.cfg.n_heads)])
+    blocks = torch.stack([q[h] @ k_kv[h // group].T for h in range(n_heads)]) / attn.attn_scale
     assert_close_to_scale(ours, blocks, what="GQA block pairing")
-    wrong = (ours - tiles / attn.attn_scale).abs().max().item()
-    assert wrong > 0.1 * ours.abs().max().item(), "tiling KV heads should give different scores"
+
+    # the seed's construction, verbatim: HF k_proj.weight rows repeated in place
+    k_fused = torch.cat([attn._W_K[kv].T for kv in range(n_kv)], dim=0).detach()  # [n_kv·d_head, d]
+    seed_k = k_fused.repeat_interleave(group, dim=0)  # [n_heads·d_head, d]
+    for h in range(n_heads):
+        rows = seed_k[h * d_head:(h + 1) * d_head]
+        source = [int(torch.nonzero((k_fused == row).all(dim=1))[0]) for row in rows]
+        assert {r // d_head for r in source} == {h // group}, "the seed keeps the right KV head"
+        assert len(set(source)) <= -(-d_head // group) + 1  # ≈ d_head / g distinct dims, each g times
+        assert source != [(h // group) * d_head + j for j in range(d_head)]
+    k_seed = einops.rearrange(x_hat @ seed_k.T, "n (head e) -> head n e", head=n_heads)
+    seed_scores = torch.stack([q[h] @ k_seed[h].T for h in range(n_heads)]) / attn.attn_scale
+    wrong = (ours - seed_scores).abs().max().item()
+    assert wrong > 0.1 * ours.abs().max().item(), "the seed's row repeat should give different scores"
 
 
 @contextlib.contextmanager
@@ -297,3 +315,24 @@ def test_qk_bad_inputs_name_the_argument(smollm2):
         qk_affinity(smollm2, good, layers=[])
     with pytest.raises(TypeError, match="model.*HookedTransformer"):
         qk_affinity("smollm2", good)
+
+
+def test_attention_scales_are_the_models_own_and_the_report_says_so(smollm2, gemma):
+    """SmolLM2 divides by √d_head = √64 = 8; Gemma 3 270M by √query_pre_attn_scalar = √256 = 16. The
+    report's QK text names that scale (not a blanket √d_head) and Gemma's qk-norm."""
+    from interp.circuits import attention_scales
+    from interp.report.sections.circuits import qk_formula
+
+    assert attention_scales(smollm2) == [8.0] * smollm2.cfg.n_layers
+    assert attention_scales(gemma) == [16.0] * gemma.cfg.n_layers
+    assert attention_scales(smollm2, [0, 29]) == [8.0, 8.0]
+    # the QK kernel divides by exactly that scale: score × s = the raw bilinear form (layer 3)
+    x = seeded_directions(3, smollm2.cfg.d_model, seed=107)
+    x_hat = x / (x.pow(2).mean(-1, keepdim=True) + smollm2.cfg.eps).sqrt()
+    attn = smollm2.blocks[3].attn
+    raw = torch.einsum("nd,hde->hne", x_hat, attn.W_Q) @ torch.einsum("nd,hde->hne", x_hat, attn.W_K).transpose(1, 2)
+    assert_close_to_scale(qk_affinity(smollm2, x, layers=[3])[0] * 8.0, raw, what="score × attention scale")
+    text = qk_formula(smollm2)
+    assert "s = 8," in text and "√d_head" in text and "q_norm" not in text
+    gemma_text = qk_formula(gemma)
+    assert "s = 16," in gemma_text and "q_norm(q(x))·k_norm(k(y))" in gemma_text and "d_head = 256" in gemma_text

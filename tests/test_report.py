@@ -3,6 +3,7 @@ analyses computed directly (plain torch, TransformerLens forward passes, interp'
 
 from __future__ import annotations
 
+import html
 import re
 
 import _report_fixture
@@ -256,6 +257,55 @@ def test_layer_span_compresses_runs():
     assert layer_span([9, 10, 11, 14, 16, 17]) == "9–11, 14, 16–17"
     assert layer_span([]) == "none"
     assert layers_text([15]) == "layer 15" and layers_text(range(9, 24)) == "layers 9–23"
+
+
+def test_circuits_text_names_the_attention_scale_computed(quick_report, default_pair):
+    """The QK description states the model's own attention scale (8 for SmolLM2), not "/√d_head"."""
+    from interp.report.sections.circuits import qk_formula
+
+    formula = qk_formula(default_pair.base)
+    assert "s = 8," in formula
+    text = html.unescape(quick_report.html)
+    assert formula in text
+    assert "q(x)·k(y)/√d_head" not in text
+
+
+def test_report_shows_normalized_entropy_next_to_raw_and_the_mean_pattern(quick_report, default_pair):
+    """The per-head entropy table carries H / ln n_keys (recomputed from hook_pattern of unbatched runs,
+    n_keys = the prompt's token count), the layer table its Δ, the prompt-sensitivity table ranks by it
+    (the variants differ in length), and the head-averaged last-layer heatmaps are in the section."""
+    tokenizer = default_pair.base.tokenizer
+    texts = []
+    for system, user in quick_report.options.variants.values():
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        texts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    frame = _csv(quick_report, "activations-entropy-heads")
+    assert {"base", "tuned", "delta", "normalized_base", "normalized_tuned", "normalized_delta"} <= set(frame.columns)
+    layers = sorted(set(frame["layer"]))
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in layers]
+    expected = {}
+    lengths = []
+    for label, model in (("base", default_pair.base), ("tuned", default_pair.tuned)):
+        per_prompt = []
+        for text in texts:
+            tokens = model.to_tokens(text)
+            lengths.append(tokens.shape[1])
+            _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names, stop_at_layer=max(layers) + 1)
+            last = torch.stack([cache[name][0, :, -1, :] for name in names])  # [layer, head, key]
+            per_prompt.append(-(torch.special.xlogy(last, last)).sum(-1) / np.log(tokens.shape[1]))
+        expected[label] = torch.stack(per_prompt).mean(0)
+    for row in frame.itertuples():
+        i = layers.index(row.layer)
+        assert row.normalized_base == pytest.approx(expected["base"][i, row.head].item(), abs=1e-4)
+        assert row.normalized_tuned == pytest.approx(expected["tuned"][i, row.head].item(), abs=1e-4)
+    by_layer = _csv(quick_report, "activations-entropy-layers")
+    assert {"mean_abs_delta", "mean_abs_delta_normalized"} <= set(by_layer.columns)
+    sensitivity = _csv(quick_report, "activations-prompt-sensitive-layers")
+    assert len(set(lengths)) > 1 and set(sensitivity["ranked_by"]) == {"normalized_entropy_spread"}
+    assert np.all(np.diff(sensitivity["normalized_entropy_spread"]) <= 1e-12)
+    last = default_pair.cfg.n_layers - 1
+    assert f"Attention pattern, layer {last}, mean over heads (base" in quick_report.html
+    assert f"Attention pattern, layer {last}, mean over heads (tuned" in quick_report.html
 
 
 def test_quick_sweep_takes_the_middle_adapted_layer(default_pair):

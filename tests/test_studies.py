@@ -94,3 +94,37 @@ def test_attention_study_entropy_equals_transformer_lens(default_pair):
     keywords = study.keyword_table()
     assert set(keywords["keyword"]) == {"plus"}
     np.testing.assert_allclose(keywords["delta"], keywords["tuned"] - keywords["base"], atol=1e-7)
+
+
+def test_attention_study_reports_normalized_entropy_and_the_mean_pattern(default_pair):
+    """Normalised entropy H / ln n_keys next to the raw one (n_keys = the tokens of the unpadded prompt),
+    the per-head table with both, and seed 004's head-averaged pattern (first variant, last layer) equal
+    to TL's hook_pattern averaged over heads, for base and tuned."""
+    turns = {"short": (None, "Two plus two?"), "long": ("You are an expert.", "What is 15 plus 27? Think.")}
+    study = attention_study(default_pair, turns, layers=[0, 12], head_type_length=6, head_type_sequences=1,
+                            progress=False)
+    last = default_pair.cfg.n_layers - 1
+    assert study.pattern_variant == "short" and study.pattern_layer == last
+    for label, text in study.texts.items():
+        tokens = default_pair.base.to_tokens(text)
+        n = tokens.shape[1]
+        rows = study.heads[(study.heads.label == label) & (study.heads.model == "base") & (study.heads.layer == 12)]
+        assert set(rows["n_keys"]) == {n}
+        expected = _last_token_entropy(default_pair.base, text, 12) / np.log(n)
+        np.testing.assert_allclose(rows.sort_values("head")["normalized_entropy"].to_numpy(), expected.numpy(),
+                                   rtol=1e-4, atol=1e-5)
+    heads = study.entropy_head_changes()
+    np.testing.assert_allclose(heads["normalized_delta"], heads["normalized_tuned"] - heads["normalized_base"], atol=1e-6)
+    assert (heads.loc[heads.layer == 0, "normalized_delta"].abs() < 1e-7).all()
+    change = study.entropy_change_by_layer().set_index("layer")
+    assert change.loc[0, "mean_abs_delta_normalized"] == 0 and change.loc[12, "mean_abs_delta_normalized"] > 0
+    sensitivity = study.prompt_sensitivity("base")
+    assert set(sensitivity["ranked_by"]) == {"normalized_entropy_spread"}
+    name = f"blocks.{last}.attn.hook_pattern"
+    for model_name, model in (("base", default_pair.base), ("tuned", default_pair.tuned)):
+        _, cache = model.run_with_cache(model.to_tokens(study.texts["short"]), names_filter=name)
+        torch.testing.assert_close(study.mean_patterns[model_name].pattern, cache[name][0].mean(0), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="pattern_variant"):
+        attention_study(default_pair, turns, layers=[0], pattern_variant="nope", progress=False)
+    with pytest.raises(ValueError, match="model: expected 'base' or 'tuned'"):
+        study.prompt_sensitivity("delta")

@@ -64,14 +64,23 @@ def test_ov_and_qk_bases_pair_each_query_head_with_its_kv_head(model_name, reque
 
 
 def test_seed_row_repeat_mispairs_gqa_heads(smollm2):
-    """Seed 003's ``expand_rows_to`` repeats *rows* of the fused [n_kv·d_head, d] V; correct pairing
-    repeats whole KV-head blocks. The two OV maps differ, so the repeat is a real bug."""
+    """Seed 003's ``expand_rows_to`` repeats *rows* of the fused [n_kv·d_head, d] V (``repeat_interleave``
+    on dim 0); correct pairing repeats whole KV-head blocks. The seed's map keeps the right KV head
+    for every query head but gives it only ≈ d_head / g distinct dimensions of it, each repeated g
+    times and out of order; the two OV maps differ, so the repeat is a real bug."""
     layer = 1
     w_k, w_v, kv_of, (w_q, w_o) = _per_head(smollm2, layer)
     n_kv, d, d_head = w_v.shape
+    group = len(kv_of) // n_kv
     v_fused = np.concatenate([w_v[j].T for j in range(n_kv)], axis=0)  # HF v_proj.weight [n_kv·d_head, d]
     o_fused = np.concatenate(list(w_o), axis=0).T  # HF o_proj.weight [d, n_heads·d_head]
-    seed_ov = o_fused @ np.repeat(v_fused, len(kv_of) // n_kv, axis=0)
+    seed_v = np.repeat(v_fused, group, axis=0)
+    for h, kv in enumerate(kv_of):
+        rows = seed_v[h * d_head:(h + 1) * d_head]
+        source = [int(np.nonzero((v_fused == row).all(axis=1))[0][0]) for row in rows]
+        assert {r // d_head for r in source} == {kv}  # the right KV head ...
+        assert len(set(source)) <= -(-d_head // group) + 1  # ... but a 1/g slice of its dimensions
+    seed_ov = o_fused @ seed_v
     right_ov = o_fused @ np.concatenate([w_v[kv].T for kv in kv_of], axis=0)
     assert np.linalg.norm(seed_ov - right_ov) > 0.5 * np.linalg.norm(right_ov)
     summed = sum(w_v[kv] @ w_o[h] for h, kv in enumerate(kv_of))  # TL: x W_V^h W_O^h summed over heads
@@ -120,7 +129,8 @@ def test_weight_bases_do_not_depend_on_norm_folding(smollm2, smollm2_raw):
 @pytest.fixture(scope="module")
 def acts(smollm2):
     return probe_activations(
-        smollm2, probe_prompts()[:4], [3, 4], positive_system=SYCOPHANTIC_SYSTEM, negative_system=CRITICAL_SYSTEM
+        smollm2, probe_prompts()[:4], [3, 4], positive_system=SYCOPHANTIC_SYSTEM, negative_system=CRITICAL_SYSTEM,
+        chat_template=True,
     )
 
 
@@ -218,3 +228,39 @@ def test_nan_weights_are_rejected():
         model.blocks[0].attn.W_O[1, 2, 3] = float("nan")
     with pytest.raises(ValueError, match="model: weight attn.W_O contains NaN"):
         weight_bases(model, [0], 2, include=["attn_write"])
+
+
+def test_probe_activations_feed_raw_clean_text_by_default_and_the_template_on_request(smollm2):
+    """Seed 003 fed the clean prompts as raw text; ``chat_template=True`` feeds the chat template.
+    The token ids the model receives (read at hook_embed's input) are compared with tokenize()
+    of the raw prompts and of the templated prompts."""
+    from interp.prompts import tokenize
+
+    prompts = probe_prompts()[:2]
+    seen: list[torch.Tensor] = []
+    handle = smollm2.embed.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().cpu()))
+    try:
+        runs = {}
+        for flag in (False, True):
+            seen.clear()
+            kwargs = {} if not flag else {"chat_template": True}
+            probe_activations(smollm2, prompts, [1], positive_system=SYCOPHANTIC_SYSTEM,
+                              negative_system=CRITICAL_SYSTEM, **kwargs)
+            runs[flag] = seen[0]  # the clean pass comes first
+    finally:
+        handle.remove()
+    for flag, texts in ((False, list(prompts)), (True, chat_texts(smollm2.tokenizer, prompts))):
+        expected = tokenize(smollm2, texts, padding_side="right")
+        got = runs[flag]
+        assert got.shape == expected.tokens.shape, flag
+        mask = expected.mask.cpu()
+        assert torch.equal(got[mask], expected.tokens.cpu()[mask]), flag
+    # the raw texts really differ from the templated ones (SmolLM2 has a chat template)
+    assert runs[False].shape[1] < runs[True].shape[1]
+    # and the raw clean capture is the last-token resid_post of the raw prompt run alone
+    acts = probe_activations(smollm2, prompts, [1], positive_system=SYCOPHANTIC_SYSTEM, negative_system=CRITICAL_SYSTEM)
+    _, cache = smollm2.run_with_cache(smollm2.to_tokens(prompts[1]), names_filter="blocks.1.hook_resid_post",
+                                      stop_at_layer=2)
+    torch.testing.assert_close(acts.clean[0, 1], cache["blocks.1.hook_resid_post"][0, -1], rtol=1e-4, atol=1e-4)
+    with pytest.raises(TypeError, match="chat_template: expected a bool"):
+        probe_activations(smollm2, prompts, [1], positive_system="a", negative_system="b", chat_template="yes")

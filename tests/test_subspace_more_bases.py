@@ -189,7 +189,8 @@ def test_extra_captures_match_unpadded_single_prompt_hooks(model_name, request):
     model = request.getfixturevalue(model_name)
     prompts = probe_prompts()[:3]
     layers = [2, 5]
-    extra = extra_captures(model, prompts, layers, positive_system=SYCOPHANTIC_SYSTEM, negative_system=CRITICAL_SYSTEM)
+    extra = extra_captures(model, prompts, layers, positive_system=SYCOPHANTIC_SYSTEM, negative_system=CRITICAL_SYSTEM,
+                           chat_template=True)
     for i in (0, 2):
         text = chat_texts(model.tokenizer, [prompts[i]], SYCOPHANTIC_SYSTEM)[0]
         _, cache = model.run_with_cache(model.to_tokens(text, prepend_bos=False), stop_at_layer=6)

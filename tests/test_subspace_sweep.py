@@ -229,3 +229,44 @@ def test_a_sweep_without_hypotheses_has_no_winner(planted):
     assert set(result.definitions["name"]) == {"random", "act_ceiling", "weight_ceiling"}
     with pytest.raises(ValueError, match="no candidate hypothesis"):
         result.conclusion()
+
+
+def test_label_and_clean_prompts_are_raw_text_by_default_and_templated_on_request(planted, monkeypatch):
+    """Seed 003 fed the label and clean prompts as raw text: the sweep does so by default, feeds the
+    chat template with ``chat_template=True`` (persona prompts are templated either way), and records
+    the choice in its config. Spies wrap the real capture functions and record what they were given."""
+    import interp.subspace.sweep as sweep_module
+    from interp.subspace.probes import chat_texts, probe_prompts
+
+    seen: dict[str, list] = {"label": [], "probe": [], "extra": []}
+    real_label, real_probe, real_extra = (sweep_module.steering_label, sweep_module.probe_activations,
+                                          sweep_module.extra_captures)
+
+    def label_spy(model, delta, texts, layers, alpha=1.0):  # noqa: ANN001, ANN202
+        seen["label"].append(list(texts))
+        return real_label(model, delta, texts, layers, alpha)
+
+    def probe_spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen["probe"].append(kwargs.get("chat_template"))
+        return real_probe(*args, **kwargs)
+
+    def extra_spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen["extra"].append(kwargs.get("chat_template"))
+        return real_extra(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "steering_label", label_spy)
+    monkeypatch.setattr(sweep_module, "probe_activations", probe_spy)
+    monkeypatch.setattr(sweep_module, "extra_captures", extra_spy)
+    claims = CLAIMS[:4]
+    prompts = probe_prompts(claims)
+    for flag in (False, True):
+        kwargs = {"chat_template": True} if flag else {}
+        result = subspace_sweep(planted, k=K, claims=claims, include=["write", "suppressed"], **kwargs)
+        assert result.config["chat_template"] is flag
+    raw, templated = seen["label"]
+    assert raw == list(prompts)
+    assert templated == chat_texts(planted.base.tokenizer, prompts)
+    assert raw != templated
+    assert seen["probe"] == [False, True] and seen["extra"] == [False, True]
+    with pytest.raises(TypeError, match="chat_template: expected a bool"):
+        subspace_sweep(planted, k=K, claims=claims, include=["write"], chat_template=1)

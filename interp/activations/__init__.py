@@ -22,6 +22,7 @@ from interp.activations.attention_metrics import (
     pair_attention_metrics,
     pair_attention_pattern,
     pair_few_shot_answer_attention,
+    prompt_sensitivity,
 )
 from interp.activations.caching import PositionCache, cache_positions
 from interp.activations.head_types import (
@@ -47,6 +48,7 @@ __all__ = [
     "AttentionMetrics", "AttentionPattern", "PairAttentionMetrics", "attention_metrics", "attention_pattern",
     "PairAttentionPattern", "pair_attention_pattern",
     "compare_prompt_variants", "few_shot_answer_attention", "pair_attention_metrics", "pair_few_shot_answer_attention",
+    "prompt_sensitivity",
     "PositionCache", "cache_positions", "paired_change",
     "HEAD_TYPES", "HeadTypeScores", "head_type_scores", "pair_head_type_scores", "repeated_random_tokens",
     "Positions", "TokenBatch", "index_positions", "last_positions", "target_positions", "tokenize",

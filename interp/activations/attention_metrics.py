@@ -6,13 +6,17 @@ the pass runs, so nothing of size layers × heads × seq × seq is ever kept. Fo
 
 * ``entropy``: ``H(p) = -Σ_k p_k ln p_k`` (natural log; padding and future positions have ``p_k = 0``
   and add nothing; ``0 ln 0 = 0``);
-* ``mean_entropy``: ``H`` averaged over every query but the prompt's first token (whose
-  distribution is forced to one key);
+* ``normalized_entropy``: ``H(p) / ln n`` with ``n`` (``n_keys``) the number of keys the query sees
+  (the prompt's real tokens up to and including it: causal mask and padding), in [0, 1]; unlike
+  ``H``, comparable between prompts of different lengths (NaN when ``n = 1``);
+* ``mean_entropy``, ``mean_normalized_entropy``: ``H`` and ``H / ln n_q`` averaged over every query
+  but the prompt's first token (whose distribution is forced to one key);
 * ``max_attention``, ``max_position``: ``max_k p_k`` and ``argmax_k p_k`` (positions count the
   prompt's real tokens from 0);
 * ``sink``: ``p_first``, attention on the prompt's first token; ``mean_sink`` averages it over
   queries 1..n-1;
-* ``head_mean_entropy`` (per layer): ``H(mean_h p_h)``, the seed's layer curve;
+* ``head_mean_entropy`` (per layer): ``H(mean_h p_h)``, the seed's layer curve, and
+  ``head_mean_normalized_entropy = H(mean_h p_h) / ln n``;
 * ``keyword_attention``: ``Σ_{k ∈ K_w} p_k`` over the tokens overlapping any occurrence of keyword
   ``w`` in the prompt text.
 
@@ -34,7 +38,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.utilities import to_numpy
 from transformer_lens.utils import get_act_name
 
-from interp._validate import as_heads, as_layers
+from interp._validate import as_heads, as_layers, require_columns
 from interp.activations.positions import (
     Positions,
     index_positions,
@@ -50,7 +54,8 @@ if TYPE_CHECKING:
     from interp.plots.attention_view import AttentionView
 
 Query = Literal["last"] | int | Positions
-HEAD_METRICS = ("entropy", "mean_entropy", "max_attention", "sink", "mean_sink")
+HEAD_METRICS = ("entropy", "normalized_entropy", "mean_entropy", "mean_normalized_entropy", "max_attention", "sink",
+                "mean_sink")
 
 
 def _entropy(p: Float[torch.Tensor, "... key"]) -> Float[torch.Tensor, "..."]:
@@ -70,7 +75,8 @@ class AttentionMetrics(Result):
         headline="to_frame", derived_tables=("layer_frame", "keyword_frame"), results=("batch",),
         metadata=("labels", "layers", "keywords"),
         tensors=("query_position", "entropy", "mean_entropy", "max_attention", "max_position", "sink", "mean_sink",
-                 "head_mean_entropy", "keyword_attention", "keyword_tokens"))
+                 "head_mean_entropy", "normalized_entropy", "mean_normalized_entropy", "head_mean_normalized_entropy",
+                 "n_keys", "keyword_attention", "keyword_tokens"))
 
     batch: TokenBatch
     labels: tuple[str, ...]
@@ -83,6 +89,10 @@ class AttentionMetrics(Result):
     sink: Float[torch.Tensor, "prompt layer head"]
     mean_sink: Float[torch.Tensor, "prompt layer head"]
     head_mean_entropy: Float[torch.Tensor, "prompt layer"]
+    normalized_entropy: Float[torch.Tensor, "prompt layer head"]
+    mean_normalized_entropy: Float[torch.Tensor, "prompt layer head"]
+    head_mean_normalized_entropy: Float[torch.Tensor, "prompt layer"]
+    n_keys: Int[torch.Tensor, " prompt"]
     keywords: tuple[str, ...]
     keyword_attention: Float[torch.Tensor, "prompt layer head keyword"]
     keyword_tokens: Int[torch.Tensor, "prompt keyword"]
@@ -98,19 +108,27 @@ class AttentionMetrics(Result):
             "layer": [self.layers[i] for i in index["layer_index"]],
             "head": index["head"],
             "query_position": to_numpy(self.query_position[torch.as_tensor(index["prompt"].to_numpy().copy())]),
+            "n_keys": to_numpy(self.n_keys[torch.as_tensor(index["prompt"].to_numpy().copy())]),
         })
         for name in HEAD_METRICS:
             frame[name] = to_numpy(getattr(self, name).flatten())
         frame["max_position"] = to_numpy(self.max_position.flatten())
         tokens = [self.batch.str_tokens(i) for i in range(n_prompts)]
         frame["max_token"] = [tokens[p][k] for p, k in zip(frame["prompt"], frame["max_position"], strict=True)]
-        return frame
+        # a notebook shows the first and last six columns: keep both entropies, the maximum and the sink
+        # there, and the positions (query, keys seen, argmax) in the middle
+        order = ["prompt", "label", "layer", "head", "entropy", "mean_entropy", "query_position", "n_keys",
+                 "max_position", "normalized_entropy", "mean_normalized_entropy", "max_attention", "sink",
+                 "mean_sink", "max_token"]
+        return frame[order + [c for c in frame.columns if c not in order]]
 
     def layer_frame(self) -> pd.DataFrame:
-        """One row per (prompt, layer): head-averaged metrics and the entropy of the head-averaged pattern."""
-        frame = self.to_frame().groupby(["prompt", "label", "layer"], sort=False)[list(HEAD_METRICS)].mean()
+        """One row per (prompt, layer): head-averaged metrics and the (normalised) entropy of the
+        head-averaged pattern; ``n_keys`` is the number of keys the query sees."""
+        frame = self.to_frame().groupby(["prompt", "label", "n_keys", "layer"], sort=False)[list(HEAD_METRICS)].mean()
         frame = frame.reset_index()
         frame["head_mean_entropy"] = to_numpy(self.head_mean_entropy.flatten())
+        frame["head_mean_normalized_entropy"] = to_numpy(self.head_mean_normalized_entropy.flatten())
         return frame
 
     def keyword_frame(self) -> pd.DataFrame:
@@ -140,6 +158,12 @@ def _query_positions(batch: TokenBatch, query: Query) -> Int[torch.Tensor, " pro
     elif isinstance(query, Positions):
         positions = query
     elif isinstance(query, int) and not isinstance(query, bool):
+        lengths = batch.lengths.cpu()
+        outside = [i for i, n in enumerate(lengths.tolist()) if not -n <= query < n]
+        if outside:
+            listed = ", ".join(f"prompt {i} ({int(lengths[i])} tokens)" for i in outside[:10])
+            raise ValueError(f"query: index {query} is outside {listed}; expected -n <= query < n "
+                             "for a prompt of n real tokens")
         positions = index_positions(batch, query)
     else:
         raise TypeError(f"query: expected 'last', an int or a Positions, got {type(query).__name__}")
@@ -160,9 +184,11 @@ def reduce_attention(
 ) -> dict[str, torch.Tensor]:
     """Run ``batch`` and reduce each ``hook_pattern`` of ``layers`` to per-(prompt, layer, head) metrics.
 
-    Returns tensors ``entropy``, ``mean_entropy``, ``max_attention``, ``max_position`` (batch column),
-    ``sink``, ``mean_sink`` ``[prompt, layer, head]``, ``head_mean_entropy`` ``[prompt, layer]`` and
-    ``group_attention`` ``[prompt, layer, head, group]`` (attention mass on each key group).
+    Returns tensors ``entropy``, ``normalized_entropy``, ``mean_entropy``, ``mean_normalized_entropy``,
+    ``max_attention``, ``max_position`` (batch column), ``sink``, ``mean_sink`` ``[prompt, layer, head]``,
+    ``head_mean_entropy``, ``head_mean_normalized_entropy`` ``[prompt, layer]``, ``n_keys`` ``[prompt]``
+    (keys the chosen query sees) and ``group_attention`` ``[prompt, layer, head, group]`` (attention
+    mass on each key group).
     """
     n, n_heads = len(batch), model.cfg.n_heads
     groups = 0 if key_groups is None else key_groups.shape[1]
@@ -170,6 +196,12 @@ def reduce_attention(
     out = {name: torch.zeros(shape) for name in HEAD_METRICS}
     out["max_position"] = torch.zeros(shape, dtype=torch.long)
     out["head_mean_entropy"] = torch.zeros((n, len(layers)))
+    out["head_mean_normalized_entropy"] = torch.zeros((n, len(layers)))
+    # keys a query at batch column q sees: the prompt's real tokens at columns <= q (causal + padding)
+    seen = batch.mask.cpu().long().cumsum(dim=1)  # [prompt, pos]
+    out["n_keys"] = seen[torch.arange(n), query]
+    log_n = torch.log(out["n_keys"].float())
+    log_n[out["n_keys"] < 2] = torch.nan  # one key: entropy 0 of a forced distribution, no normalised value
     out["group_attention"] = torch.zeros((*shape, groups))
     slot = {layer: i for i, layer in enumerate(layers)}
     first_all = batch.first.cpu()
@@ -184,6 +216,9 @@ def reduce_attention(
         # queries that see at least two real keys: real and after the prompt's first token
         many_keys = mask & (positions[None, :] > local_first[:, None].to(mask.device))
         weights = many_keys.float() / many_keys.sum(dim=1, keepdim=True).clamp(min=1).float()  # [b, q]
+        # ln(keys seen) per query; 1 where a query sees < 2 keys (those have weight 0 above)
+        log_keys = torch.log(mask.long().cumsum(dim=1).clamp(min=2).float())  # [b, q]
+        log_n_rows = log_n[rows]
         key_mask = mask.float()
         group_mask = None if key_groups is None else key_groups[chunk.rows, :, chunk.cols].float()
 
@@ -192,19 +227,25 @@ def reduce_attention(
             dev = pattern.device
             p = pattern[local_b.to(dev), :, local_q.to(dev)] * key_mask[:, None, :].to(dev)  # [b, head, k]
             head_rows = (rows, i)
-            out["entropy"][head_rows] = _entropy(p).cpu()
+            entropy = _entropy(p).cpu()
+            out["entropy"][head_rows] = entropy
+            out["normalized_entropy"][head_rows] = entropy / log_n_rows[:, None]
             best, where = p.max(dim=-1)
             out["max_attention"][head_rows] = best.cpu()
             out["max_position"][head_rows] = where.cpu() + chunk.cols.start
             first_col = local_first.to(dev)[:, None, None].expand(-1, p.shape[1], 1)
             out["sink"][head_rows] = p.gather(-1, first_col)[..., 0].cpu()
-            out["head_mean_entropy"][head_rows] = _entropy(p.mean(dim=1)).cpu()
+            head_mean = _entropy(p.mean(dim=1)).cpu()
+            out["head_mean_entropy"][head_rows] = head_mean
+            out["head_mean_normalized_entropy"][head_rows] = head_mean / log_n_rows
             if group_mask is not None:
                 out["group_attention"][head_rows] = einops.einsum(
                     p, group_mask.to(dev), "b head k, b group k -> b head group").cpu()
             w = weights.to(dev)
-            out["mean_entropy"][head_rows] = einops.einsum(
-                _entropy(pattern), w, "b head q, b q -> b head").cpu()
+            per_query = _entropy(pattern)
+            out["mean_entropy"][head_rows] = einops.einsum(per_query, w, "b head q, b q -> b head").cpu()
+            out["mean_normalized_entropy"][head_rows] = einops.einsum(
+                per_query / log_keys.to(dev)[:, None, :], w, "b head q, b q -> b head").cpu()
             first_cols = local_first.to(dev)[:, None, None, None].expand(-1, pattern.shape[1], pattern.shape[2], 1)
             out["mean_sink"][head_rows] = einops.einsum(
                 pattern.gather(-1, first_cols)[..., 0], w, "b head q, b q -> b head").cpu()
@@ -215,6 +256,7 @@ def reduce_attention(
                 progress=progress, desc="attention metrics")
     few_keys = (batch.lengths.cpu() < 2)
     out["mean_entropy"][few_keys] = torch.nan
+    out["mean_normalized_entropy"][few_keys] = torch.nan
     out["mean_sink"][few_keys] = torch.nan
     return out
 
@@ -296,10 +338,35 @@ def attention_metrics(
         sink=reduced["sink"],
         mean_sink=reduced["mean_sink"],
         head_mean_entropy=reduced["head_mean_entropy"],
+        normalized_entropy=reduced["normalized_entropy"],
+        mean_normalized_entropy=reduced["mean_normalized_entropy"],
+        head_mean_normalized_entropy=reduced["head_mean_normalized_entropy"],
+        n_keys=reduced["n_keys"],
         keywords=keywords,
         keyword_attention=reduced["group_attention"],
         keyword_tokens=keyword_tokens,
     )
+
+
+def prompt_sensitivity(layer_frame: pd.DataFrame) -> pd.DataFrame:
+    """Per layer, how much the head-mean last-token entropy varies across prompt variants (``label``):
+    ``entropy_spread`` and ``normalized_entropy_spread`` (max − min over variants, in nats and in units
+    of ln n_keys). Raw entropy grows with the number of keys a query sees, so when the variants'
+    ``n_keys`` differ the rows are ranked by the normalised spread (``ranked_by`` says which).
+
+    ``layer_frame``: :meth:`AttentionMetrics.layer_frame` (for a pair, the rows of one ``model``).
+    """
+    require_columns(layer_frame, ["label", "layer", "n_keys", "entropy", "normalized_entropy"], "layer_frame")
+    if "model" in layer_frame.columns and layer_frame["model"].nunique() > 1:
+        raise ValueError("layer_frame: has several models; pass the rows of one (e.g. frame[frame.model == 'base'])")
+    means = layer_frame.groupby(["layer", "label"])[["entropy", "normalized_entropy"]].mean()
+    spread = means.groupby("layer").agg(lambda s: s.max() - s.min())
+    spread.columns = ["entropy_spread", "normalized_entropy_spread"]
+    lengths_differ = layer_frame.groupby("label")["n_keys"].first().nunique() > 1
+    ranked_by = "normalized_entropy_spread" if lengths_differ else "entropy_spread"
+    out = spread.reset_index().sort_values(ranked_by, ascending=False, kind="stable").reset_index(drop=True)
+    out["ranked_by"] = ranked_by
+    return out
 
 
 def compare_prompt_variants(
@@ -375,7 +442,8 @@ def few_shot_answer_attention(
 
 @dataclass(frozen=True)
 class AttentionPattern(Result):
-    """One head's attention pattern on one prompt, with token labels: ``pattern[q, k]``."""
+    """One head's attention pattern on one prompt, with token labels: ``pattern[q, k]``; ``head`` None:
+    the mean over the layer's heads, ``mean_h A[h, q, k]`` (seed 004's head-averaged heatmap)."""
 
     result_layout: ClassVar[ResultLayout] = ResultLayout(headline="to_frame", tensors=("pattern",),
                                                          metadata=("tokens", "layer", "head"))
@@ -383,7 +451,7 @@ class AttentionPattern(Result):
     pattern: Float[torch.Tensor, "query key"]
     tokens: tuple[str, ...]
     layer: int
-    head: int
+    head: int | None
 
     def to_frame(self) -> pd.DataFrame:
         """One row per (query, key) with ``key <= query``: positions, tokens and ``attention``."""
@@ -395,8 +463,8 @@ class AttentionPattern(Result):
 
     @property
     def name(self) -> str:
-        """``"L{layer}H{head}"``."""
-        return f"L{self.layer}H{self.head}"
+        """``"L{layer}H{head}"``, or ``"L{layer} mean"`` for the head mean."""
+        return f"L{self.layer} mean" if self.head is None else f"L{self.layer}H{self.head}"
 
     def view(self) -> AttentionView:
         """The pattern as an interactive circuitsvis view (hover a token to see what it attends to),
@@ -412,9 +480,10 @@ class AttentionPattern(Result):
 
 
 def attention_pattern(
-    model: HookedTransformer, prompt: str | Int[torch.Tensor, " pos"], *, layer: int, head: int
+    model: HookedTransformer, prompt: str | Int[torch.Tensor, " pos"], *, layer: int, head: int | None
 ) -> AttentionPattern:
-    """The ``[query, key]`` attention pattern of one head on one prompt or token sequence (only that head is kept)."""
+    """The ``[query, key]`` attention pattern of one head on one prompt or token sequence (only that head is
+    kept), or with ``head=None`` the mean over all heads of the layer, ``mean_h A[h, q, k]``."""
     if isinstance(prompt, torch.Tensor):
         if prompt.ndim != 1:
             raise ValueError(f"prompt: expected a string or a 1-d token tensor, got shape {tuple(prompt.shape)}")
@@ -422,11 +491,13 @@ def attention_pattern(
     else:
         batch = tokenize(model, prompt)
     (layer,) = as_layers(layer, model.cfg.n_layers, name="layer")
-    (head,) = as_heads(head, model.cfg.n_heads, name="head")
+    if head is not None:
+        (head,) = as_heads(head, model.cfg.n_heads, name="head")
     kept: dict[str, torch.Tensor] = {}
 
     def keep(pattern: torch.Tensor, hook) -> None:  # noqa: ANN001
-        kept["pattern"] = pattern[0, head].detach().cpu().clone()
+        chosen = pattern[0].float().mean(dim=0) if head is None else pattern[0, head]
+        kept["pattern"] = chosen.detach().cpu().clone()
 
     run_batched(model, batch, lambda chunk: [(get_act_name("pattern", layer), keep)],
                 stop_at_layer=_stop(model, [layer]), progress=False)
@@ -502,12 +573,12 @@ class PairAttentionMetrics(Result):
 
     def to_frame(self) -> pd.DataFrame:
         """Head-level frame with ``model`` in "base", "tuned", "delta" (delta = tuned − base)."""
-        return with_delta(self.base.to_frame(), self.tuned.to_frame(), keys=["prompt", "label", "layer", "head"],
-                          values=list(HEAD_METRICS))
+        return with_delta(self.base.to_frame(), self.tuned.to_frame(),
+                          keys=["prompt", "label", "n_keys", "layer", "head"], values=list(HEAD_METRICS))
 
     def layer_frame(self) -> pd.DataFrame:
-        return with_delta(self.base.layer_frame(), self.tuned.layer_frame(), keys=["prompt", "label", "layer"],
-                          values=[*HEAD_METRICS, "head_mean_entropy"])
+        return with_delta(self.base.layer_frame(), self.tuned.layer_frame(), keys=["prompt", "label", "n_keys", "layer"],
+                          values=[*HEAD_METRICS, "head_mean_entropy", "head_mean_normalized_entropy"])
 
     def keyword_frame(self) -> pd.DataFrame:
         return with_delta(self.base.keyword_frame(), self.tuned.keyword_frame(),

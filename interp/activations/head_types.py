@@ -177,6 +177,11 @@ def head_type_scores(
         raise TypeError("tokens: expected an integer tensor of shape [sequence, pos]")
     if tokens.shape[1] < 2 or tokens.shape[1] > model.cfg.n_ctx:
         raise ValueError(f"tokens: sequences need 2..{model.cfg.n_ctx} tokens, got {tokens.shape[1]}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= model.cfg.d_vocab):
+        raise ValueError(
+            f"tokens: expected ids in [0, {model.cfg.d_vocab}) (the model's d_vocab), "
+            f"got ids in [{int(tokens.min())}, {int(tokens.max())}]"
+        )
     layer_list = as_layers(layers, model.cfg.n_layers)
     n_seq, seq = tokens.shape
     patterns = detection_patterns(tokens)  # [kind, sequence, q, k]

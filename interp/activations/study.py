@@ -9,9 +9,14 @@ share and returns an :class:`AttentionStudy` with the tidy frames (long tuned �
    first-token sink, keyword attention) for base and tuned;
 3. :func:`~interp.activations.pair_head_type_scores` (previous-token, duplicate-token, induction) on
    seeded repeated random tokens;
-4. the paired nulls (:func:`~interp.activations.nulls.paired_change`): entropy changes per layer and
+4. seed 004's heatmap: the head-averaged attention pattern of one variant at one layer (default: the
+   first variant, the last layer), base and tuned (:func:`~interp.activations.attention_pattern`);
+5. the paired nulls (:func:`~interp.activations.nulls.paired_change`): entropy changes per layer and
    per head over the prompt variants, head-type changes per head over the probe sequences, each with
    a seeded bootstrap CI and a sign-flip p-value.
+
+Entropy is reported raw (nats) and normalised, ``H / ln n_keys`` with ``n_keys`` the keys the last
+token sees: the variants differ in length, and raw entropy grows with it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,12 @@ from typing import ClassVar
 import pandas as pd
 
 from interp._stats import describe_paired
-from interp.activations.attention_metrics import pair_attention_metrics
+from interp.activations.attention_metrics import (
+    AttentionPattern,
+    attention_pattern,
+    pair_attention_metrics,
+    prompt_sensitivity,
+)
 from interp.activations.head_types import HEAD_TYPES, pair_head_type_scores
 from interp.activations.nulls import paired_change
 from interp.pair import ModelPair
@@ -40,6 +50,8 @@ class AttentionStudy(Result):
     ``texts``: label -> formatted prompt; ``heads``/``layers_frame``/``keywords``: the head-level,
     layer-level and keyword frames of the attention metrics; ``head_types``: head-type scores per
     (model, layer, head). All in the long tuned − base layout (:func:`interp.pair.delta_frame`).
+    ``base_mean_pattern``/``tuned_mean_pattern`` (also :attr:`mean_patterns`): the head-averaged
+    attention pattern of variant ``pattern_variant`` at layer ``pattern_layer``.
 
     Nulls (:func:`~interp.activations.nulls.paired_change`, verdicts at ``alpha``): ``entropy_layer_nulls``
     (per layer, of the head-averaged entropy: :meth:`entropy_change_by_layer`'s numbers) and
@@ -52,7 +64,9 @@ class AttentionStudy(Result):
         headline="entropy_change_by_layer",
         tables=("heads", "layer_frame", "keywords", "head_types", "head_type_by_sequence", "entropy_layer_nulls",
                 "entropy_head_nulls", "head_type_nulls"),
-        metadata=("texts", "layers", "head_type_length", "head_type_sequences", "head_type_seed", "alpha"),
+        metadata=("texts", "layers", "head_type_length", "head_type_sequences", "head_type_seed", "alpha",
+                  "pattern_variant", "pattern_layer"),
+        results=("base_mean_pattern", "tuned_mean_pattern"),
         derived_tables=("head_changes", "keyword_table", "type_changes", "strong_head_counts"))
 
     texts: dict[str, str]
@@ -69,6 +83,15 @@ class AttentionStudy(Result):
     entropy_head_nulls: pd.DataFrame
     head_type_nulls: pd.DataFrame
     alpha: float
+    base_mean_pattern: AttentionPattern
+    tuned_mean_pattern: AttentionPattern
+    pattern_variant: str
+    pattern_layer: int
+
+    @property
+    def mean_patterns(self) -> dict[str, AttentionPattern]:
+        """``{"base": ..., "tuned": ...}``: the head-averaged attention patterns (seed 004's heatmap)."""
+        return {"base": self.base_mean_pattern, "tuned": self.tuned_mean_pattern}
 
     def null_phrase(self, row: pd.Series, unit: str, value: str = "mean_abs_delta") -> str:
         """A :func:`paired_change` row in words: the CI of ``value`` ("mean_abs_delta" or "mean_delta")
@@ -78,14 +101,33 @@ class AttentionStudy(Result):
 
     def entropy_change_by_layer(self) -> pd.DataFrame:
         """Per layer: ``mean_abs_delta`` and ``mean_delta`` over variants of Δ of the head-averaged last-token entropy,
+        the same of the normalised entropy H / ln n_keys (``mean_abs_delta_normalized``, ``mean_delta_normalized``),
         with the bootstrap CI of ``mean_abs_delta`` (``ci_low``/``ci_high``) and the sign-flip ``p_value``
         of :attr:`entropy_layer_nulls`."""
         delta = self.layer_frame[self.layer_frame["model"] == "delta"]
-        table = (delta.groupby("layer")["entropy"].agg(mean_abs_delta=lambda s: s.abs().mean(), mean_delta="mean")
-                 .reset_index())
+        raw = delta.groupby("layer")["entropy"].agg(mean_abs_delta=lambda s: s.abs().mean(), mean_delta="mean")
+        normalized = delta.groupby("layer")["normalized_entropy"].agg(
+            mean_abs_delta_normalized=lambda s: s.abs().mean(), mean_delta_normalized="mean")
+        table = raw.join(normalized).reset_index()
         nulls = self.entropy_layer_nulls.rename(columns={"mean_abs_delta_low": "ci_low",
                                                          "mean_abs_delta_high": "ci_high"})
         return table.merge(nulls[["layer", "ci_low", "ci_high", "p_value"]], on="layer", how="left")
+
+    def entropy_head_changes(self) -> pd.DataFrame:
+        """Per (layer, head), mean over variants: ``base``, ``tuned``, ``delta``, ``abs_delta`` of the
+        last-token entropy (nats) and ``normalized_base``, ``normalized_tuned``, ``normalized_delta`` of H / ln n_keys."""
+        raw = self.head_changes("entropy")
+        normalized = self.head_changes("normalized_entropy")[["layer", "head", "base", "tuned", "delta"]]
+        normalized = normalized.rename(columns={c: f"normalized_{c}" for c in ("base", "tuned", "delta")})
+        return raw.merge(normalized, on=["layer", "head"], validate="one_to_one")
+
+    def prompt_sensitivity(self, model: str = "base") -> pd.DataFrame:
+        """Per layer, the spread of the head-mean entropy across variants for ``model`` ("base" or "tuned"),
+        raw and normalised, ranked by the normalised spread when the variants differ in length
+        (:func:`interp.activations.attention_metrics.prompt_sensitivity`)."""
+        if model not in ("base", "tuned"):
+            raise ValueError(f"model: expected 'base' or 'tuned', got {model!r}")
+        return prompt_sensitivity(self.layer_frame[self.layer_frame["model"] == model])
 
     def variant_entropy_delta(self, layer: int) -> pd.Series:
         """Δ entropy (mean over heads) per variant label at ``layer``."""
@@ -149,6 +191,8 @@ def attention_study(
     head_type_length: int = 40,
     head_type_sequences: int = 8,
     head_type_seed: int = 0,
+    pattern_variant: str | None = None,
+    pattern_layer: int | None = None,
     progress: bool | None = None,
     n_resamples: int = 2000,
     n_permutations: int = 10_000,
@@ -167,6 +211,8 @@ def attention_study(
         head_type_length: Length of each random token sequence (repeated twice) for the head types.
         head_type_sequences: Number of such sequences.
         head_type_seed: Seed of the random tokens.
+        pattern_variant: The variant of the head-averaged attention heatmap (default: the first).
+        pattern_layer: Its layer (default: the model's last layer, as seed 004).
         progress: Progress bars (None: when there is more than one batch; False: silent).
         n_resamples: Bootstrap resamples of the paired nulls (``level`` intervals).
         n_permutations: Sign flips of the paired nulls (all of them when ``2^n_units`` is no more).
@@ -189,6 +235,12 @@ def attention_study(
     if bad:
         raise TypeError(f"variants: values must be (system or None, user) tuples; bad labels {bad[:5]}")
     texts = {label: format_prompt(pair.base, system, user) for label, (system, user) in variants.items()}
+    if pattern_variant is None:
+        pattern_variant = next(iter(texts))
+    if pattern_variant not in texts:
+        raise ValueError(f"pattern_variant: {pattern_variant!r} is not a variant; variants are {list(texts)}")
+    if pattern_layer is None:
+        pattern_layer = pair.base.cfg.n_layers - 1
     compared = pair_attention_metrics(pair, list(texts.values()), labels=list(texts), keywords=list(keywords),
                                       layers=layers, progress=progress)
     types = pair_head_type_scores(pair, length=head_type_length, n_sequences=head_type_sequences,
@@ -200,6 +252,8 @@ def attention_study(
     entropy = heads[heads["model"] == "delta"]
     type_deltas = by_sequence[by_sequence["model"] == "delta"].melt(
         id_vars=["sequence", "layer", "head"], value_vars=list(HEAD_TYPES), var_name="type", value_name="score")
+    patterns = {name: attention_pattern(model, texts[pattern_variant], layer=pattern_layer, head=None)
+                for name, model in (("base", pair.base), ("tuned", pair.tuned))}
     return AttentionStudy(
         texts=texts, layers=None if layers is None else tuple(layers) if not isinstance(layers, int) else (layers,),
         heads=heads, layer_frame=layer_frame, keywords=compared.keyword_frame(),
@@ -211,4 +265,6 @@ def attention_study(
         head_type_nulls=paired_change(type_deltas, "score", unit="sequence", items=["layer", "head", "type"],
                                       **null_args),
         alpha=alpha,
+        base_mean_pattern=patterns["base"], tuned_mean_pattern=patterns["tuned"], pattern_variant=pattern_variant,
+        pattern_layer=patterns["base"].layer,
     )

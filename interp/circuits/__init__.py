@@ -23,7 +23,7 @@ from interp.circuits.mlp_pass import (
     top_bottom,
 )
 from interp.circuits.nulls import delta_null_table, mlp_null_table
-from interp.circuits.qk import qk_affinity, qk_mean_affinity, reduce_heads
+from interp.circuits.qk import attention_scales, qk_affinity, qk_mean_affinity, reduce_heads
 from interp.circuits.study import CircuitStudy, circuit_study
 from interp.circuits.vo import VODecomposition, vo_decomposition, vo_outputs
 from interp.circuits.weight_table import weight_circuits
@@ -32,6 +32,7 @@ __all__ = [
     "CircuitStudy",
     "MLPPassComparison",
     "VODecomposition",
+    "attention_scales",
     "circuit_study",
     "circuit_table",
     "compare_mlp_pass",

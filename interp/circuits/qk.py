@@ -23,12 +23,12 @@ from transformer_lens import HookedTransformer
 from transformer_lens.components import GroupedQueryAttention
 from transformer_lens.utilities.activation_functions import apply_softcap
 
-from interp._validate import as_directions
+from interp._validate import as_directions, as_layers
 from interp.circuits.checks import prepare
 from interp.circuits.norms import NormStack, norm_stack
 from interp.circuits.stacking import layer_chunks, param_bytes, stack_blocks, sum_head_groups
 
-__all__ = ["qk_affinity", "qk_mean_affinity", "qk_mean_scores", "qk_scores", "reduce_heads"]
+__all__ = ["attention_scales", "qk_affinity", "qk_mean_affinity", "qk_mean_scores", "qk_scores", "reduce_heads"]
 
 HeadReduction = Literal["mean", "max", "min", "abs_mean", "abs_max"]
 
@@ -59,6 +59,13 @@ def qk_affinity(
     return torch.cat([_qk_chunk(model, u, v, chunk) for chunk in chunks])
 
 
+def attention_scales(model: HookedTransformer, layers: Iterable[int] | None = None) -> list[float]:
+    """The scale each layer's attention divides ``q·k`` by (the model's own ``attn_scale``): √d_head for
+    Llama-style models, √query_pre_attn_scalar for Gemma 2/3 (16 for Gemma 3 270M), 1 without scaling."""
+    layer_list = range(model.cfg.n_layers) if layers is None else as_layers(list(layers), model.cfg.n_layers)
+    return [float(model.blocks[layer].attn.attn_scale) for layer in layer_list]
+
+
 def _qk_bytes_per_layer(model: HookedTransformer) -> int:
     attn = model.blocks[0].attn
     return param_bytes(attn.W_Q, kv_weight(attn, "W_K"))
@@ -80,7 +87,7 @@ def _qk_inputs(
         b_Q=stack_blocks(model, layers, lambda b: b.attn.b_Q),
         W_K=stack_blocks(model, layers, lambda b: kv_weight(b.attn, "W_K")),
         b_K=stack_blocks(model, layers, lambda b: kv_weight(b.attn, "b_K")),
-        attn_scale=torch.tensor([float(b.attn.attn_scale) for b in blocks], device=u.device),
+        attn_scale=torch.tensor(attention_scales(model, layers), device=u.device),
     )
     q_in = ln1(u.expand(len(layers), *u.shape))
     k_in = q_in if v is u else ln1(v.expand(len(layers), *v.shape))  # keys default to the queries

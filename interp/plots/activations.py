@@ -17,12 +17,13 @@ from interp.activations.attention_metrics import AttentionPattern
 
 
 def attention_heatmap(pattern: AttentionPattern, *, max_tokens: int | None = None, title: str | None = None) -> go.Figure:
-    """Heatmap of one head's ``pattern[query, key]`` with token labels (``i:token``, so repeats stay apart).
+    """Heatmap of ``pattern[query, key]`` (one head, or the head mean when ``pattern.head`` is None, as
+    in seed 004's last-layer heatmap) with token labels (``i:token``, so repeats stay apart).
 
     For an interactive view (hover a token), use :meth:`~interp.activations.AttentionPattern.view`.
 
     Args:
-        pattern: From :func:`~interp.activations.attention_pattern`.
+        pattern: From :func:`~interp.activations.attention_pattern` (``head=None``: the head mean).
         max_tokens: Show only the first ``max_tokens`` positions (default all).
         title: Figure title (default: a description of the figure).
 
@@ -35,7 +36,8 @@ def attention_heatmap(pattern: AttentionPattern, *, max_tokens: int | None = Non
     labels = [f"{i}:{t!r}"[: 24] for i, t in enumerate(pattern.tokens[:n])]
     fig = go.Figure(go.Heatmap(z=to_numpy(pattern.pattern[:n, :n]), x=labels, y=labels, colorscale="Blues",
                                zmin=0, zmax=1, colorbar=dict(title="attention")))
-    fig.update_layout(title=title or f"Attention pattern, layer {pattern.layer} head {pattern.head}",
+    which = "mean over heads" if pattern.head is None else f"head {pattern.head}"
+    fig.update_layout(title=title or f"Attention pattern, layer {pattern.layer}, {which}",
                       xaxis_title="key", yaxis_title="query", yaxis_autorange="reversed")
     return fig
 
@@ -58,7 +60,8 @@ def entropy_by_layer(layer_frame: pd.DataFrame, *, value: str = "entropy", by: s
     fig = go.Figure()
     for group, rows in means.groupby(by, sort=False):
         fig.add_trace(go.Scatter(x=rows["layer"], y=rows[value], mode="lines+markers", name=str(group)))
-    default = f"{value} by layer" + (" (nats)" if "entropy" in value else "")
+    default = f"{value} by layer" + (" (H / ln n_keys)" if "normalized_entropy" in value
+                                     else " (nats)" if "entropy" in value else "")
     fig.update_layout(title=title or default,
                       xaxis_title="layer", yaxis_title=value, legend_title=by)
     return fig
@@ -123,24 +126,27 @@ def similarity_densities(histograms: pd.DataFrame, *, title: str | None = None) 
     return fig
 
 
-def entropy_lines_by_model(layer_frame: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+def entropy_lines_by_model(layer_frame: pd.DataFrame, *, value: str = "entropy", title: str | None = None) -> go.Figure:
     """Entropy by layer from a pair's ``layer_frame``: one colour per variant ``label``, solid = base, dashed = tuned.
 
     Args:
-        layer_frame: A pair layer frame (``model`` in "base", "tuned"; ``label``, ``layer``, ``entropy``).
+        layer_frame: A pair layer frame (``model`` in "base", "tuned"; ``label``, ``layer``, ``value``).
+        value: ``"entropy"`` (nats) or ``"normalized_entropy"`` (H / ln n_keys, comparable across prompt lengths).
         title: Figure title (default: a description of the figure).
 
     Returns:
         A plotly ``Figure`` (not shown).
     """
-    require_columns(layer_frame, ("model", "label", "layer", "entropy"), "layer_frame")
+    require_columns(layer_frame, ("model", "label", "layer", value), "layer_frame")
     frame = layer_frame[layer_frame["model"].isin(["base", "tuned"])]
     frame = frame.assign(series=frame["label"] + " · " + frame["model"])
-    figure = entropy_by_layer(frame, value="entropy", by="series",
-                              title=title or "Last-token attention entropy by layer (mean over heads), base vs tuned")
+    normalized = value.startswith("normalized")
+    default = ("Last-token normalised attention entropy H / ln n_keys by layer (mean over heads), base vs tuned"
+               if normalized else "Last-token attention entropy by layer (mean over heads), base vs tuned")
+    figure = entropy_by_layer(frame, value=value, by="series", title=title or default)
     colours = {label: qualitative.Plotly[i % 10] for i, label in enumerate(dict.fromkeys(frame["label"]))}
     for trace in figure.data:
         label, model = trace.name.rsplit(" · ", 1)
         trace.line = {"color": colours[label], "dash": "dash" if model == "tuned" else "solid"}
-    figure.update_layout(yaxis_title="entropy (nats)", legend_title="variant · model")
+    figure.update_layout(yaxis_title="H / ln n_keys" if normalized else "entropy (nats)", legend_title="variant · model")
     return figure

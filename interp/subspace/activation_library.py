@@ -56,12 +56,12 @@ def extra_captures(
     positive_system: str,
     negative_system: str,
     needs: Collection[str] = CAPTURES,
-    chat_template: bool = True,
+    chat_template: bool = False,
 ) -> ExtraCaptures:
     """The :class:`ExtraCaptures` named in ``needs`` (``"clean_all"``, ``"persona_mlp"``): one batched
     forward pass of the fit prompts per text set (clean; sycophantic; critical). Persona texts are
-    chat-templated with their system prompt; clean texts too with ``chat_template`` (as
-    :func:`interp.subspace.captures.probe_activations` formats them), else raw."""
+    chat-templated with their system prompt; clean texts are raw (the notebook's setting), or
+    chat-templated with ``chat_template`` (as :func:`interp.subspace.captures.probe_activations`)."""
     unknown = set(needs) - set(CAPTURES)
     if unknown:
         raise ValueError(f"needs: unknown captures {sorted(unknown)}; choose from {CAPTURES}")

@@ -132,9 +132,17 @@ def probe_activations(
     *,
     positive_system: str,
     negative_system: str,
+    chat_template: bool = False,
 ) -> ProbeActivations:
-    """Capture everything :func:`interp.subspace.activation_library.activation_bases` needs, in three forward passes."""
-    clean_texts = format_prompts(model, prompts)
+    """Capture everything :func:`interp.subspace.activation_library.activation_bases` needs, in three forward passes.
+
+    The clean texts are the raw prompts (as the subspace-sweep notebook fed them without a system prompt) unless ``chat_template``, which formats them with :func:`interp.prompts.format_prompts`
+    (for SmolLM2 that also inserts its default system prompt). The persona texts are always
+    chat-templated with their system prompt.
+    """
+    if not isinstance(chat_template, bool):
+        raise TypeError(f"chat_template: expected a bool, got {type(chat_template).__name__}")
+    clean_texts = format_prompts(model, prompts) if chat_template else list(prompts)
     pos_texts = format_prompts(model, prompts, positive_system)
     neg_texts = format_prompts(model, prompts, negative_system)
     clean = last_token(model, clean_texts, layers, hooks=("resid_post", "resid_pre", "mlp_out", "pre"))

@@ -264,6 +264,7 @@ def subspace_sweep(
     extra_bases: Sequence[Basis] = (),
     positive_system: str = SYCOPHANTIC_SYSTEM,
     negative_system: str = CRITICAL_SYSTEM,
+    chat_template: bool = False,
     progress: bool | None = None,
 ) -> SweepResult:
     """Run the whole sweep on a :class:`interp.ModelPair` (or anything with ``.base``, ``.tuned``, ``.delta()``).
@@ -293,6 +294,9 @@ def subspace_sweep(
         extra_bases: Your own :class:`~interp.subspace.Basis` objects, scored too.
         positive_system: System prompt of the positive probe side.
         negative_system: System prompt of the negative probe side.
+        chat_template: False (default, the notebook's setting): the label prompts and the clean fit
+            prompts are fed as raw text; True: formatted with the tokenizer's chat template. The persona
+            prompts are chat-templated either way. Recorded in ``config["chat_template"]``.
         progress: One bar over the sweep's four stages (label, probe activations, bases, scores); False
             silences it.
 
@@ -301,6 +305,8 @@ def subspace_sweep(
         ``definitions`` tables; ``winner``, ``top()`` and ``conclusion()`` read them. It displays itself
         in a notebook and saves with ``save`` (reload a long sweep with ``SweepResult.load``).
     """
+    if not isinstance(chat_template, bool):
+        raise TypeError(f"chat_template: expected a bool, got {type(chat_template).__name__}")
     if label not in ("steer", "pair"):
         raise ValueError(f"label: expected 'steer' or 'pair', got {label!r}")
     if null not in NULLS:
@@ -326,7 +332,7 @@ def subspace_sweep(
     check_include(include)
     prompts = probe_prompts(claims)
     fit, evaluation = split_fit_eval(prompts, fit_fraction)
-    texts = chat_texts(base.tokenizer, prompts)
+    texts = chat_texts(base.tokenizer, prompts) if chat_template else list(prompts)
     with progress_bar(total=4, desc="subspace sweep: label", unit="stage", progress=progress) as bar:
         if label == "steer":
             full = steering_label(base, delta, texts, layers, alpha)
@@ -335,7 +341,8 @@ def subspace_sweep(
         label_fit, label_eval = full[:, : len(fit)], full[:, len(fit) :]
         bar.update(1)
         bar.set_description("subspace sweep: probe activations")
-        acts = probe_activations(base, fit, layers, positive_system=positive_system, negative_system=negative_system)
+        acts = probe_activations(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
+                                 chat_template=chat_template)
         bar.update(1)
         bar.set_description("subspace sweep: bases")
         wanted = None if include is None else set(include)
@@ -348,7 +355,7 @@ def subspace_sweep(
         if a_names:
             needs = {need for n in a_names for need in ACTIVATION_BASES[n].needs if need in CAPTURES}
             extra = extra_captures(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
-                                   needs=needs) if needs else None
+                                   needs=needs, chat_template=chat_template) if needs else None
             library += activation_bases(acts, k, model=base, include=a_names, extra=extra)
         library += compound_bases({b.name: b for b in library}, k)
         library.append(random_basis(layers, base.cfg.d_model, k, seed=RANDOM_BASIS_SEED + seed))
@@ -379,6 +386,6 @@ def subspace_sweep(
     config = {
         "k": k, "layers": tuple(layers), "label": label, "alpha": alpha, "fit_fraction": fit_fraction,
         "n_fit": len(fit), "n_eval": len(evaluation), "null": null, "n_null": n_null, "seed": seed,
-        "k_broad": k_broad,
+        "k_broad": k_broad, "chat_template": chat_template,
     }
     return SweepResult(per_layer, summary, read_side, definitions_table(library), tuple(layers), config)

@@ -5,7 +5,12 @@ from __future__ import annotations
 from interp.activations.head_types import HEAD_TYPES
 from interp.activations.study import attention_study
 from interp.pair import ModelPair
-from interp.plots.activations import entropy_by_layer, entropy_lines_by_model, head_metric_heatmap
+from interp.plots.activations import (
+    attention_heatmap,
+    entropy_by_layer,
+    entropy_lines_by_model,
+    head_metric_heatmap,
+)
 from interp.report.html import Section
 from interp.report.options import ReportOptions
 from interp.report.sections._common import analysed_layers, head_label, section_title
@@ -28,8 +33,10 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
     section.add_heading("Attention at the last prompt token, per prompt variant (seed 004)")
     section.add_text(
         f"Prompt variants ({', '.join(texts)}) of one question, in the model's chat format. Per head, at the "
-        "last prompt token: entropy of the attention distribution (nats), its maximum, and the attention on the "
-        "first token (the sink, averaged over all queries). Δ = tuned − base on the same prompts. Null: a "
+        "last prompt token: entropy of the attention distribution (nats), its normalised entropy H / ln n_keys "
+        "(n_keys = the tokens the last token can attend to; 0 = one key, 1 = uniform; comparable across the "
+        "variants' different lengths), its maximum, and the attention on the first token (the sink, averaged over "
+        "all queries). Δ = tuned − base on the same prompts. Null: a "
         f"paired comparison over the {len(texts)} variants: {study.entropy_layer_nulls['level'].iloc[0]:.0%} "
         "bootstrap intervals (variants resampled with replacement, seeded) and a sign-flip p-value (each variant's "
         "tuned − base flipped at random; exact when every flip can be listed). With n variants no p-value can be "
@@ -41,13 +48,25 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
         entropy_by_layer(layer_frame[layer_frame["model"] == "delta"], value="entropy", by="label",
                          title="Δ entropy by layer (tuned − base)"),
     )
+    section.add_figure(
+        entropy_lines_by_model(layer_frame, value="normalized_entropy"),
+        entropy_by_layer(layer_frame[layer_frame["model"] == "delta"], value="normalized_entropy", by="label",
+                         title="Δ normalised entropy H / ln n_keys by layer (tuned − base)"),
+    )
+    sensitivity = study.prompt_sensitivity("base")
+    section.add_table("prompt-sensitive-layers",
+                      "Most prompt-sensitive layers (base): spread of the head-mean entropy across variants",
+                      sensitivity.head(5),
+                      note=f"Ranked by {sensitivity['ranked_by'].iloc[0]}; when the variants differ in length "
+                           "the raw spread partly ranks length, so the normalised spread ranks.")
     by_layer = study.entropy_change_by_layer()
     section.add_table("entropy-layers", "Layers whose head-averaged attention entropy changed most (mean |Δ| over variants)",
                       by_layer.nlargest(5, "mean_abs_delta"),
-                      note="mean_abs_delta: mean over variants of |Δ| of the head-averaged entropy; ci_low/ci_high: "
+                      note="mean_abs_delta: mean over variants of |Δ| of the head-averaged entropy (nats; "
+                           "mean_abs_delta_normalized: the same of H / ln n_keys); ci_low/ci_high: "
                            "its bootstrap interval over the variants; p_value: sign-flip test of a change consistent "
                            "across variants.")
-    head_change = study.head_changes("entropy").nlargest(options.n_top_heads, "abs_delta")
+    head_change = study.entropy_head_changes().nlargest(options.n_top_heads, "abs_delta")
     section.add_table("entropy-heads", "Heads whose last-token entropy changed most (mean over variants)",
                       head_change.drop(columns="abs_delta"),
                       note="ci_low/ci_high: bootstrap interval of Δ over the variants; p_value: sign flips.")
@@ -55,6 +74,18 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
         head_metric_heatmap(heads[heads["model"] == "base"], "entropy", title="Entropy per head (base, mean over variants)"),
         head_metric_heatmap(delta_heads, "entropy", colorscale="RdBu", zmid=0, title="Δ entropy per head (tuned − base)"),
     )
+    section.add_figure(
+        head_metric_heatmap(heads[heads["model"] == "base"], "normalized_entropy",
+                            title="Normalised entropy H / ln n_keys per head (base, mean over variants)"),
+        head_metric_heatmap(delta_heads, "normalized_entropy", colorscale="RdBu", zmid=0,
+                            title="Δ normalised entropy per head (tuned − base)"),
+    )
+    section.add_figure(*[
+        attention_heatmap(study.mean_patterns[model],
+                          title=f"Attention pattern, layer {study.pattern_layer}, mean over heads ({model}, "
+                                f"'{study.pattern_variant}')")
+        for model in ("base", "tuned")
+    ])
     section.add_figure(
         head_metric_heatmap(heads[heads["model"] == "base"], "max_attention", title="Max attention per head (base)"),
         head_metric_heatmap(heads[heads["model"] == "base"], "mean_sink", title="First-token sink per head (base)"),
@@ -97,8 +128,8 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
         "changed most (but not distinguishably from no change) at"
     lines.append(
         f"Attention: last-token entropy {where} layer {layer} (head-averaged, mean |Δ| = "
-        f"{top_layer.mean_abs_delta:.3g} nats over {len(texts)} variants; "
-        f"{study.null_phrase(null, 'prompt variants')}; largest for "
+        f"{top_layer.mean_abs_delta:.3g} nats, normalised {top_layer.mean_abs_delta_normalized:.3g}, over "
+        f"{len(texts)} variants; {study.null_phrase(null, 'prompt variants')}; largest for "
         f"'{variant_delta.abs().idxmax()}', Δ = {variant_delta.loc[variant_delta.abs().idxmax()]:+.3g})."
     )
     heads_text = ", ".join(f"{head_label(r.layer, r.head)} ({r.delta:+.2f}, p = {r.p_value:.2g})"

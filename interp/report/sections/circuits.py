@@ -8,7 +8,9 @@ of ±PC1 with what tuning adds projected on role and trait vectors.
 from __future__ import annotations
 
 import pandas as pd
+from transformer_lens import HookedTransformer
 
+from interp.circuits.qk import attention_scales
 from interp.circuits.study import CIRCUIT_LABELS, CircuitStudy, circuit_study
 from interp.directions import DirectionSet
 from interp.pair import ModelPair
@@ -25,7 +27,7 @@ from interp.report.html import Section
 from interp.report.options import ReportOptions
 from interp.report.sections._common import analysed_layers, layer_span, layers_text, section_title
 
-__all__ = ["circuits_section", "probe_directions"]
+__all__ = ["circuits_section", "probe_directions", "qk_formula"]
 
 def probe_directions(pair: ModelPair, options: ReportOptions) -> tuple[DirectionSet, DirectionSet | None, str]:
     """The named directions to analyse, semantic vectors to read MLP changes against (or None), and a
@@ -50,6 +52,20 @@ def probe_directions(pair: ModelPair, options: ReportOptions) -> tuple[Direction
     return persona.pcs, semantic, where
 
 
+def qk_formula(model: HookedTransformer) -> str:
+    """What the QK affinity computes for ``model``: the score divided by the model's own attention scale
+    (:func:`interp.circuits.attention_scales`), with qk-norm and softcap where the model has them."""
+    scales = sorted(set(attention_scales(model)))
+    shown = "/".join(f"{scale:g}" for scale in scales)
+    qk = "q_norm(q(x))·k_norm(k(y))" if model.cfg.use_qk_norm else "q(x)·k(y)"
+    text = (f"{qk} / s with s = {shown}, the model's own attention scale (√d_head for Llama-style models, "
+            f"√query_pre_attn_scalar for Gemma 2/3; d_head = {model.cfg.d_head} here)")
+    cap = model.cfg.attn_scores_soft_cap
+    if cap is not None and cap > 0:
+        text = f"c·tanh(({text}) / c) with the model's softcap c = {cap:g}"
+    return text
+
+
 def circuits_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, list[str]]:
     """Seeds 000/001 on the pair: z-score lines, Δz lines, per-direction mean |Δz|, the MLP pass
     (laid out from :func:`interp.circuits.circuit_study`)."""
@@ -62,7 +78,7 @@ def circuits_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
     section.add_text(
         f"Probes: {where}, each with its negation, plus {options.n_random} random unit directions "
         f"(torch.Generator seed {options.random_seed}) whose self-entries give each layer's baseline mean and "
-        "std. QK: pre-softmax affinity q(x)·k(y)/√d_head averaged over heads; VO: cosine of the layer's "
+        f"std. QK: pre-softmax affinity {qk_formula(pair.base)} averaged over heads; VO: cosine of the layer's "
         "summed OV output for key x with probe y. z = (value − random mean) / random std; Δz = z_tuned − z_base. "
         f"Tuned layers averaged over: {layer_span(tuned_layers)}. Null: each direction's mean |Δz| is placed "
         f"among the same statistic of the {options.n_random} random directions (opposite relation: random r "

@@ -45,7 +45,9 @@ def subspace_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
     section.add_text(
         f"Each candidate basis (rank ≤ {options.sweep_k}) is scored at {layers_text(layers)} on the activation "
         f"label δ = resid(W + ΔW) − resid(W − ΔW) at the last token of {n_claims} 'I think …, do you agree?' probes "
-        "(half fit the activation-derived bases, half evaluate: R_act) and on the residual-write weight deltas "
+        f"({'chat-templated' if result.config.get('chat_template') else 'raw text, as in seed 003'}; the persona "
+        "prompts behind the persona bases are chat-templated; half fit the activation-derived bases, half "
+        "evaluate: R_act) and on the residual-write weight deltas "
         "ΔW_O, ΔW_out (Frobenius-balanced: R_w). R = captured energy × d_model / rank, so a random subspace "
         "scores 1; joint = √(R_act · R_w). Ceilings are the best possible rank-k subspaces."
     )
