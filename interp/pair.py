@@ -72,14 +72,23 @@ class ModelPair:
             differing = len(set(base_vocab.items()) ^ set(tuned_vocab.items()))
             raise ValueError(f"tuned: tokenizer vocabulary differs from base's ({differing} differing entries)")
 
-    @classmethod
     @staticmethod
     def streamed(
         base: str | os.PathLike[str], tuned: str | os.PathLike[str], *, processed: bool = True
     ) -> StreamedPair:
-        """Two safetensors checkpoints (folders or cached hub ids) as an :class:`interp.streaming.StreamedPair`:
-        nothing but headers and configs is read now; ``weight_circuits``, ``compare_mlp_pass`` and
-        ``delta_diagnostics`` read it one layer of both models at a time (peak memory: one layer, not a model)."""
+        """Two safetensors checkpoints as an :class:`interp.streaming.StreamedPair`: nothing but headers and
+        configs is read now; ``weight_circuits``, ``compare_mlp_pass``, ``circuit_study``,
+        ``delta_diagnostics`` and ``delta_norms`` read it one layer of both models at a time (peak memory:
+        one layer, not a model).
+
+        Args:
+            base: The base checkpoint: a Hugging Face folder or a hub id in the local cache.
+            tuned: The tuned checkpoint, the same kinds.
+            processed: Process each layer as :func:`interp.load_model` does (``processed=True``).
+
+        Returns:
+            The :class:`~interp.streaming.StreamedPair`.
+        """
         from interp.streaming import StreamedPair  # lazy: streaming builds on this module
 
         return StreamedPair.open(base, tuned, processed=processed)
@@ -139,13 +148,27 @@ class ModelPair:
     ) -> ModelPair:
         """The base model and base + LoRA, both built from the same unprocessed weights.
 
-        ``base``: any source :func:`interp.load_model` accepts; omitted (``from_lora(adapter_path=...)``
-        or ``from_lora(adapter_folder)``), it is the adapter's ``base_model_name_or_path``. The
-        adapter's ΔW is merged into the base's transformers weights (folders, hub ids, official names:
+        The adapter's ΔW is merged into the base's transformers weights (folders, hub ids, official names:
         any module the base has, fused ``qkv_proj``/``gate_up_proj`` included) or added to its
         unprocessed TransformerLens weights (GGUF / registry bases: separate q/k/v/o/gate/up/down
         projections only), then both models are processed the same way (``processed=True`` folds
-        norms etc.), so ``pair.delta()`` is the LoRA's delta as seen through that processing. ``device``: "auto" (CUDA, then MPS, then CPU) or a device name.
+        norms etc.), so ``pair.delta()`` is the LoRA's delta as seen through that processing.
+
+        Args:
+            base: Any source :func:`interp.load_model` accepts; omitted (``from_lora(adapter_path=...)`` or
+                ``from_lora(adapter_folder)``), the adapter's ``base_model_name_or_path``.
+            adapter_path: The PEFT LoRA adapter folder (``adapter_config.json`` + safetensors weights);
+                DoRA and other PEFT types are refused.
+            processed: Fold norms etc. in both models (as :func:`interp.load_model`).
+            dtype: Both models' dtype.
+            device: "auto" (CUDA, then MPS, then CPU) or a device name.
+            n_ctx: As :func:`interp.load_model`.
+
+        Returns:
+            The :class:`ModelPair`, named ``"{base} + {adapter folder}"``.
+
+        Raises:
+            ValueError: The adapter does not fit the base (shapes or modules), or is not a plain LoRA.
         """
         from interp.loading import load_raw_with_adapter
         from interp.loading.devices import resolve_device
@@ -173,7 +196,16 @@ class ModelPair:
     def default(
         cls, *, processed: bool = True, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "auto"
     ) -> ModelPair:
-        """SmolLM2-135M-Instruct and the same model plus the committed sycophancy-persona LoRA."""
+        """SmolLM2-135M-Instruct and the same model plus the committed sycophancy-persona LoRA (offline).
+
+        Args:
+            processed: Fold norms etc. in both models.
+            dtype: Both models' dtype.
+            device: "auto" (CUDA, then MPS, then CPU) or a device name.
+
+        Returns:
+            The default :class:`ModelPair`.
+        """
         return cls.from_lora(DEFAULT_BASE, default_adapter_path(), processed=processed, dtype=dtype, device=device)
 
     @classmethod
@@ -188,7 +220,20 @@ class ModelPair:
         n_ctx: int | None = None,
     ) -> ModelPair:
         """Two models loaded by :func:`interp.load_model`: any two checkpoints of one architecture and
-        tokenizer (registry names, GGUF files, Hugging Face folders or hub ids, mixed)."""
+        tokenizer (registry names, GGUF files, Hugging Face folders or hub ids, mixed).
+
+        Args:
+            base: The base checkpoint, any source :func:`interp.load_model` accepts.
+            tuned: The tuned checkpoint, the same kinds.
+            processed: Fold norms etc. in both models.
+            dtype: Both models' dtype.
+            device: "auto" (CUDA, then MPS, then CPU) or a device name.
+            n_ctx: As :func:`interp.load_model`.
+
+        Returns:
+            The :class:`ModelPair`; a ValueError names the configuration fields or tokenizer entries
+            that differ when the two are not one architecture and vocabulary.
+        """
         from interp.loading import load_model
 
         settings = dict(processed=processed, dtype=dtype, device=device, n_ctx=n_ctx)

@@ -570,20 +570,34 @@ def load_model(
     n_ctx: int | None = None,
     n_devices: int = 1,
 ) -> HookedTransformer:
-    """Load a model into ``HookedTransformer``.
+    """Load a model into ``HookedTransformer``, offline whenever its files are on disk.
 
-    ``name`` is an offline registry name (:func:`known_models`), a path to a ``.gguf`` file, a Hugging
-    Face model folder (anything saved with ``save_pretrained``: a fine-tune, a merged adapter), a hub
-    id (read from the local Hugging Face cache; downloaded when a network is allowed), or one of
-    TransformerLens' official names. Folders and hub ids are converted by the architecture in their
-    own ``config.json`` (see ``docs/loading.md`` for the supported list).
-    ``processed=True`` folds norms and centres weights as ``HookedTransformer.from_pretrained``
-    does; ``processed=False`` keeps the checkpoint's weights as they are.
-    ``device``: "auto" (CUDA, then MPS, then CPU), or e.g. "cpu", "cuda:1"; one that does not exist
-    here raises ``ValueError``. ``n_devices`` splits the layers over that many CUDA devices
-    (TransformerLens' own split). ``n_ctx``: the longest sequence the model accepts (default 2048,
-    capped at the checkpoint's own context; TransformerLens allocates an n_ctx × n_ctx mask per
-    layer); more than the checkpoint's context is refused.
+    Folders and hub ids are converted by the architecture in their own ``config.json``
+    (``architectures[0]``; see ``docs/loading.md`` for the supported list), with TransformerLens' own
+    weight converters.
+
+    Args:
+        name: An offline registry name (:func:`known_models`), a path to a ``.gguf`` file, a Hugging Face
+            model folder (anything saved with ``save_pretrained``: a fine-tune, a merged adapter), a hub id
+            (read from the local Hugging Face cache; downloaded when a network is allowed), or one of
+            TransformerLens' official names.
+        processed: True folds norms and centres weights as ``HookedTransformer.from_pretrained`` does;
+            False keeps the checkpoint's weights as they are.
+        dtype: The parameters' dtype (a ``torch.dtype`` or its name, e.g. "bfloat16").
+        device: "auto" (CUDA, then MPS, then CPU), or e.g. "cpu", "cuda:1"; one that does not exist here
+            raises ``ValueError``.
+        n_ctx: The longest sequence the model accepts (default 2048, capped at the checkpoint's own
+            context; TransformerLens allocates an n_ctx × n_ctx mask per layer); more than the
+            checkpoint's context is refused.
+        n_devices: Split the layers over this many CUDA devices (TransformerLens' own split).
+
+    Returns:
+        The ``HookedTransformer``, with its tokenizer.
+
+    Raises:
+        ValueError: An unsupported architecture (named, with the supported list), a bad ``device``,
+            ``dtype``, ``n_ctx`` or ``n_devices``, or damaged checkpoint files.
+        FileNotFoundError: A folder without ``config.json``, or a hub id not in the local cache offline.
     """
     if not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"name: expected a model name or path (str), got {type(name).__name__}")
