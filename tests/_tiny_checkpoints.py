@@ -116,3 +116,17 @@ def use_hub_cache(monkeypatch, hub: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def checkpoint_builder(root: Path, tokenizer):
+    """``get(arch) -> (transformers model, folder)``: :func:`build_model` saved under ``root/arch`` on
+    first use, kept for later calls (a module-scoped fixture's cache)."""
+    built = {}
+
+    def get(arch):
+        if arch not in built:
+            model = build_model(arch)
+            built[arch] = (model, save_checkpoint(model, tokenizer, root / arch))
+        return built[arch]
+
+    return get

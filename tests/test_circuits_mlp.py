@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _circuit_checks import assert_close_to_scale, seeded_directions
+from _circuit_checks import assert_close_to_scale, one_token_hooks, seeded_directions
 
 from interp.circuits import compare_mlp_pass, delta_projections, mlp_pass, top_bottom
 from interp.circuits.mlp_pass import MLPPassComparison
@@ -20,21 +20,7 @@ GEMMA_LAYERS = [0, 5, 17]
 
 def _mlp_out_by_hook(model, layers, directions):
     """blocks.L.hook_mlp_out for one-token sequences whose resid_mid at layer L is directions[b]."""
-    n = directions.shape[0]
-    outs = {}
-
-    def write(resid, hook):
-        return directions.to(resid.dtype)[:, None, :].clone()
-
-    def keep(x, hook):
-        outs[hook.layer()] = x[:, 0].float().clone()
-
-    hooks = []
-    for layer in layers:
-        hooks += [(f"blocks.{layer}.hook_resid_mid", write), (f"blocks.{layer}.hook_mlp_out", keep)]
-    model.run_with_hooks(torch.full((n, 1), 7), fwd_hooks=hooks, return_type=None)
-    return torch.stack([outs[layer] for layer in layers])
-
+    return one_token_hooks(model, layers, directions, "hook_resid_mid", "hook_mlp_out")
 
 
 @pytest.mark.parametrize("budget", [0, 2**40], ids=["per_layer", "stacked"])

@@ -12,7 +12,7 @@ import contextlib
 import einops
 import pytest
 import torch
-from _circuit_checks import assert_close_to_scale, seeded_directions
+from _circuit_checks import assert_close_to_scale, diag_scores_by_hook, seeded_directions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,26 +22,6 @@ from interp.circuits.stacking import CHUNK_BYTES
 SMOL_LAYERS = [0, 13, 29]
 GEMMA_LAYERS = [0, 3, 5, 17]  # 5 and 17 are global-attention layers, 0 and 3 local
 
-
-
-def _diag_scores_by_hook(model, layers, directions):
-    """hook_attn_scores[h, p, p] with direction p written into resid_pre at position p of each layer."""
-    n = directions.shape[0]
-    tokens = torch.arange(10, 10 + n)[None]
-    captured = {}
-
-    def write(resid, hook):
-        resid = resid.clone()
-        resid[0, :n] = directions.to(resid.dtype)
-        return resid
-
-    def keep(scores, hook):
-        captured[hook.layer()] = scores[0].diagonal(dim1=-2, dim2=-1).float().clone()  # [head, pos]
-
-    hooks = [(f"blocks.{layer}.hook_resid_pre", write) for layer in layers]
-    hooks += [(f"blocks.{layer}.attn.hook_attn_scores", keep) for layer in layers]
-    model.run_with_hooks(tokens, fwd_hooks=hooks, return_type=None)
-    return torch.stack([captured[layer] for layer in layers])  # [layer, head, n]
 
 
 @contextlib.contextmanager
@@ -94,7 +74,7 @@ def test_qk_self_affinity_equals_attn_scores_diagonal(request, monkeypatch, fixt
     model = request.getfixturevalue(fixture)
     dirs = seeded_directions(5, model.cfg.d_model, seed=101)
     ours = qk_affinity(model, dirs, layers=layers)  # [layer, head, n, n]
-    expected = _diag_scores_by_hook(model, layers, dirs)
+    expected = diag_scores_by_hook(model, layers, dirs)
     assert_close_to_scale(ours.diagonal(dim1=-2, dim2=-1), expected, what=f"{fixture} QK diagonal")
 
 
@@ -180,7 +160,7 @@ def test_qk_softcap_matches_model_when_configured(gemma):
     cap = 0.5 * uncapped.abs().max().item()
     with _temporarily(gemma.cfg, attn_scores_soft_cap=cap):
         ours = qk_affinity(gemma, dirs, layers=layers)
-        expected = _diag_scores_by_hook(gemma, layers, dirs)
+        expected = diag_scores_by_hook(gemma, layers, dirs)
     assert_close_to_scale(ours.diagonal(dim1=-2, dim2=-1), expected, what="softcapped QK diagonal")
     torch.testing.assert_close(ours, cap * torch.tanh(uncapped / cap), rtol=1e-5, atol=1e-6)
     assert ours.abs().max().item() < cap
@@ -208,7 +188,7 @@ def test_qk_biases_and_negation_identity(smollm2):
     v = seeded_directions(3, smollm2.cfg.d_model, seed=109)
     with _perturbed_biases(smollm2, layer, seed=110) as attn:
         ours = qk_affinity(smollm2, u, layers=[layer])
-        expected = _diag_scores_by_hook(smollm2, [layer], u)
+        expected = diag_scores_by_hook(smollm2, [layer], u)
         both = qk_affinity(smollm2, u, v, layers=[layer]) + qk_affinity(smollm2, u, -v, layers=[layer])
         u_hat = u / (u.pow(2).mean(-1, keepdim=True) + smollm2.cfg.eps).sqrt()
         q = torch.einsum("nd,hde->hne", u_hat, attn.W_Q) + attn.b_Q[:, None, :]
@@ -232,7 +212,7 @@ def test_qk_mean_affinity_equals_head_mean_of_attn_scores(request, monkeypatch, 
     u = seeded_directions(4, model.cfg.d_model, seed=111)
     v = seeded_directions(3, model.cfg.d_model, seed=112)
     ours = qk_mean_affinity(model, u, layers=layers)
-    expected = _diag_scores_by_hook(model, layers, u).mean(1)
+    expected = diag_scores_by_hook(model, layers, u).mean(1)
     assert_close_to_scale(ours.diagonal(dim1=-2, dim2=-1), expected, what=f"{fixture} head-mean QK diagonal")
     cross = qk_mean_affinity(model, u, v, layers=layers)
     assert_close_to_scale(cross, reduce_heads(qk_affinity(model, u, v, layers=layers), "mean"), what="head-mean QK")
@@ -246,7 +226,7 @@ def test_qk_mean_affinity_with_biases(smollm2):
     with _perturbed_biases(smollm2, layer, seed=115):
         ours = qk_mean_affinity(smollm2, u, v, layers=[layer])
         expected = qk_affinity(smollm2, u, v, layers=[layer]).mean(1)
-        diagonal = _diag_scores_by_hook(smollm2, [layer], u).mean(1)
+        diagonal = diag_scores_by_hook(smollm2, [layer], u).mean(1)
         own_diagonal = qk_mean_affinity(smollm2, u, layers=[layer]).diagonal(dim1=-2, dim2=-1)
     assert_close_to_scale(ours, expected, what="head-mean QK with biases")
     assert_close_to_scale(own_diagonal, diagonal, what="head-mean QK diagonal with biases vs hook")

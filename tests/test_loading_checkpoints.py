@@ -12,10 +12,11 @@ import math
 
 import pytest
 import torch
-from _circuit_checks import assert_close_to_scale, seeded_directions
+from _circuit_checks import assert_close_to_scale, diag_scores_by_hook, one_token_hooks, seeded_directions
 from _tiny_checkpoints import (
     CONFIGS,
     build_model,
+    checkpoint_builder,
     hf_logprobs,
     hub_cache,
     save_checkpoint,
@@ -39,16 +40,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, tokenizer):
     """arch -> (transformers model, folder), built on first use."""
-    root = tmp_path_factory.mktemp("tiny")
-    built = {}
-
-    def get(arch):
-        if arch not in built:
-            model = build_model(arch)
-            built[arch] = (model, save_checkpoint(model, tokenizer, root / arch))
-        return built[arch]
-
-    return get
+    return checkpoint_builder(tmp_path_factory.mktemp("tiny"), tokenizer)
 
 
 def test_every_tested_architecture_is_supported_and_vice_versa():
@@ -66,44 +58,6 @@ def test_folder_logprobs_equal_transformers_forward(checkpoints, arch, processed
     assert worst <= 1e-4, f"{arch} ({'processed' if processed else 'unprocessed'}): log-probs differ by {worst:.2e}"
 
 
-def _diag_scores_by_hook(model, directions):
-    """hook_attn_scores[h, p, p] with direction p written into resid_pre at position p of every layer."""
-    n = directions.shape[0]
-    captured = {}
-
-    def write(resid, hook):
-        resid = resid.clone()
-        resid[0, :n] = directions.to(resid.dtype)
-        return resid
-
-    def keep(scores, hook):
-        captured[hook.layer()] = scores[0].diagonal(dim1=-2, dim2=-1).float().clone()
-
-    layers = range(model.cfg.n_layers)
-    hooks = [(f"blocks.{layer}.hook_resid_pre", write) for layer in layers]
-    hooks += [(f"blocks.{layer}.attn.hook_attn_scores", keep) for layer in layers]
-    model.run_with_hooks(torch.arange(10, 10 + n)[None], fwd_hooks=hooks, return_type=None)
-    return torch.stack([captured[layer] for layer in layers])  # [layer, head, n]
-
-
-def _one_token_hooks(model, directions, write_at, keep_at):
-    """``keep_at`` hook values (batch row b, the only position) with ``write_at`` set to directions[b]."""
-    n = directions.shape[0]
-    kept = {}
-
-    def write(resid, hook):
-        return directions.to(resid.dtype)[:, None, :].clone()
-
-    def keep(x, hook):
-        kept[hook.layer()] = x[:, 0].float().clone()
-
-    layers = range(model.cfg.n_layers)
-    hooks = [(f"blocks.{layer}.{write_at}", write) for layer in layers]
-    hooks += [(f"blocks.{layer}.{keep_at}", keep) for layer in layers]
-    model.run_with_hooks(torch.full((n, 1), 7), fwd_hooks=hooks, return_type=None)
-    return torch.stack([kept[layer] for layer in layers])
-
-
 @pytest.mark.parametrize("processed", [False, True], ids=["unprocessed", "processed"])
 @pytest.mark.parametrize("arch", PRE_NORM)
 def test_weight_circuits_equal_transformerlens_hooks(checkpoints, arch, processed):
@@ -112,18 +66,18 @@ def test_weight_circuits_equal_transformerlens_hooks(checkpoints, arch, processe
     model = load_model(folder, processed=processed, device="cpu")
     dirs = seeded_directions(5, model.cfg.d_model, seed=401)
     qk = qk_affinity(model, dirs).diagonal(dim1=-2, dim2=-1)
-    assert_close_to_scale(qk, _diag_scores_by_hook(model, dirs), what=f"{arch} QK diagonal")
+    assert_close_to_scale(qk, diag_scores_by_hook(model, range(model.cfg.n_layers), dirs), what=f"{arch} QK diagonal")
     previous = model.cfg.use_attn_result
     model.set_use_attn_result(True)
     try:
-        results = _one_token_hooks(model, dirs, "hook_resid_pre", "attn.hook_result")  # [layer, n, head, d]
+        results = one_token_hooks(model, range(model.cfg.n_layers), dirs, "hook_resid_pre", "attn.hook_result")  # [layer, n, head, d]
     finally:
         model.set_use_attn_result(previous)
     heads, total = vo_outputs(model, dirs)
     assert_close_to_scale(heads, results.transpose(1, 2), what=f"{arch} VO per head")
-    attn_out = _one_token_hooks(model, dirs, "hook_resid_pre", "hook_attn_out")
+    attn_out = one_token_hooks(model, range(model.cfg.n_layers), dirs, "hook_resid_pre", "hook_attn_out")
     assert_close_to_scale(total, attn_out, what=f"{arch} VO layer output")
-    mlp = _one_token_hooks(model, dirs, "hook_resid_mid", "hook_mlp_out")
+    mlp = one_token_hooks(model, range(model.cfg.n_layers), dirs, "hook_resid_mid", "hook_mlp_out")
     assert_close_to_scale(mlp_pass(model, dirs), mlp, what=f"{arch} MLP pass")
 
 
@@ -147,7 +101,7 @@ def test_gemma2_softcap_and_query_pre_attn_scalar_in_qk_affinity(tokenizer, tmp_
     assert model.cfg.attn_scores_soft_cap == 5.0 and model.cfg.output_logits_soft_cap == 8.0
     dirs = seeded_directions(6, model.cfg.d_model, seed=402)
     ours = qk_affinity(model, dirs).diagonal(dim1=-2, dim2=-1)
-    expected = _diag_scores_by_hook(model, dirs)
+    expected = diag_scores_by_hook(model, range(model.cfg.n_layers), dirs)
     assert_close_to_scale(ours, expected, what="Gemma 2 QK diagonal with softcap")
     assert ours.abs().max() < 5.0 and ours.abs().max() > 4.0, "scores reach the softcap's non-linear range"
     # plain torch from the transformers weights: layer 0, head 0, first direction

@@ -14,6 +14,7 @@ import pytest
 import torch
 from _tiny_checkpoints import (
     build_model,
+    checkpoint_builder,
     hf_logprobs,
     hub_cache,
     save_checkpoint,
@@ -42,15 +43,8 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def base_folders(tmp_path_factory, tokenizer):
-    root = tmp_path_factory.mktemp("bases")
-    built = {}
-
-    def get(arch):
-        if arch not in built:
-            built[arch] = save_checkpoint(build_model(arch), tokenizer, root / arch)
-        return built[arch]
-
-    return get
+    get = checkpoint_builder(tmp_path_factory.mktemp("bases"), tokenizer)
+    return lambda arch: get(arch)[1]
 
 
 def test_pair_of_two_folders_delta_is_the_perturbation(base_folders, tokenizer, tmp_path):

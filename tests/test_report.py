@@ -109,25 +109,35 @@ def test_weight_change_table_equals_plain_torch_norms(quick_report, default_pair
     assert f"{top[0][3]:.3%}" in quick_report.report.summary[0]
 
 
-def test_entropy_of_most_changed_heads_matches_a_forward_pass(quick_report, default_pair):
-    """Entropy of the last token's attention, from ``hook_pattern`` of an unbatched forward pass per prompt."""
-    tokenizer = default_pair.base.tokenizer
+def _last_token_entropy(quick_report, pair, layers):
+    """``−Σ p ln p`` of the last token's attention for each variant prompt, from ``hook_pattern`` of an
+    unbatched forward pass per prompt: ``{"base"/"tuned": [prompt, layer, head]}`` and
+    ``{"base"/"tuned": [token count per prompt]}``."""
+    tokenizer = pair.base.tokenizer
     texts = []
     for system, user in quick_report.options.variants.values():
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         texts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-    frame = _csv(quick_report, "activations-entropy-heads")
-    layers = sorted(set(frame["layer"]))
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in layers]
-    expected = {}
-    for label, model in (("base", default_pair.base), ("tuned", default_pair.tuned)):
-        per_prompt = []
+    entropy, n_tokens = {}, {}
+    for label, model in (("base", pair.base), ("tuned", pair.tuned)):
+        per_prompt, lengths = [], []
         for text in texts:
             tokens = model.to_tokens(text)
+            lengths.append(tokens.shape[1])
             _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names, stop_at_layer=max(layers) + 1)
             last = torch.stack([cache[name][0, :, -1, :] for name in names])  # [layer, head, key]
             per_prompt.append(-(torch.special.xlogy(last, last)).sum(-1))
-        expected[label] = torch.stack(per_prompt).mean(0)
+        entropy[label], n_tokens[label] = torch.stack(per_prompt), np.array(lengths)
+    return entropy, n_tokens
+
+
+def test_entropy_of_most_changed_heads_matches_a_forward_pass(quick_report, default_pair):
+    """Entropy of the last token's attention, from ``hook_pattern`` of an unbatched forward pass per prompt."""
+    frame = _csv(quick_report, "activations-entropy-heads")
+    layers = sorted(set(frame["layer"]))
+    entropy, _ = _last_token_entropy(quick_report, default_pair, layers)
+    expected = {label: per_prompt.mean(0) for label, per_prompt in entropy.items()}
     for row in frame.itertuples():
         i = layers.index(row.layer)
         base, tuned = expected["base"][i, row.head].item(), expected["tuned"][i, row.head].item()
@@ -274,26 +284,13 @@ def test_report_shows_normalized_entropy_next_to_raw_and_the_mean_pattern(quick_
     """The per-head entropy table carries H / ln n_keys (recomputed from hook_pattern of unbatched runs,
     n_keys = the prompt's token count), the layer table its Δ, the prompt-sensitivity table ranks by it
     (the variants differ in length), and the head-averaged last-layer heatmaps are in the section."""
-    tokenizer = default_pair.base.tokenizer
-    texts = []
-    for system, user in quick_report.options.variants.values():
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        texts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     frame = _csv(quick_report, "activations-entropy-heads")
     assert {"base", "tuned", "delta", "normalized_base", "normalized_tuned", "normalized_delta"} <= set(frame.columns)
     layers = sorted(set(frame["layer"]))
-    names = [f"blocks.{layer}.attn.hook_pattern" for layer in layers]
-    expected = {}
-    lengths = []
-    for label, model in (("base", default_pair.base), ("tuned", default_pair.tuned)):
-        per_prompt = []
-        for text in texts:
-            tokens = model.to_tokens(text)
-            lengths.append(tokens.shape[1])
-            _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names, stop_at_layer=max(layers) + 1)
-            last = torch.stack([cache[name][0, :, -1, :] for name in names])  # [layer, head, key]
-            per_prompt.append(-(torch.special.xlogy(last, last)).sum(-1) / np.log(tokens.shape[1]))
-        expected[label] = torch.stack(per_prompt).mean(0)
+    entropy, n_tokens = _last_token_entropy(quick_report, default_pair, layers)
+    expected = {label: (per_prompt / torch.tensor(np.log(n_tokens[label]))[:, None, None]).mean(0)
+                for label, per_prompt in entropy.items()}
+    lengths = [n for label in ("base", "tuned") for n in n_tokens[label]]
     for row in frame.itertuples():
         i = layers.index(row.layer)
         assert row.normalized_base == pytest.approx(expected["base"][i, row.head].item(), abs=1e-4)

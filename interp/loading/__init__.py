@@ -158,27 +158,19 @@ def _hf_model_from_state(arch: str, cfg: HookedTransformerConfig, state: dict[st
     """A transformers model on the meta device holding ``state``, for TransformerLens' converters."""
     import transformers
 
+    shape = {
+        "vocab_size": cfg.d_vocab,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_mlp,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_key_value_heads or cfg.n_heads,
+    }
     if arch == "llama":
-        hf_cfg = transformers.LlamaConfig(
-            vocab_size=cfg.d_vocab,
-            hidden_size=cfg.d_model,
-            intermediate_size=cfg.d_mlp,
-            num_hidden_layers=cfg.n_layers,
-            num_attention_heads=cfg.n_heads,
-            num_key_value_heads=cfg.n_key_value_heads or cfg.n_heads,
-            tie_word_embeddings="lm_head.weight" not in state,
-        )
+        hf_cfg = transformers.LlamaConfig(**shape, tie_word_embeddings="lm_head.weight" not in state)
         cls = transformers.LlamaForCausalLM
     else:
-        hf_cfg = transformers.Gemma3TextConfig(
-            vocab_size=cfg.d_vocab,
-            hidden_size=cfg.d_model,
-            intermediate_size=cfg.d_mlp,
-            num_hidden_layers=cfg.n_layers,
-            num_attention_heads=cfg.n_heads,
-            num_key_value_heads=cfg.n_key_value_heads or cfg.n_heads,
-            head_dim=cfg.d_head,
-        )
+        hf_cfg = transformers.Gemma3TextConfig(**shape, head_dim=cfg.d_head)
         cls = transformers.Gemma3ForCausalLM
         # llama.cpp stores Gemma RMSNorm gains as (1 + w); transformers stores w.
         state = {k: (v - 1.0 if k.endswith("norm.weight") else v) for k, v in state.items()}
