@@ -12,16 +12,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-if TYPE_CHECKING:
-    from interp.streaming import StreamedPair
-
 DEFAULT_BASE = "smollm2-135m-instruct"
+
+
+def is_streamed(obj: object) -> bool:
+    """Whether ``obj`` is a streamed pair or model (:mod:`interp.streaming`): the library's analyses
+    that accept one hand it over with ``obj.run(name, ...)``, which reads the checkpoints layer by
+    layer, so that nothing below :mod:`interp.streaming` imports it."""
+    return getattr(type(obj), "streamed", False) is True and callable(getattr(obj, "run", None))
 
 
 def default_adapter_path() -> Path:
@@ -71,27 +75,6 @@ class ModelPair:
         if base_vocab is not None and base_vocab != tuned_vocab:
             differing = len(set(base_vocab.items()) ^ set(tuned_vocab.items()))
             raise ValueError(f"tuned: tokenizer vocabulary differs from base's ({differing} differing entries)")
-
-    @staticmethod
-    def streamed(
-        base: str | os.PathLike[str], tuned: str | os.PathLike[str], *, processed: bool = True
-    ) -> StreamedPair:
-        """Two safetensors checkpoints as an :class:`interp.streaming.StreamedPair`: nothing but headers and
-        configs is read now; ``weight_circuits``, ``compare_mlp_pass``, ``circuit_study``,
-        ``delta_diagnostics`` and ``delta_norms`` read it one layer of both models at a time (peak memory:
-        one layer, not a model).
-
-        Args:
-            base: The base checkpoint: a Hugging Face folder or a hub id in the local cache.
-            tuned: The tuned checkpoint, the same kinds.
-            processed: Process each layer as :func:`interp.load_model` does (``processed=True``).
-
-        Returns:
-            The :class:`~interp.streaming.StreamedPair`.
-        """
-        from interp.streaming import StreamedPair  # lazy: streaming builds on this module
-
-        return StreamedPair.open(base, tuned, processed=processed)
 
     @classmethod
     def check(cls, pair: object, *, name: str = "pair", needs_tuned: bool = True) -> ModelPair:

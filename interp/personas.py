@@ -36,6 +36,7 @@ from transformer_lens import (
 
 from interp._validate import as_layers
 from interp.directions import DirectionSet
+from interp.pair import is_streamed
 from interp.progress import progress_bar
 from interp.prompts import PromptFormat, format_prompt, forward, pad_id, pad_rows, token_ids, uses_chat
 from interp.results import Result, ResultLayout
@@ -65,15 +66,12 @@ class ActivationsFn(Protocol):
 
 def activations_for(model: object) -> ActivationsFn:
     """The activations function for ``model``: :func:`prompt_activations` for a HookedTransformer, the
-    streamed forward for an :class:`interp.streaming.StreamedModel`; anything else is a TypeError."""
+    streamed forward for an :class:`interp.streaming.StreamedModel` (through its ``run``, see
+    :func:`interp.pair.is_streamed`); anything else is a TypeError."""
     if isinstance(model, HookedTransformer):
         return prompt_activations
-    from interp.streaming.model import StreamedModel  # lazy: streaming builds on personas
-
-    if isinstance(model, StreamedModel):
-        from interp.streaming.forward import streamed_prompt_activations
-
-        return streamed_prompt_activations
+    if is_streamed(model):
+        return lambda streamed, *args, **kwargs: streamed.run("prompt_activations", *args, **kwargs)
     raise TypeError(f"model: expected a HookedTransformer or an interp.streaming.StreamedModel, "
                     f"got {type(model).__name__}")
 

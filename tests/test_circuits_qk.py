@@ -316,3 +316,14 @@ def test_attention_scales_are_the_models_own_and_the_report_says_so(smollm2, gem
     assert "s = 8," in text and "√d_head" in text and "q_norm" not in text
     gemma_text = qk_formula(gemma)
     assert "s = 16," in gemma_text and "q_norm(q(x))·k_norm(k(y))" in gemma_text and "d_head = 256" in gemma_text
+
+
+def test_attention_scales_from_the_config_equal_the_blocks(smollm2, gemma):
+    """A model without blocks in memory (a streamed model carries only its cfg) gets the scales from the
+    config; they equal what the loaded blocks divide by."""
+    from types import SimpleNamespace
+
+    from interp.circuits import attention_scales
+
+    for model in (smollm2, gemma):
+        assert attention_scales(SimpleNamespace(cfg=model.cfg)) == attention_scales(model)

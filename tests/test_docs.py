@@ -60,7 +60,6 @@ def test_api_pages_have_parameters_and_returns_sections(site):
                  "interp.prompts.tokenize", "interp.prompts.run_batched", "interp.prompts.format_prompts",
                  "interp.pair.ModelPair.check", "interp.pair.ModelPair.delta", "interp.loading.load_model",
                  "interp.pair.ModelPair.from_lora", "interp.pair.ModelPair.from_names", "interp.pair.ModelPair.default",
-                 "interp.pair.ModelPair.streamed",
                  "interp.circuits.weight_table.weight_circuits", "interp.circuits.mlp_pass.compare_mlp_pass",
                  "interp.circuits.study.circuit_study", "interp.activations.study.attention_study",
                  "interp.activations.attention_metrics.attention_metrics",

@@ -1,4 +1,4 @@
-"""The library's own functions on a streamed pair (``ModelPair.streamed``) give the in-memory results,
+"""The library's own functions on a streamed pair (``StreamedPair.open``) give the in-memory results,
 and the report and CLI run streamed (asked, or when the pair would not fit), skipping with a note the
 sections that need whole-model activations. Fixtures: the tiny sharded Gemma 2 pair of test_streaming."""
 
@@ -21,7 +21,7 @@ from interp.subspace.weight_diff import delta_diagnostics, delta_norms
 
 @pytest.fixture(scope="module")
 def streamed(folders):  # noqa: F811
-    return ModelPair.streamed(folders[0], folders[1])
+    return StreamedPair.open(folders[0], folders[1])
 
 
 def _block_rows(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -33,7 +33,7 @@ def test_model_pair_streamed_opens_a_streamed_pair(streamed, folders):  # noqa: 
     assert isinstance(streamed, StreamedPair)
     assert isinstance(streamed.base, StreamedModel) and streamed.base.processed
     assert streamed.n_layers == 4
-    raw = ModelPair.streamed(folders[0], folders[1], processed=False)
+    raw = StreamedPair.open(folders[0], folders[1], processed=False)
     assert not raw.base.processed and not raw.tuned.processed
 
 

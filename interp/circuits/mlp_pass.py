@@ -27,7 +27,7 @@ from interp._validate import as_directions, as_layers
 from interp.circuits.checks import check_pair, names_of, prepare
 from interp.circuits.norms import norm_stack
 from interp.circuits.stacking import layer_chunks, param_bytes, stack_blocks
-from interp.pair import ModelPair
+from interp.pair import ModelPair, is_streamed
 from interp.results import Result, ResultLayout
 
 __all__ = ["MLPPassComparison", "compare_mlp_pass", "delta_projections", "mlp_pass", "top_bottom"]
@@ -147,10 +147,8 @@ def compare_mlp_pass(
         An :class:`MLPPassComparison`: ``base``/``tuned`` outputs ``[layer, n, d_model]``; ``.table()`` has
         base/tuned norms, ``|tuned − base|`` and ``1 − cos`` per (layer, direction).
     """
-    from interp.streaming import StreamedPair, streamed_compare_mlp_pass  # lazy: streaming builds on circuits
-
-    if isinstance(pair, StreamedPair):
-        return streamed_compare_mlp_pass(pair, directions, layers=layers, names=names, post_norm=post_norm)
+    if is_streamed(pair):  # an interp.streaming.StreamedPair: the same result, read layer by layer
+        return pair.run("compare_mlp_pass", directions, layers=layers, names=names, post_norm=post_norm)
     base, tuned = check_pair(pair)
     vectors = as_directions(directions, base.cfg.d_model)
     labels = tuple(names_of(directions, names, vectors.shape[0]))  # bad names fail before the passes

@@ -61,9 +61,17 @@ def qk_affinity(
 
 def attention_scales(model: HookedTransformer, layers: Iterable[int] | None = None) -> list[float]:
     """The scale each layer's attention divides ``q·k`` by (the model's own ``attn_scale``): √d_head for
-    Llama-style models, √query_pre_attn_scalar for Gemma 2/3 (16 for Gemma 3 270M), 1 without scaling."""
-    layer_list = range(model.cfg.n_layers) if layers is None else as_layers(list(layers), model.cfg.n_layers)
-    return [float(model.blocks[layer].attn.attn_scale) for layer in layer_list]
+    Llama-style models, √query_pre_attn_scalar for Gemma 2/3 (16 for Gemma 3 270M), 1 without scaling.
+
+    Read from the blocks; a model without them in memory (a streamed model: only ``cfg``) gets the same
+    number from its config, as TransformerLens' attention sets it (``cfg.attn_scale``, times ``layer + 1``
+    with ``scale_attn_by_inverse_layer_idx``)."""
+    cfg = model.cfg
+    layer_list = range(cfg.n_layers) if layers is None else as_layers(list(layers), cfg.n_layers)
+    if hasattr(model, "blocks"):
+        return [float(model.blocks[layer].attn.attn_scale) for layer in layer_list]
+    base = float(cfg.attn_scale) if cfg.use_attn_scale else 1.0
+    return [base * (layer + 1) if cfg.scale_attn_by_inverse_layer_idx else base for layer in layer_list]
 
 
 def _qk_bytes_per_layer(model: HookedTransformer) -> int:

@@ -30,7 +30,7 @@ from interp.circuits.mlp_pass import MLPPassComparison, compare_mlp_pass, delta_
 from interp.circuits.nulls import delta_null_table, mlp_null_table
 from interp.circuits.weight_table import weight_circuits
 from interp.directions import DirectionSet
-from interp.pair import ModelPair
+from interp.pair import ModelPair, is_streamed
 from interp.results import Result, ResultLayout
 from interp.subspace.weight_diff import changed_layers
 
@@ -208,9 +208,7 @@ def circuit_study(
     Raises:
         TypeError: ``pair`` is not a ModelPair or ``directions``/``semantic`` not DirectionSets.
     """
-    from interp import streaming  # lazy: streaming builds on circuits
-
-    streamed = isinstance(pair, streaming.StreamedPair)  # every step below reads it layer by layer
+    streamed = is_streamed(pair)  # an interp.streaming.StreamedPair: every step below reads it layer by layer
     pair = pair if streamed else ModelPair.check(pair)
     if not isinstance(directions, DirectionSet):
         raise TypeError(f"directions: expected a DirectionSet, got {type(directions).__name__}")
@@ -218,7 +216,7 @@ def circuit_study(
         raise TypeError(f"semantic: expected a DirectionSet or None, got {type(semantic).__name__}")
     layer_list = sorted(set(as_layers(layers, pair.cfg.n_layers, name="layers")))
     if tuned_layers is None:
-        changed = streaming.changed_layers(pair) if streamed else changed_layers(pair.delta())
+        changed = pair.run("changed_layers") if streamed else changed_layers(pair.delta())
         tuned = [layer for layer in changed if layer in layer_list] or layer_list
     else:
         tuned = sorted(set(as_layers(list(tuned_layers), pair.cfg.n_layers, name="tuned_layers")))

@@ -14,7 +14,7 @@ from interp.circuits.baselines import Baseline, circuit_table, random_pairs
 from interp.circuits.checks import check_model, check_pair, names_of
 from interp.circuits.qk import HeadReduction, qk_affinity, qk_mean_affinity, reduce_heads
 from interp.circuits.vo import vo_decomposition
-from interp.pair import ModelPair
+from interp.pair import ModelPair, is_streamed
 
 __all__ = ["weight_circuits"]
 
@@ -63,10 +63,8 @@ def weight_circuits(
         A tidy DataFrame: one row per (circuit, model, layer, [head,] query, key) with ``value``,
         ``baseline_mean``, ``baseline_std`` and ``z`` (see :func:`circuit_table`).
     """
-    from interp.streaming import StreamedPair, streamed_weight_circuits  # lazy: streaming builds on circuits
-
-    if isinstance(model, StreamedPair):
-        return streamed_weight_circuits(model, directions, names=names, layers=layers, random_prefix=random_prefix,
+    if is_streamed(model):  # an interp.streaming.StreamedPair: the same table, read layer by layer
+        return model.run("weight_circuits", directions, names=names, layers=layers, random_prefix=random_prefix,
                                         baseline=baseline, per_head=per_head, head_reduction=head_reduction,
                                         vo_metric=vo_metric, max_rows=max_rows)
     if isinstance(model, HookedTransformer):

@@ -365,7 +365,7 @@ def build_report(
         if pair is None and streamed:
             print(f"interp report: {reason}", file=sys.stderr)
             try:
-                pair = ModelPair.streamed(base or DEFAULT_BASE, tuned)
+                pair = StreamedPair.open(base or DEFAULT_BASE, tuned)
             except (ValueError, TypeError, FileNotFoundError) as exc:
                 raise ReportInputError(str(exc)) from exc
             load_seconds = time.perf_counter() - started

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from transformer_lens import HookedTransformer
 
@@ -77,6 +77,15 @@ class StreamedModel:
     conversions: int = field(default=0)
     stats: StreamStats | None = None  # of the last streamed forward run on this model
     show_progress: bool = True  # False silences every progress bar and stats line of this model
+
+    #: The library's functions call a streamed model's analyses through this table (filled by
+    #: :mod:`interp.streaming` with its ``streamed_*`` functions), so they need not import streaming.
+    analyses: ClassVar[dict[str, Any]] = {}
+    streamed: ClassVar[bool] = True  # what interp.pair.is_streamed reads
+
+    def run(self, analysis: str, *args: Any, **kwargs: Any) -> Any:
+        """The streamed version of the library function ``analysis`` on this model."""
+        return self.analyses[analysis](self, *args, **kwargs)
 
     @property
     def n_layers(self) -> int:
@@ -150,6 +159,15 @@ class StreamedPair:
     name: str = "pair"
     stats: StreamStats | None = None
     show_progress: bool = True  # False silences every progress bar and stats line of this pair's analyses
+
+    #: As :attr:`StreamedModel.analyses`: ``weight_circuits``, ``compare_mlp_pass``, ``delta_diagnostics``,
+    #: ``delta_norms`` and ``changed_layers`` of the library dispatch here for a streamed pair.
+    analyses: ClassVar[dict[str, Any]] = {}
+    streamed: ClassVar[bool] = True  # what interp.pair.is_streamed reads
+
+    def run(self, analysis: str, *args: Any, **kwargs: Any) -> Any:
+        """The streamed version of the library function ``analysis`` on this pair."""
+        return self.analyses[analysis](self, *args, **kwargs)
 
     def __post_init__(self) -> None:
         for label, model in (("base", self.base), ("tuned", self.tuned)):

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 
-from interp.pair import ModelPair
+from interp.pair import ModelPair, is_streamed
 
 WRITE_KINDS = ("attn.W_O", "mlp.W_out")
 READ_KINDS = ("attn.W_Q", "attn.W_K", "attn.W_V", "mlp.W_in", "mlp.W_gate")
@@ -137,13 +137,8 @@ def delta_diagnostics(delta: Mapping[str, torch.Tensor] | object, *, top_k: int 
     ``delta`` may be an :class:`interp.streaming.StreamedPair`: the rows of its block tensors, read layer
     by layer (:func:`interp.streaming.streamed_delta_diagnostics`).
     """
-    from interp.streaming import (  # lazy: streaming builds on subspace
-        StreamedPair,
-        streamed_delta_diagnostics,
-    )
-
-    if isinstance(delta, StreamedPair):
-        return streamed_delta_diagnostics(delta, top_k=top_k)
+    if is_streamed(delta):  # an interp.streaming.StreamedPair: its block tensors, read layer by layer
+        return delta.run("delta_diagnostics", top_k=top_k)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k: expected a positive int, got {top_k!r}")
     delta = as_delta(delta)
@@ -183,10 +178,8 @@ def delta_norms(pair: ModelPair) -> pd.DataFrame:
     """One row per changed parameter of a :class:`interp.ModelPair`: ``layer`` (−1 outside the blocks),
     ``tensor``, ``delta_fro`` = ‖W_tuned − W_base‖_F and ``relative`` = ‖ΔW‖_F / ‖W_base‖_F.
     ``pair`` may be an :class:`interp.streaming.StreamedPair`: the block tensors' rows, read layer by layer."""
-    from interp.streaming import StreamedPair, streamed_delta_norms  # lazy: streaming builds on subspace
-
-    if isinstance(pair, StreamedPair):
-        return streamed_delta_norms(pair)
+    if is_streamed(pair):  # an interp.streaming.StreamedPair: its block tensors, read layer by layer
+        return pair.run("delta_norms")
     pair = ModelPair.check(pair)
     base_params = dict(pair.base.named_parameters())
     rows = []
