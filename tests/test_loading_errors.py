@@ -276,3 +276,19 @@ def test_corrupt_cached_config_is_rebuilt_from_the_gguf(smollm2, tmp_path, monke
     tokens = smollm2.to_tokens("The capital of France is")
     diff = (model(tokens).log_softmax(-1) - smollm2(tokens).log_softmax(-1)).abs().max().item()
     assert diff < 1e-3
+
+
+def test_processed_weights_of_the_wrong_shapes_are_rebuilt_with_one_warning(smollm2, tmp_path, monkeypatch):
+    """A processed-weights file that reads fine but holds other tensors (another model's, another
+    TransformerLens layout) is removed with one warning and rebuilt from the unprocessed weights."""
+    from safetensors.torch import save_file
+
+    source, target, processed = _cache_copy(tmp_path, monkeypatch)
+    save_file({"embed.W_E": torch.zeros(3, 5)}, str(target / processed))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model = load_model("smollm2-135m-instruct", device="cpu")
+    assert processed in _one_rebuild_warning(record)
+    tokens = smollm2.to_tokens("The capital of France is")
+    torch.testing.assert_close(model(tokens), smollm2(tokens), rtol=0, atol=0)
+    assert (target / processed).stat().st_size == (source / processed).stat().st_size, "rewritten whole"

@@ -390,6 +390,8 @@ def _model_weights(
             _warn_rebuilding(cached, exc, "the unprocessed weights")
             cached.unlink(missing_ok=True)
             weights = None
+            if not state:  # a weightless RawModel (_processed_from_cache): the caller reads the raw weights
+                raise _StaleProcessedCache(str(cached)) from exc
     if weights is None:
         from transformer_lens.weight_processing import ProcessWeights
 
@@ -423,6 +425,10 @@ def _model_weights(
                       str(partial))
             partial.replace(cached)
     return weights
+
+
+class _StaleProcessedCache(Exception):
+    """The cached processed weights were unusable and removed; load the unprocessed weights instead."""
 
 
 def _check_cached_weights(model: HookedTransformer, weights: dict[str, torch.Tensor]) -> None:
@@ -599,7 +605,14 @@ def load_model(
     check_n_devices(n_devices, target)
     _check_n_ctx(n_ctx)
     if key in OFFLINE_MODELS or key.endswith(".gguf"):
-        raw = (_processed_from_cache(key) if processed else None) or load_raw(key)
+        raw = _processed_from_cache(key) if processed else None
+        if raw is not None:
+            try:
+                return raw.build(processed=processed, dtype=torch_dtype, device=target, n_ctx=n_ctx,
+                                 n_devices=n_devices)
+            except _StaleProcessedCache:  # removed with one warning; rebuilt below from the raw weights
+                pass
+        raw = load_raw(key)
     else:
         folder = _checkpoint_folder(key)
         if folder is None:
