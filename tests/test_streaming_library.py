@@ -165,3 +165,16 @@ def test_target_cat_of_per_layer_targets_scores_as_the_stacked_target():
                               rtol=1e-4, atol=1e-6)  # T is built from float32 matrices
     with pytest.raises(ValueError, match="targets: expected at least one Target"):
         Target.cat([])
+
+
+def test_a_streamed_model_where_a_pair_belongs_is_a_clear_type_error(folders):  # noqa: F811
+    from interp.streaming import open_streamed
+
+    model = open_streamed(folders[0])
+    with pytest.raises(TypeError, match="weight_circuits: a StreamedModel cannot be given here"):
+        weight_circuits(model, torch.randn(4, model.d_model))
+    with pytest.raises(TypeError, match="delta_norms: a StreamedModel cannot be given here"):
+        delta_norms(model)
+    with pytest.raises(TypeError, match="prompt_activations: a StreamedPair cannot be given here"):
+        role_vectors(StreamedPair.open(folders[0], folders[1]), {"a": "You are a.", "b": "You are b."},
+                     ["Hi?"], layer=0)

@@ -61,6 +61,15 @@ def _quiet_loader() -> Iterator[None]:
         root.setLevel(previous)
 
 
+def _run_streamed(obj: Any, analysis: str, args: tuple, kwargs: dict) -> Any:
+    """``obj.analyses[analysis](obj, ...)``, or a TypeError saying which streamed type runs it."""
+    if analysis not in obj.analyses:
+        runs = ", ".join(sorted(obj.analyses)) or "nothing (import interp.streaming)"
+        raise TypeError(f"{analysis}: a {type(obj).__name__} cannot be given here (it runs: {runs}); "
+                        "pairs are StreamedPair.open(base, tuned), models open_streamed(checkpoint)")
+    return obj.analyses[analysis](obj, *args, **kwargs)
+
+
 @dataclass(eq=False)
 class StreamedModel:
     """A checkpoint read layer by layer: :meth:`layer` gives one converted block as a HookedTransformer.
@@ -85,7 +94,7 @@ class StreamedModel:
 
     def run(self, analysis: str, *args: Any, **kwargs: Any) -> Any:
         """The streamed version of the library function ``analysis`` on this model."""
-        return self.analyses[analysis](self, *args, **kwargs)
+        return _run_streamed(self, analysis, args, kwargs)
 
     @property
     def n_layers(self) -> int:
@@ -167,7 +176,7 @@ class StreamedPair:
 
     def run(self, analysis: str, *args: Any, **kwargs: Any) -> Any:
         """The streamed version of the library function ``analysis`` on this pair."""
-        return self.analyses[analysis](self, *args, **kwargs)
+        return _run_streamed(self, analysis, args, kwargs)
 
     def __post_init__(self) -> None:
         for label, model in (("base", self.base), ("tuned", self.tuned)):
