@@ -481,6 +481,8 @@ def stop_layer(model: HookedTransformer, names: Sequence[str]) -> int | None:
         if match is None:
             return None  # embedding or final hooks: hook_embed comes first, ln_final needs the full pass
         layers.append(int(match.group(1)))
+    if not layers:
+        raise ValueError("names: expected at least one hook name")
     deepest = max(layers) + 1
     return None if deepest >= model.cfg.n_layers else deepest
 

@@ -320,7 +320,10 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     file = Path(folder) / META_FILE
     if not file.is_file():
         raise ResultFormatError(f"{folder} is not a saved interp result: it has no {META_FILE}")
-    meta = json.loads(file.read_text())
+    try:
+        meta = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultFormatError(f"{file} is not readable interp result metadata ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT_NAME or "format_version" not in meta:
         raise ResultFormatError(f"{file} is not interp result metadata (expected format {_FORMAT_NAME!r} "
                                 "and a format_version)")

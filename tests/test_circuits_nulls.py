@@ -135,3 +135,11 @@ def test_base_equals_tuned_flags_nothing(smollm2):
 def test_circuit_study_rejects_bad_alpha(smollm2):
     with pytest.raises(ValueError, match="alpha: expected a float in \\(0, 1\\)"):
         circuit_study(ModelPair(smollm2, smollm2), DirectionSet.random(1, smollm2.cfg.d_model), alpha=5)
+
+
+def test_circuit_study_rejects_too_few_random_directions_before_any_pass(smollm2, monkeypatch):
+    import interp.circuits.study as study
+
+    monkeypatch.setattr(study, "weight_circuits", lambda *a, **k: pytest.fail("ran before checking n_random"))
+    with pytest.raises(ValueError, match="n_random: the z-scores and nulls need at least 2"):
+        circuit_study(ModelPair(smollm2, smollm2), DirectionSet.random(1, smollm2.cfg.d_model), n_random=1)

@@ -75,3 +75,10 @@ def test_run_batched_equals_run_with_cache_per_prompt(smollm2):
         act, chunk = got[row]
         _, cache = smollm2.run_with_cache(smollm2.to_tokens(text), names_filter=name, stop_at_layer=3)
         torch.testing.assert_close(act[0], cache[name][0], rtol=1e-4, atol=1e-4)
+
+
+def test_stop_layer_without_names_names_the_argument(smollm2):
+    from interp.prompts import stop_layer
+
+    with pytest.raises(ValueError, match="names: expected at least one hook name"):
+        stop_layer(smollm2, [])

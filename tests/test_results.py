@@ -240,3 +240,11 @@ def test_real_attention_metric_frames_round_trip(smollm2, tmp_path):
     assert "max_token" in html and "mean_entropy" in html
     assert f"{original.heads['entropy'].iloc[0]:.6f}" in html
     assert f"table keywords: {len(original.keywords)} rows × {original.keywords.shape[1]} columns" in html
+
+
+def test_corrupt_metadata_is_a_result_format_error(tmp_path):
+    from interp.results import META_FILE, ResultFormatError, read_meta
+
+    (tmp_path / META_FILE).write_text("{not json")
+    with pytest.raises(ResultFormatError, match="not readable interp result metadata"):
+        read_meta(tmp_path)

@@ -222,6 +222,8 @@ def circuit_study(
         tuned = sorted(set(as_layers(list(tuned_layers), pair.cfg.n_layers, name="tuned_layers")))
     if not (isinstance(alpha, float) and 0.0 < alpha < 1.0):
         raise ValueError(f"alpha: expected a float in (0, 1), got {alpha!r}")
+    if not isinstance(n_random, int) or isinstance(n_random, bool) or n_random < 2:
+        raise ValueError(f"n_random: the z-scores and nulls need at least 2 random directions, got {n_random!r}")
     randoms = DirectionSet.random(n_random, pair.cfg.d_model, seed=random_seed)
     probes = directions.with_negations().concat(randoms)
     names = list(directions.names)

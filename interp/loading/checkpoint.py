@@ -194,10 +194,15 @@ def _tl_config_from_file(config: dict[str, Any]) -> dict[str, Any]:
         config = {**config, "n_ctx": config.get("n_positions", 1024)}
     from transformer_lens.loading_from_pretrained import convert_hf_model_config
 
+    families = ("llama", "gemma", "olmo", "phi", "qwen", "mistral")
+    if any(word in tempfile.gettempdir().lower() for word in families):
+        raise RuntimeError(f"the temporary folder {tempfile.gettempdir()} contains a model-family name; "
+                           "set TMPDIR elsewhere")
     with tempfile.TemporaryDirectory(prefix="interp-config-") as tmp:
-        neutral = Path(tmp) / "checkpoint"
-        if any(word in str(neutral).lower() for word in ("llama", "gemma", "olmo", "phi", "qwen", "mistral")):
-            raise RuntimeError(f"the temporary folder {neutral} contains a model-family name; set TMPDIR elsewhere")
+        tmp = Path(tmp)
+        while any(word in tmp.name.lower() for word in families):  # mkdtemp's random suffix, rarely
+            tmp = Path(tempfile.mkdtemp(prefix="interp-config-", dir=tmp))
+        neutral = tmp / "checkpoint"
         neutral.mkdir()
         (neutral / "config.json").write_text(json.dumps(config))
         return convert_hf_model_config(str(neutral))
