@@ -385,3 +385,17 @@ def test_bad_arguments_are_named(folders, directions):
         streamed_weight_circuits(object(), directions, progress=False)
     with pytest.raises(ValueError, match="names"):
         streamed_run_with_cache(pair.base, torch.tensor([[1, 2]]), ["blocks.9.hook_resid_post"])
+
+
+def test_streamed_forward_of_the_embedding_alone_reads_no_block(folders, loaded):
+    """Only hook_embed asked for: it equals run_with_cache's and no block is converted; a rotary model's
+    hook_pos_embed is a clear error naming ``names``."""
+    model = open_streamed(folders[0], processed=True)
+    tokens = torch.tensor([[5, 900, 31, 7]])
+    before = model.conversions
+    got = streamed_run_with_cache(model, tokens, ["hook_embed"])
+    _, cache = loaded[True][0].run_with_cache(tokens)
+    torch.testing.assert_close(got["hook_embed"], cache["hook_embed"], rtol=1e-6, atol=1e-6)
+    assert model.conversions - before <= 1, "only the embedding part is converted"
+    with pytest.raises(ValueError, match="names: the model has no hook 'hook_pos_embed'"):
+        streamed_run_with_cache(model, tokens, ["hook_pos_embed"])

@@ -80,8 +80,8 @@ def streamed_run_with_cache(
     if bad:
         raise ValueError(f"names: {bad[:5]} are not block hooks (blocks.L.*) or hook_embed / hook_pos_embed")
     block_layers = sorted(layer for layer in layers if layer is not None)
-    as_layers(block_layers, model.n_layers, name="names")
-    last = block_layers[-1] if block_layers else 0
+    if block_layers:
+        as_layers(block_layers, model.n_layers, name="names")
 
     rows = sorted(set(tokens.flatten().tolist()))
     local = torch.searchsorted(torch.tensor(rows), tokens)  # token ids of the model holding only those rows
@@ -89,9 +89,14 @@ def streamed_run_with_cache(
     embed_names = [n for n in names if n in ("hook_embed", "hook_pos_embed")]
     resid, cache = first.run_with_cache(local, attention_mask=attention_mask, stop_at_layer=0,
                                         names_filter=lambda n: n in embed_names)
+    missing = [n for n in embed_names if n not in cache.cache_dict]  # hook_pos_embed of a rotary model
+    if missing:
+        raise ValueError(f"names: the model has no hook {missing[0]!r}")
     out = {n: cache[n] for n in embed_names}
+    if not block_layers:
+        return out
 
-    for layer in progress_bar(range(last + 1), desc="forward", unit="layer", progress=progress):
+    for layer in progress_bar(range(block_layers[-1] + 1), desc="forward", unit="layer", progress=progress):
         block = first if layer == 0 else model.layer(layer)
         wanted = {n.replace(f"blocks.{layer}.", "blocks.0.", 1): n for n in names if _hook_layer(n) == layer}
         resid, cache = block.run_with_cache(resid, start_at_layer=0, stop_at_layer=1, attention_mask=attention_mask,
