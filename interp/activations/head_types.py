@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import einops
 import pandas as pd
@@ -237,12 +237,21 @@ def pair_head_type_scores(
     """:func:`head_type_scores` of base and tuned on the same probe tokens, in the tuned − base layout
     of :func:`~interp.activations.attention_metrics.with_delta`; ``by_sequence=True``: one row per
     probe sequence (a ``sequence`` column, :meth:`HeadTypeScores.sequence_frame`) instead of the mean."""
+    mean, per_sequence = pair_head_type_frames(
+        pair, tokens, length=length, n_sequences=n_sequences, seed=seed, layers=layers, exclude_bos=exclude_bos,
+        exclude_current_token=exclude_current_token, rows=rows, batch_size=batch_size, progress=progress)
+    return per_sequence if by_sequence else mean
+
+
+def pair_head_type_frames(
+    pair: ModelPair, tokens: Int[torch.Tensor, "sequence pos"] | None = None, **kwargs: Any
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both layouts of :func:`pair_head_type_scores` (mean, per sequence) from one pass of each model;
+    ``kwargs`` as :func:`head_type_scores`."""
     pair = ModelPair.check(pair)
-    kwargs = dict(length=length, n_sequences=n_sequences, seed=seed, layers=layers, exclude_bos=exclude_bos,
-                  exclude_current_token=exclude_current_token, rows=rows, batch_size=batch_size, progress=progress)
     base = head_type_scores(pair.base, tokens, **kwargs)
     tuned = head_type_scores(pair.tuned, base.tokens, **kwargs)
-    if by_sequence:
-        return with_delta(base.sequence_frame(), tuned.sequence_frame(), keys=["sequence", "layer", "head"],
-                          values=list(HEAD_TYPES))
-    return with_delta(base.to_frame(), tuned.to_frame(), keys=["layer", "head"], values=list(HEAD_TYPES))
+    mean = with_delta(base.to_frame(), tuned.to_frame(), keys=["layer", "head"], values=list(HEAD_TYPES))
+    per_sequence = with_delta(base.sequence_frame(), tuned.sequence_frame(), keys=["sequence", "layer", "head"],
+                              values=list(HEAD_TYPES))
+    return mean, per_sequence

@@ -34,7 +34,7 @@ from interp.activations.attention_metrics import (
     pair_attention_metrics,
     prompt_sensitivity,
 )
-from interp.activations.head_types import HEAD_TYPES, pair_head_type_scores
+from interp.activations.head_types import HEAD_TYPES, pair_head_type_frames
 from interp.activations.nulls import paired_change
 from interp.pair import ModelPair
 from interp.prompts import format_prompt
@@ -243,10 +243,8 @@ def attention_study(
         pattern_layer = pair.base.cfg.n_layers - 1
     compared = pair_attention_metrics(pair, list(texts.values()), labels=list(texts), keywords=list(keywords),
                                       layers=layers, progress=progress)
-    types = pair_head_type_scores(pair, length=head_type_length, n_sequences=head_type_sequences,
-                                  seed=head_type_seed, layers=layers, progress=progress)
-    by_sequence = pair_head_type_scores(pair, length=head_type_length, n_sequences=head_type_sequences,
-                                        seed=head_type_seed, layers=layers, progress=progress, by_sequence=True)
+    types, by_sequence = pair_head_type_frames(pair, length=head_type_length, n_sequences=head_type_sequences,
+                                               seed=head_type_seed, layers=layers, progress=progress)
     null_args = dict(n_resamples=n_resamples, n_permutations=n_permutations, seed=null_seed, level=level)
     heads, layer_frame = compared.to_frame(), compared.layer_frame()
     entropy = heads[heads["model"] == "delta"]
