@@ -15,7 +15,7 @@ the pass runs, so nothing of size layers × heads × seq × seq is ever kept. Fo
   prompt's real tokens from 0);
 * ``sink``: ``p_first``, attention on the prompt's first token; ``mean_sink`` averages it over
   queries 1..n-1;
-* ``head_mean_entropy`` (per layer): ``H(mean_h p_h)``, the seed's layer curve, and
+* ``head_mean_entropy`` (per layer): ``H(mean_h p_h)``, the layer curve, and
   ``head_mean_normalized_entropy = H(mean_h p_h) / ln n``;
 * ``keyword_attention``: ``Σ_{k ∈ K_w} p_k`` over the tokens overlapping any occurrence of keyword
   ``w`` in the prompt text.
@@ -443,7 +443,7 @@ def few_shot_answer_attention(
 @dataclass(frozen=True)
 class AttentionPattern(Result):
     """One head's attention pattern on one prompt, with token labels: ``pattern[q, k]``; ``head`` None:
-    the mean over the layer's heads, ``mean_h A[h, q, k]`` (seed 004's head-averaged heatmap)."""
+    the mean over the layer's heads, ``mean_h A[h, q, k]`` (the head-averaged heatmap)."""
 
     result_layout: ClassVar[ResultLayout] = ResultLayout(headline="to_frame", tensors=("pattern",),
                                                          metadata=("tokens", "layer", "head"))

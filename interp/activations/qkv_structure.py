@@ -131,7 +131,7 @@ def neuron_similarity(
 def shuffle_entries(
     acts: Float[torch.Tensor, "... sample neuron"], *, seed: int = 0
 ) -> Float[torch.Tensor, "... sample neuron"]:
-    """A seeded random permutation of all entries of each ``[sample, neuron]`` matrix (the seed's baseline).
+    """A seeded random permutation of all entries of each ``[sample, neuron]`` matrix (the shuffled baseline).
 
     Uses ``torch.Generator().manual_seed(seed)``: same seed, same permutation.
     """
@@ -146,7 +146,7 @@ def block_values(
 ) -> dict[str, Float[torch.Tensor, "... pair"]]:
     """Similarity entries grouped by block: "QQ", "KK", "VV" (pairs i < j) and "QK", "QV", "KV" (all pairs).
 
-    With ``labels`` in Q, K, V order, every block is read from the upper triangle, as the seed's
+    With ``labels`` in Q, K, V order, every block is read from the upper triangle, as the original notebook's
     mask ``triu(outer(m, m), 1)`` does; ``"all"`` holds the whole upper triangle.
     """
     labels = np.asarray(labels)

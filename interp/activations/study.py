@@ -9,7 +9,7 @@ share and returns an :class:`AttentionStudy` with the tidy frames (long tuned âˆ
    first-token sink, keyword attention) for base and tuned;
 3. :func:`~interp.activations.pair_head_type_scores` (previous-token, duplicate-token, induction) on
    seeded repeated random tokens;
-4. seed 004's heatmap: the head-averaged attention pattern of one variant at one layer (default: the
+4. the heatmap: the head-averaged attention pattern of one variant at one layer (default: the
    first variant, the last layer), base and tuned (:func:`~interp.activations.attention_pattern`);
 5. the paired nulls (:func:`~interp.activations.nulls.paired_change`): entropy changes per layer and
    per head over the prompt variants, head-type changes per head over the probe sequences, each with
@@ -90,7 +90,7 @@ class AttentionStudy(Result):
 
     @property
     def mean_patterns(self) -> dict[str, AttentionPattern]:
-        """``{"base": ..., "tuned": ...}``: the head-averaged attention patterns (seed 004's heatmap)."""
+        """``{"base": ..., "tuned": ...}``: the head-averaged attention patterns (the heatmap's data)."""
         return {"base": self.base_mean_pattern, "tuned": self.tuned_mean_pattern}
 
     def null_phrase(self, row: pd.Series, unit: str, value: str = "mean_abs_delta") -> str:
@@ -212,7 +212,7 @@ def attention_study(
         head_type_sequences: Number of such sequences.
         head_type_seed: Seed of the random tokens.
         pattern_variant: The variant of the head-averaged attention heatmap (default: the first).
-        pattern_layer: Its layer (default: the model's last layer, as seed 004).
+        pattern_layer: Its layer (default: the model's last layer).
         progress: Progress bars (None: when there is more than one batch; False: silent).
         n_resamples: Bootstrap resamples of the paired nulls (``level`` intervals).
         n_permutations: Sign flips of the paired nulls (all of them when ``2^n_units`` is no more).

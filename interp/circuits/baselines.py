@@ -4,11 +4,11 @@ per-PC mean |Δz| table ("is PC1 special?").
 A random baseline is computed per layer (and per head when the values have a head axis) from the
 entries that pair random directions, identified by a name prefix:
 
-* ``"self"`` (the seed's): the diagonal entries ``value[r, r]``, one per random direction r — the
+* ``"self"`` (the default): the diagonal entries ``value[r, r]``, one per random direction r — the
   spread of "a direction with itself" for directions with no special meaning;
 * ``"offdiag"``: the entries ``value[r, r']`` with ``r ≠ r'`` — the spread of unrelated pairs.
 
-``z = (value − mean) / (std + eps)`` with the population std (ddof = 0, numpy's default, as the seed).
+``z = (value − mean) / (std + eps)`` with the population std (ddof = 0, numpy's default).
 """
 
 from __future__ import annotations

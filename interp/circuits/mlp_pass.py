@@ -194,7 +194,7 @@ def top_bottom(table: pd.DataFrame, k: int = 15, *, by: Literal["projection", "a
     """The ``k`` top and ``k`` bottom rows of a :func:`delta_projections` table, with an ``end`` column.
 
     ``by="projection"``: most positive and most negative projections. ``by="abs"``: largest and
-    smallest ``|projection|`` (the seed's "top 15 / bottom 15" lists).
+    smallest ``|projection|`` ("top 15 / bottom 15" lists).
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k: expected a positive int, got {k!r}")

@@ -51,7 +51,7 @@ def qk_affinity(
     ``k`` of the result is ``layers[k]``. Computed in float32 whatever the model's dtype.
 
     >>> scores = qk_affinity(model, pcs)              # [n_layers, n_heads, n, n]
-    >>> reduce_heads(scores, "mean")                   # the seed's head-averaged matrix
+    >>> reduce_heads(scores, "mean")                   # the head-averaged matrix
     """
     model, u, layer_list = prepare(model, queries, layers, name="queries")
     v = u if keys is None else as_directions(keys, model.cfg.d_model, name="keys").to(u.device)
@@ -219,7 +219,7 @@ def qk_mean_scores(
 def reduce_heads(
     scores: Float[torch.Tensor, "layer head n m"], how: HeadReduction = "mean"
 ) -> Float[torch.Tensor, "layer n m"]:
-    """Reduce the head axis (dim -3): ``mean`` (the seed's choice), ``max``, ``min``, ``abs_mean`` or
+    """Reduce the head axis (dim -3): ``mean`` (the default), ``max``, ``min``, ``abs_mean`` or
     ``abs_max`` (the largest magnitude over heads, sign kept)."""
     if not isinstance(scores, torch.Tensor) or scores.ndim < 3:
         raise ValueError("scores: expected a tensor [..., head, n, m] with a head axis at dim -3")

@@ -137,7 +137,7 @@ def vo_decomposition(
     """Per-head and summed VO outputs of ``keys`` read against ``probes`` (default: the keys).
 
     ``dot[.., j, p] = out_j · p̂`` and ``cos[.., j, p] = out_j · p̂ / |out_j|`` with ``p̂ = p / |p|``;
-    ``out`` as in :func:`vo_outputs`. ``sum_cos`` is the seed's ``compute_vo_decomposition``.
+    ``out`` as in :func:`vo_outputs`. ``sum_cos`` sums the per-head cosines.
     ``per_head=False`` skips the per-head readings (``head_dot``/``head_cos`` are then None).
     """
     heads, total = _vo(model, keys, layers, post_norm=post_norm, per_head=per_head)

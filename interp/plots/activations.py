@@ -18,7 +18,7 @@ from interp.activations.attention_metrics import AttentionPattern
 
 def attention_heatmap(pattern: AttentionPattern, *, max_tokens: int | None = None, title: str | None = None) -> go.Figure:
     """Heatmap of ``pattern[query, key]`` (one head, or the head mean when ``pattern.head`` is None, as
-    in seed 004's last-layer heatmap) with token labels (``i:token``, so repeats stay apart).
+    in the attention-patterns notebook's last-layer heatmap) with token labels (``i:token``, so repeats stay apart).
 
     For an interactive view (hover a token), use :meth:`~interp.activations.AttentionPattern.view`.
 

@@ -29,7 +29,7 @@ DEFAULT_VARIANTS: dict[str, tuple[str | None, str]] = {
 }
 DEFAULT_KEYWORDS = ("15", "27", "plus", "40")
 
-#: Candidate bases the default report sweeps (a cheap, representative subset of seed 003's library:
+#: Candidate bases the default report sweeps (a cheap, representative subset of the basis library:
 #: write/read weight bases, activation PCA and contrasts, compounds are added by the sweep itself).
 DEFAULT_SWEEP_BASES = (
     "write", "attn_write", "mlp_write", "global_write", "write_not_downstream_read", "attn_ov_write",
@@ -49,7 +49,7 @@ class ReportOptions:
 
     layers: tuple[int, ...] | None = None
     sections: tuple[str, ...] = SECTION_NAMES
-    # weight circuits (seeds 000/001)
+    # weight circuits and the MLP pass
     directions: DirectionSet | None = None
     persona_layer: int | None = None
     n_components: int = 5
@@ -60,14 +60,14 @@ class ReportOptions:
     random_seed: int = 42
     n_plot_directions: int = 3
     n_projections: int = 8
-    # activations (seed 004)
+    # attention metrics and head types
     variants: Mapping[str, tuple[str | None, str]] = field(default_factory=lambda: dict(DEFAULT_VARIANTS))
     keywords: tuple[str, ...] = DEFAULT_KEYWORDS
     head_type_length: int = 40
     head_type_sequences: int = 8
     head_type_seed: int = 0
     n_top_heads: int = 10
-    # subspace sweep (seed 003)
+    # subspace sweep
     sweep_k: int = 8
     sweep_layers: tuple[int, ...] | None = None
     sweep_layer_limit: int | None = None

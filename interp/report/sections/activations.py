@@ -1,4 +1,4 @@
-"""Report section: attention metrics per prompt variant and head types (seed 004), base vs tuned."""
+"""Report section: attention metrics per prompt variant and head types, base vs tuned."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
                             head_type_sequences=options.head_type_sequences, head_type_seed=options.head_type_seed,
                             progress=options.progress)
     layer_frame, heads, texts = study.layer_frame, study.heads, study.texts
-    section.add_heading("Attention at the last prompt token, per prompt variant (seed 004)")
+    section.add_heading("Attention at the last prompt token, per prompt variant")
     section.add_text(
         f"Prompt variants ({', '.join(texts)}) of one question, in the model's chat format. Per head, at the "
         "last prompt token: entropy of the attention distribution (nats), its normalised entropy H / ln n_keys "

@@ -1,4 +1,4 @@
-"""Report section: weight circuits of persona directions (seeds 000 and 001), base vs tuned.
+"""Report section: weight circuits of persona directions, base vs tuned.
 
 QK affinity and VO decomposition of the persona PCs (and their negations) z-scored against random
 unit directions per layer, tuned − base, the per-PC mean |Δz| over the tuned layers, and the MLP pass
@@ -87,7 +87,7 @@ def circuits_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
         "ReportOptions(n_random=...). The p-values are not corrected for the number of directions, circuits "
         "and relations looked at."
     )
-    section.add_heading("QK affinity and VO decomposition (seed 000)")
+    section.add_heading("QK affinity and VO decomposition")
     section.add_table("mean-abs-delta-z", f"Mean |Δz| over the tuned layers ({layer_span(tuned_layers)}), per direction",
                       study.summary_wide(),
                       note="Self: query x, key x. Opposite: query x, key −x. Larger = tuning moved this circuit more.")
@@ -106,7 +106,7 @@ def circuits_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
         section.add_figure(pc_comparison(numbered))
 
     first = study.mlp_direction
-    section.add_heading(f"MLP pass of ±{first} (seed 001)")
+    section.add_heading(f"MLP pass of ±{first}")
     first_rows = study.mlp_peak_rows(5)
     peak = first_rows.iloc[0]
     section.add_table("mlp-peak", f"MLP pass of {first}: layers where tuning changed the output most",

@@ -1,4 +1,4 @@
-"""Report section: which candidate residual subspaces explain what tuning changed (seed 003's sweep)."""
+"""Report section: which candidate residual subspaces explain what tuning changed (the subspace sweep)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def subspace_section(pair: ModelPair, options: ReportOptions) -> tuple[Section, 
     section.add_text(
         f"Each candidate basis (rank ≤ {options.sweep_k}) is scored at {layers_text(layers)} on the activation "
         f"label δ = resid(W + ΔW) − resid(W − ΔW) at the last token of {n_claims} 'I think …, do you agree?' probes "
-        f"({'chat-templated' if result.config.get('chat_template') else 'raw text, as in seed 003'}; the persona "
+        f"({'chat-templated' if result.config.get('chat_template') else 'raw text'}; the persona "
         "prompts behind the persona bases are chat-templated; half fit the activation-derived bases, half "
         "evaluate: R_act) and on the residual-write weight deltas "
         "ΔW_O, ΔW_out (Frobenius-balanced: R_w). R = captured energy × d_model / rank, so a random subspace "
