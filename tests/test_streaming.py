@@ -399,3 +399,28 @@ def test_streamed_forward_of_the_embedding_alone_reads_no_block(folders, loaded)
     assert model.conversions - before <= 1, "only the embedding part is converted"
     with pytest.raises(ValueError, match="names: the model has no hook 'hook_pos_embed'"):
         streamed_run_with_cache(model, tokens, ["hook_pos_embed"])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float8_e4m3fn])
+def test_checkpoint_read_converts_in_one_pass_as_safetensors_reads(tmp_path, dtype):
+    """``Checkpoint.read(..., dtype=)`` (a view of the memory map converted once; float8 through
+    safetensors) equals safetensors' own tensor converted, whole and sliced by rows and columns."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from interp.streaming import open_checkpoint
+
+    g = torch.Generator().manual_seed(3)
+    values = {"model.layers.0.a": torch.randn(37, 53, generator=g).to(dtype), "model.b": torch.randn(5, generator=g).to(dtype)}
+    save_file(values, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text("{}")
+    ckpt = open_checkpoint(tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as handle:
+        reference = handle.get_tensor("model.layers.0.a").float()
+    assert torch.equal(ckpt.read("model.layers.0.a", dtype=torch.float32), reference)
+    assert torch.equal(ckpt.read("model.layers.0.a", rows=slice(3, 20), dtype=torch.float32), reference[3:20])
+    assert torch.equal(ckpt.read("model.layers.0.a", cols=slice(10, 41), dtype=torch.float32), reference[:, 10:41])
+    stored = ckpt.read("model.layers.0.a")
+    assert stored.dtype == dtype and torch.equal(stored.float(), reference)
+    width = torch.empty((), dtype=dtype).element_size()
+    assert ckpt.bytes_read == width * (37 * 53 * 2 + 17 * 53 + 37 * 31)

@@ -34,6 +34,7 @@ from interp.loading.checkpoint import (
     safetensors_problem,
 )
 from interp.loading.devices import check_n_devices, resolve_device
+from interp.loading.processing import is_post_norm, process_state
 
 __all__ = ["DEFAULT_N_CTX", "OFFLINE_MODELS", "SUPPORTED_ARCHITECTURES", "OfflineModel", "RawModel", "build_model",
            "cache_dir", "cached_config", "known_models", "load_model", "load_raw", "load_raw_with_adapter", "resolve_device"]
@@ -323,6 +324,7 @@ def build_model(
     n_ctx: int | None = None,
     n_devices: int = 1,
     cache_folder: Path | None = None,
+    owned: bool = False,
 ) -> HookedTransformer:
     """A HookedTransformer from an unprocessed TL state dict, processed as ``from_pretrained`` would.
 
@@ -330,6 +332,8 @@ def build_model(
     traversal for SmolLM2) after randomly initialising every weight; here the model is built without
     an initialisation, the state dict is processed by TransformerLens' ``ProcessWeights`` (or read
     back from ``cache_folder`` where that processing was saved before) and assigned in one call.
+    ``owned``: the caller gives ``state`` away (float32 tensors it never uses again, e.g. one streamed
+    layer): processed without defensive copies and assigned as they are, possibly strided.
     """
     target = resolve_device(device)
     n_devices = check_n_devices(n_devices, target)
@@ -343,14 +347,16 @@ def build_model(
     if cfg_dict.get("positional_embedding_type", "standard") == "standard" and "pos_embed.W_pos" in state:
         # learned positions: the model keeps the rows of the positions it accepts
         state = {**state, "pos_embed.W_pos": state["pos_embed.W_pos"][: cfg_dict["n_ctx"]]}
-    post_norm = cfg_dict.get("original_architecture") in _post_norm_architectures()
+    post_norm = is_post_norm(cfg_dict.get("original_architecture"))
     if processed and not post_norm and cfg_dict["normalization_type"] in ("RMS", "RMSPre"):
         cfg_dict["normalization_type"] = "RMSPre"
     elif processed and not post_norm and cfg_dict["normalization_type"] in ("LN", "LNPre"):
         cfg_dict["normalization_type"] = "LNPre"
     cfg = HookedTransformerConfig.from_dict(cfg_dict)
     model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="right")
-    weights = _model_weights(model, state, processed=processed, cache_folder=cache_folder)
+    if owned and cache_folder is not None:
+        raise ValueError("owned: weights given away are not cached (cache_folder must be None)")
+    weights = _model_weights(model, state, processed=processed, cache_folder=cache_folder, owned=owned)
     model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=False, assign=True)
     if n_devices > 1:
         model.move_model_modules_to_device()
@@ -358,13 +364,6 @@ def build_model(
         model.to(target)
     model.eval()
     return model
-
-
-def _post_norm_architectures() -> set[str]:
-    """Architectures whose norms act on sublayer outputs: TransformerLens neither folds nor centres them."""
-    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
-
-    return set(POST_NORM_ARCHITECTURES)
 
 
 def _processed_name() -> str:
@@ -375,9 +374,15 @@ def _processed_name() -> str:
 
 
 def _model_weights(
-    model: HookedTransformer, state: dict[str, torch.Tensor], *, processed: bool, cache_folder: Path | None
+    model: HookedTransformer,
+    state: dict[str, torch.Tensor],
+    *,
+    processed: bool,
+    cache_folder: Path | None,
+    owned: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Every parameter of ``model`` (fp32), processed when asked; cached in ``cache_folder``."""
+    """Every parameter of ``model`` (fp32), processed when asked; cached in ``cache_folder``.
+    ``owned``: ``state``'s float32 tensors are given away (:func:`~interp.loading.processing.process_state`)."""
     from safetensors.torch import load_file, save_file
 
     cached = None if cache_folder is None or not processed else cache_folder / _processed_name()
@@ -393,24 +398,15 @@ def _model_weights(
             if not state:  # a weightless RawModel (_processed_from_cache): the caller reads the raw weights
                 raise _StaleProcessedCache(str(cached)) from exc
     if weights is None:
-        from transformer_lens.weight_processing import ProcessWeights
-
         weights = model.fill_missing_keys(dict(state))
         if processed:
-            post_norm = model.cfg.original_architecture in _post_norm_architectures()
-            weights = ProcessWeights.process_weights(
-                weights,
-                model.cfg,
-                fold_ln=not post_norm,
-                center_writing_weights=not post_norm,
-                center_unembed=model.cfg.output_logits_soft_cap <= 0,
-                fold_value_biases=True,
-                refactor_factored_attn_matrices=False,
-            )
+            weights = process_state(weights, model.cfg, owned=owned)
         names = [name for name, _ in model.named_parameters()]
         missing = [name for name in names if name not in weights]
         if missing:
             raise ValueError(f"state_dict: no weights for {missing[:5]} ({len(missing)} parameters missing)")
+        if owned:  # the caller gave its tensors away: no copies (the kernels take strided weights)
+            return {name: weights[name].detach() for name in names}
         # A model owns its parameters: anything still sharing memory with the caller's state dict
         # (e.g. every tensor when ``processed=False``) is copied, so that editing one model's weights
         # in place never changes another model built from the same RawModel.

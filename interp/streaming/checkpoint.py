@@ -12,6 +12,7 @@ tensor do not stay resident after it is used; :attr:`Checkpoint.bytes_read` coun
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from dataclasses import dataclass, field
@@ -28,6 +29,12 @@ SINGLE_NAME = "model.safetensors"
 
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                 "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+# safetensors dtype names torch can view a memory map as (others are read through safetensors)
+_TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                 "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                 "BOOL": torch.bool}
 
 
 class CheckpointError(ValueError):
@@ -67,19 +74,29 @@ class Checkpoint:
             raise KeyError(f"checkpoint {self.folder} has no tensor {name!r}")
         return self.tensors[name]
 
-    def read(self, name: str, *, rows: slice | None = None, cols: slice | None = None) -> torch.Tensor:
-        """Tensor ``name`` (optionally ``[rows]`` / ``[:, cols]`` of a matrix), copied out of the map."""
+    def read(
+        self, name: str, *, rows: slice | None = None, cols: slice | None = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Tensor ``name`` (optionally ``[rows]`` / ``[:, cols]`` of a matrix), copied out of the shard's
+        memory map in one pass, converted to ``dtype`` on the way (default: as stored)."""
         info = self._info(name)
-        with safe_open(str(info.shard), framework="pt") as handle:
-            if rows is None and cols is None:
-                tensor = handle.get_tensor(name)
-            else:
+        stored = _TORCH_DTYPES.get(info.dtype)
+        if stored is None:  # a dtype torch cannot view: safetensors converts it
+            with safe_open(str(info.shard), framework="pt") as handle:
                 part = handle.get_slice(name)
-                if cols is None:
-                    tensor = part[rows]
-                else:
-                    tensor = part[rows if rows is not None else slice(None), cols]
-        self.bytes_read += tensor.numel() * tensor.element_size()
+                tensor = part[rows if rows is not None else slice(None)] if cols is None else part[
+                    rows if rows is not None else slice(None), cols]
+            tensor = tensor if dtype is None else tensor.to(dtype)
+        else:
+            with info.shard.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY) as mapped:
+                flat = torch.frombuffer(mapped, dtype=stored, count=_numel(info.shape), offset=info.start)
+                view = flat.view(info.shape)
+                if rows is not None or cols is not None:
+                    view = view[rows if rows is not None else slice(None)] if cols is None else view[
+                        rows if rows is not None else slice(None), cols]
+                tensor = view.to(dtype or stored, copy=True)  # the one copy; the map closes next
+                del flat, view
+        self.bytes_read += tensor.numel() * _DTYPE_BYTES.get(info.dtype, tensor.element_size())  # as stored
         return tensor
 
     def prefetch(self, names: list[str]) -> None:

@@ -160,7 +160,8 @@ def layer_model(
         one_cfg.update(_STUB_ATTENTION_TL)
     tl_state = _convert(ckpt, hf_model, one_cfg)
     del hf_model, state
-    return build_model(one_cfg, tl_state, None, processed=processed, dtype=torch.float32, device=device)
+    # the converted tensors are this layer's own (read for it alone): processed without defensive copies
+    return build_model(one_cfg, tl_state, None, processed=processed, dtype=torch.float32, device=device, owned=True)
 
 
 def _convert(ckpt: Checkpoint, hf_model: Any, cfg_dict: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -222,12 +223,13 @@ def _hf_tensor(
                 "read this MLP whole (neuron_block=None)"
             )
         cut = slice(*neurons)
-        tensor = ckpt.read(source, rows=cut) if axes[0] == 0 else ckpt.read(source, cols=cut)
+        tensor = ckpt.read(source, rows=cut, dtype=torch.float32) if axes[0] == 0 else ckpt.read(
+            source, cols=cut, dtype=torch.float32)
     else:
-        tensor = ckpt.read(source)
+        tensor = ckpt.read(source, dtype=torch.float32)
     if tuple(tensor.shape) != shape:
         raise ValueError(f"source: tensor {source!r} has shape {tuple(tensor.shape)}, the config implies {shape}")
-    return tensor.to(torch.float32)
+    return tensor
 
 
 def _outside_tensor(ckpt: Checkpoint, name: str, shape: tuple[int, ...], vocab_rows: list[int] | None) -> torch.Tensor:
