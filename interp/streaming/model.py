@@ -22,7 +22,7 @@ from transformer_lens import HookedTransformer
 
 from interp.pair import ModelPair
 from interp.progress import progress_bar
-from interp.streaming.checkpoint import Checkpoint, open_checkpoint
+from interp.streaming.checkpoint import Checkpoint, open_checkpoint, prefetch
 from interp.streaming.convert import LayerPart, layer_model, tl_config_dict
 
 __all__ = ["StreamStats", "StreamedModel", "StreamedPair", "open_streamed"]
@@ -230,9 +230,9 @@ class StreamedPair:
         layer_list = list(layers)
         for i, layer in enumerate(progress_bar(layer_list, desc=desc, unit="layer", progress=progress)):
             ahead = layer_list[i : i + 2] if i == 0 else layer_list[i + 1 : i + 2]
-            for model in (self.base, self.tuned):  # the disk reads layer l + 1 while layer l is computed
-                for upcoming in ahead:
-                    model.checkpoint.prefetch(model.checkpoint.layer_names(upcoming))
+            # the disk reads layer l + 1 (base, then tuned) while layer l is computed
+            prefetch([(model.checkpoint, model.checkpoint.layer_names(upcoming))
+                      for upcoming in ahead for model in (self.base, self.tuned)])
             yield layer
         self.stats = StreamStats(
             layers=self.base.conversions + self.tuned.conversions - conv0,
