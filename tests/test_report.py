@@ -234,6 +234,25 @@ def test_model_dependent_options_are_checked_against_the_pair(default_pair):
         build_report(default_pair, options={"layers": [1]})  # type: ignore[arg-type]
 
 
+def test_loading_arguments_given_with_a_pair_are_refused_before_any_work(default_pair, tmp_path, monkeypatch):
+    """tuned/adapter/device/dtype (and a base other than the default) load a pair: given with a pair
+    they would be ignored, so build_report names them and runs nothing."""
+    import interp.report.build as build
+    from interp.report import ReportInputError
+
+    for step in ("load_pair", "check_options", "run_sections", "write_report"):
+        monkeypatch.setattr(build, step, lambda *a, _step=step, **k: pytest.fail(f"{_step} ran"))
+    with pytest.raises(ReportInputError, match=r"^tuned: a pair was given, so these arguments"):
+        build_report(default_pair, tuned="gemma-3-270m", out_dir=tmp_path, quiet=True)
+    with pytest.raises(ReportInputError, match=r"^adapter, device, dtype: a pair was given"):
+        build_report(default_pair, adapter="some/adapter", device="cpu", dtype="bfloat16", out_dir=tmp_path, quiet=True)
+    with pytest.raises(ReportInputError, match=r"^base: a pair was given"):
+        build_report(default_pair, base="gemma-3-270m", out_dir=tmp_path, quiet=True)
+    with pytest.raises(ReportInputError, match=r"^dtype: a pair was given"):
+        build_report(default_pair, dtype=torch.bfloat16, out_dir=tmp_path, quiet=True)
+    assert not list(tmp_path.iterdir())
+
+
 # ------------------------------------------------------------------------------------ layout (no model)
 def test_render_keeps_block_order_escapes_text_and_formats_numbers():
     import plotly.graph_objects as go
