@@ -316,6 +316,15 @@ def test_report_shows_normalized_entropy_next_to_raw_and_the_mean_pattern(quick_
         assert row.normalized_tuned == pytest.approx(expected["tuned"][i, row.head].item(), abs=1e-4)
     by_layer = _csv(quick_report, "activations-entropy-layers")
     assert {"mean_abs_delta", "mean_abs_delta_normalized"} <= set(by_layer.columns)
+    # the normalised entropy's change carries its own null, in the tables and the summary line
+    assert {"ci_low_normalized", "ci_high_normalized", "p_value_normalized"} <= set(by_layer.columns)
+    assert {"normalized_ci_low", "normalized_ci_high", "normalized_p_value"} <= set(frame.columns)
+    top = by_layer.loc[by_layer["mean_abs_delta"].idxmax()]
+    attention = next(line for line in quick_report.report.summary if line.startswith("Attention:"))
+    normalized_part = attention.split("normalised H / ln n_keys: mean |Δ| = ", 1)[1]
+    assert normalized_part.startswith(f"{top.mean_abs_delta_normalized:.3g}, ")
+    assert f"sign-flip p = {top.p_value_normalized:.2g}" in normalized_part
+    assert f"CI {top.ci_low_normalized:.3g} to {top.ci_high_normalized:.3g}" in normalized_part
     sensitivity = _csv(quick_report, "activations-prompt-sensitive-layers")
     assert len(set(lengths)) > 1 and set(sensitivity["ranked_by"]) == {"normalized_entropy_spread"}
     assert np.all(np.diff(sensitivity["normalized_entropy_spread"]) <= 1e-12)
