@@ -339,7 +339,7 @@ def tokenize(
     model: HookedTransformer,
     prompts: str | Sequence[str],
     *,
-    padding_side: PaddingSide = "right",
+    padding_side: PaddingSide | None = None,
     prepend_bos: bool | None = None,
     name: str = "prompts",
 ) -> TokenBatch:
@@ -347,24 +347,34 @@ def tokenize(
 
     ``prepend_bos``: put the tokenizer's BOS first (None: ``model.cfg.default_prepend_bos``, as
     ``model.to_tokens``). A text that already starts with BOS (chat templates such as Gemma's write
-    it) does not get a second one. ``padding_side``: where padding goes; padding holds
+    it) does not get a second one. ``padding_side``: where padding goes (None: right); padding holds
     :func:`pad_id` and is masked. Raises ValueError for an empty list, an empty string, or a prompt
     longer than ``model.cfg.n_ctx``, naming the offending indices and the caller's argument ``name``.
-    A :class:`TokenBatch` is returned unchanged (its padding kept).
+
+    A :class:`TokenBatch` is already tokenized: it is returned unchanged, and ``padding_side`` /
+    ``prepend_bos`` may only restate its own settings (None always does). A different
+    ``padding_side``, ``prepend_bos=True`` when a prompt does not start with BOS, or
+    ``prepend_bos=False`` when BOS was put before a prompt's text is a ValueError naming the argument.
 
     Args:
         model: The model whose tokenizer, BOS default, context length and device are used (a
             HookedTransformer, or a streamed model with the same ``cfg`` and ``tokenizer``).
-        prompts: One text or a list of texts (already formatted, e.g. by :func:`format_prompts`).
-        padding_side: ``"right"`` or ``"left"``.
-        prepend_bos: Put the tokenizer's BOS first (None: the model's default).
+        prompts: One text or a list of texts (already formatted, e.g. by :func:`format_prompts`), or
+            a :class:`TokenBatch`.
+        padding_side: ``"right"``, ``"left"`` or None (texts: right; a TokenBatch: its own).
+        prepend_bos: Put the tokenizer's BOS first (None: the model's default; a TokenBatch: its own).
         name: The caller's argument name, used in error messages.
 
     Returns:
         A :class:`TokenBatch` on the model's device: padded ``tokens``, ``mask`` of real tokens, character
         ``spans``; ``batch.last`` is each prompt's last real token.
     """
+    if padding_side not in (None, "left", "right"):
+        raise ValueError(f"padding_side: expected 'left', 'right' or None, got {padding_side!r}")
+    if prepend_bos is not None and not isinstance(prepend_bos, bool):
+        raise TypeError(f"prepend_bos: expected True, False or None, got {prepend_bos!r}")
     if isinstance(prompts, TokenBatch):
+        _check_restated(model, prompts, padding_side, prepend_bos, name)
         return prompts
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -379,10 +389,6 @@ def tokenize(
     empty = [i for i, p in enumerate(prompts) if p == ""]
     if empty:
         raise ValueError(f"{name}: prompt(s) {empty[:10]} are empty strings")
-    if padding_side not in ("left", "right"):
-        raise ValueError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
-    if prepend_bos is not None and not isinstance(prepend_bos, bool):
-        raise TypeError(f"prepend_bos: expected True, False or None, got {prepend_bos!r}")
     if not isinstance(model, HookedTransformer) and not (hasattr(model, "cfg") and hasattr(model, "tokenizer")):
         # a streamed model (interp.streaming.StreamedModel) has the cfg and tokenizer used here
         raise TypeError(f"model: expected a transformer_lens.HookedTransformer, got {type(model).__name__}")
@@ -399,9 +405,43 @@ def tokenize(
     no_tokens = [i for i, ids in enumerate(ids_list) if len(ids) == 0]
     if no_tokens:
         raise ValueError(f"{name}: prompt(s) {no_tokens[:10]} tokenize to no tokens")
-    tokens, mask = pad_rows(ids_list, pad_id(model.tokenizer), side=padding_side)
+    side = padding_side or "right"
+    tokens, mask = pad_rows(ids_list, pad_id(model.tokenizer), side=side)
     return TokenBatch(tuple(prompts), tokens.to(model.cfg.device), mask.to(model.cfg.device),
-                      tuple(tuple(spans) for _, spans in encoded), padding_side, model.tokenizer)
+                      tuple(tuple(spans) for _, spans in encoded), side, model.tokenizer)
+
+
+def _check_restated(model: HookedTransformer, batch: TokenBatch, padding_side: PaddingSide | None,
+                    prepend_bos: bool | None, name: str) -> None:
+    """The arguments :func:`tokenize` was given with a TokenBatch restate its settings, or a ValueError.
+
+    The batch put BOS first in a prompt when the prompt's first real token is BOS and has no
+    characters of the text behind it (span ``(0, 0)``, or no spans: tokens given without text).
+    """
+    if padding_side is not None and padding_side != batch.padding_side:
+        raise ValueError(
+            f"padding_side: {padding_side!r}, but {name} is a TokenBatch, already tokenized and padded on the "
+            f"{batch.padding_side!r}; pass padding_side=None (or {batch.padding_side!r}), or pass the texts"
+        )
+    bos_id = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
+    if prepend_bos is None or bos_id is None:  # no BOS token: prepend_bos changes nothing
+        return
+    first = batch.tokens[torch.arange(len(batch), device=batch.tokens.device), batch.first]
+    starts = (first == bos_id).tolist()
+    if prepend_bos:
+        missing = [i for i, s in enumerate(starts) if not s]
+        if missing:
+            raise ValueError(
+                f"prepend_bos: True, but {name} is a TokenBatch, already tokenized, and its prompt(s) "
+                f"{missing[:10]} do not start with BOS; pass prepend_bos=None, or pass the texts"
+            )
+    else:
+        added = [i for i, s in enumerate(starts) if s and (not batch.spans[i] or tuple(batch.spans[i][0]) == (0, 0))]
+        if added:
+            raise ValueError(
+                f"prepend_bos: False, but {name} is a TokenBatch, already tokenized with BOS put first in "
+                f"prompt(s) {added[:10]}; pass prepend_bos=None, or pass the texts"
+            )
 
 
 def batch_from_tokens(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]) -> TokenBatch:

@@ -109,6 +109,61 @@ def test_sharpened_layer_is_flagged_with_an_interval(sharpened):
     assert (heads.loc[heads.layer == SHARPENED, "mean_delta"] < 0).mean() > 0.5
 
 
+def _sign_flip_p(d: list[float]) -> float:
+    """Exact sign-flip p-value of |mean d| in plain python: the share of the 2^n sign vectors whose
+    |mean| is at least the observed one."""
+    observed = abs(sum(d) / len(d))
+    flips = [abs(sum(s * x for s, x in zip(signs, d, strict=True)) / len(d))
+             for signs in itertools.product((1, -1), repeat=len(d))]
+    return sum(f >= observed * (1 - 1e-9) for f in flips) / len(flips)
+
+
+def _bootstrap(d: np.ndarray, statistic, n_resamples: int, seed: int = 0, level: float = 0.95):
+    """Percentile bootstrap in plain numpy: rows resampled as numpy.random.default_rng(seed).integers."""
+    draws = np.random.default_rng(seed).integers(0, len(d), size=(n_resamples, len(d)))
+    values = [statistic(d[row]) for row in draws]
+    return np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+
+
+def test_normalized_entropy_change_has_its_own_paired_null(sharpened):
+    """The normalised entropy H / ln n_keys gets the raw entropy's paired null on its own per-variant
+    values: p-values equal a plain-python sign-flip enumeration and intervals a plain numpy bootstrap,
+    per layer (the layer table and its summary columns) and per head."""
+    labels = sorted(VARIANTS)  # the units, in the order paired_change pivots them
+    layer_delta = sharpened.layer_frame[sharpened.layer_frame.model == "delta"]
+    nulls = sharpened.normalized_entropy_layer_nulls.set_index("layer")
+    by_layer = sharpened.entropy_change_by_layer().set_index("layer")
+    for layer in LAYERS:
+        d = layer_delta[layer_delta.layer == layer].set_index("label").loc[labels, "normalized_entropy"].to_numpy(float)
+        p = _sign_flip_p(d.tolist())
+        low, high = _bootstrap(d, lambda x: np.abs(x).mean(), n_resamples=500)
+        row = nulls.loc[layer]
+        assert row["p_value"] == pytest.approx(p, abs=1e-12) and row["exact"]
+        assert row["mean_abs_delta"] == pytest.approx(np.abs(d).mean(), abs=1e-12)
+        assert (row["mean_abs_delta_low"], row["mean_abs_delta_high"]) == pytest.approx((low, high), abs=1e-12)
+        table = by_layer.loc[layer]
+        assert table["mean_abs_delta_normalized"] == pytest.approx(np.abs(d).mean(), rel=1e-9, abs=1e-15)
+        assert (table["ci_low_normalized"], table["ci_high_normalized"], table["p_value_normalized"]) == \
+            pytest.approx((low, high, p), abs=1e-12)
+    # the raw entropy's own columns are untouched, and the sharpened layer is flagged in both
+    assert by_layer.loc[SHARPENED, "p_value"] == sharpened.entropy_layer_nulls.set_index("layer").loc[SHARPENED, "p_value"]
+    assert by_layer.loc[SHARPENED, "p_value_normalized"] == pytest.approx(2 / 2 ** len(VARIANTS))
+    assert by_layer.loc[1, "p_value_normalized"] == 1 and by_layer.loc[1, "ci_high_normalized"] == 0
+    head_delta = sharpened.heads[sharpened.heads.model == "delta"]
+    heads = sharpened.entropy_head_changes().set_index(["layer", "head"])
+    head_nulls = sharpened.normalized_entropy_head_nulls.set_index(["layer", "head"])
+    for head in (0, 4):
+        rows = head_delta[(head_delta.layer == SHARPENED) & (head_delta["head"] == head)]
+        d = rows.set_index("label").loc[labels, "normalized_entropy"].to_numpy(float)
+        p = _sign_flip_p(d.tolist())
+        low, high = _bootstrap(d, np.mean, n_resamples=500)
+        assert head_nulls.loc[(SHARPENED, head), "p_value"] == pytest.approx(p, abs=1e-12)
+        row = heads.loc[(SHARPENED, head)]
+        assert row["normalized_delta"] == pytest.approx(d.mean(), abs=1e-7)
+        assert (row["normalized_ci_low"], row["normalized_ci_high"], row["normalized_p_value"]) == \
+            pytest.approx((low, high, p), abs=1e-12)
+
+
 def test_head_type_changes_are_tested_over_sequences(sharpened):
     nulls = sharpened.head_type_nulls
     assert set(nulls["type"]) == {"previous_token", "duplicate_token", "induction"}
@@ -128,7 +183,8 @@ def test_head_type_changes_are_tested_over_sequences(sharpened):
 def test_base_equals_tuned_has_no_change(smollm2):
     study = attention_study(ModelPair(smollm2, smollm2), dict(list(VARIANTS.items())[:3]), layers=[0, 2],
                             head_type_length=6, head_type_sequences=3, progress=False, n_resamples=50)
-    for frame in (study.entropy_layer_nulls, study.entropy_head_nulls, study.head_type_nulls):
+    for frame in (study.entropy_layer_nulls, study.entropy_head_nulls, study.normalized_entropy_layer_nulls,
+                  study.normalized_entropy_head_nulls, study.head_type_nulls):
         assert (frame[["mean_delta", "mean_delta_low", "mean_delta_high", "consistent_change"]] == 0).all().all()
         assert (frame["p_value"] == 1).all()
     with pytest.raises(ValueError, match="alpha: expected a float"):

@@ -82,3 +82,49 @@ def test_stop_layer_without_names_names_the_argument(smollm2):
 
     with pytest.raises(ValueError, match="names: expected at least one hook name"):
         stop_layer(smollm2, [])
+
+
+def test_a_token_batch_refuses_arguments_that_contradict_its_own_settings(gemma):
+    """A TokenBatch is returned as it is; padding_side / prepend_bos may restate its settings (or be
+    None) but a contradiction is a ValueError naming the argument, not silently ignored."""
+    from interp.prompts import batch_from_tokens
+
+    bos = gemma.tokenizer.bos_token_id
+    assert gemma.cfg.default_prepend_bos  # so the default batch has BOS put first
+    left = tokenize(gemma, SENTENCES, padding_side="left")
+    assert all(row[row != gemma.tokenizer.pad_token_id][0] == bos for row in left.tokens)
+    for kwargs in ({}, {"padding_side": "left"}, {"prepend_bos": True}, {"padding_side": "left", "prepend_bos": True}):
+        assert tokenize(gemma, left, **kwargs) is left
+    with pytest.raises(ValueError, match="padding_side: 'right', but questions is a TokenBatch, already tokenized"):
+        tokenize(gemma, left, padding_side="right", name="questions")
+    with pytest.raises(ValueError, match=r"prepend_bos: False, but prompts is a TokenBatch, already tokenized .*\[0, 1\]"):
+        tokenize(gemma, left, prepend_bos=False)
+    plain = tokenize(gemma, SENTENCES, prepend_bos=False)
+    assert tokenize(gemma, plain, prepend_bos=False) is plain
+    with pytest.raises(ValueError, match=r"prepend_bos: True, but prompts is a TokenBatch, already tokenized.*\[0, 1\]"):
+        tokenize(gemma, plain, prepend_bos=True)
+    # a text that starts with BOS itself tokenizes the same under either setting: both restate the batch
+    text = gemma.tokenizer.bos_token + "Hello there"
+    assert token_ids(gemma, text, prepend_bos=True) == token_ids(gemma, text, prepend_bos=False)
+    own = tokenize(gemma, [text], prepend_bos=False)
+    assert tokenize(gemma, own, prepend_bos=True) is own and tokenize(gemma, own, prepend_bos=False) is own
+    # tokens given without text: a BOS first was put there, not read from a text
+    given = batch_from_tokens(gemma, gemma.to_tokens("Hello there"))
+    assert tokenize(gemma, given, prepend_bos=True) is given
+    with pytest.raises(ValueError, match="prepend_bos: False, but prompts is a TokenBatch"):
+        tokenize(gemma, given, prepend_bos=False)
+    with pytest.raises(ValueError, match="padding_side: expected 'left', 'right' or None"):
+        tokenize(gemma, left, padding_side="middle")
+    with pytest.raises(TypeError, match="prepend_bos"):
+        tokenize(gemma, left, prepend_bos="yes")
+
+
+def test_attention_metrics_keeps_a_left_padded_batch_and_refuses_another_side(smollm2):
+    from interp.activations import attention_metrics
+
+    left = tokenize(smollm2, SENTENCES, padding_side="left")
+    metrics = attention_metrics(smollm2, left, layers=[0], progress=False)
+    right = attention_metrics(smollm2, SENTENCES, layers=[0], progress=False)  # texts: right-padded
+    torch.testing.assert_close(metrics.entropy, right.entropy, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="padding_side: 'right', but prompts is a TokenBatch"):
+        attention_metrics(smollm2, left, layers=[0], padding_side="right", progress=False)

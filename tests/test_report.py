@@ -234,6 +234,25 @@ def test_model_dependent_options_are_checked_against_the_pair(default_pair):
         build_report(default_pair, options={"layers": [1]})  # type: ignore[arg-type]
 
 
+def test_loading_arguments_given_with_a_pair_are_refused_before_any_work(default_pair, tmp_path, monkeypatch):
+    """tuned/adapter/device/dtype (and a base other than the default) load a pair: given with a pair
+    they would be ignored, so build_report names them and runs nothing."""
+    import interp.report.build as build
+    from interp.report import ReportInputError
+
+    for step in ("load_pair", "check_options", "run_sections", "write_report"):
+        monkeypatch.setattr(build, step, lambda *a, _step=step, **k: pytest.fail(f"{_step} ran"))
+    with pytest.raises(ReportInputError, match=r"^tuned: a pair was given, so these arguments"):
+        build_report(default_pair, tuned="gemma-3-270m", out_dir=tmp_path, quiet=True)
+    with pytest.raises(ReportInputError, match=r"^adapter, device, dtype: a pair was given"):
+        build_report(default_pair, adapter="some/adapter", device="cpu", dtype="bfloat16", out_dir=tmp_path, quiet=True)
+    with pytest.raises(ReportInputError, match=r"^base: a pair was given"):
+        build_report(default_pair, base="gemma-3-270m", out_dir=tmp_path, quiet=True)
+    with pytest.raises(ReportInputError, match=r"^dtype: a pair was given"):
+        build_report(default_pair, dtype=torch.bfloat16, out_dir=tmp_path, quiet=True)
+    assert not list(tmp_path.iterdir())
+
+
 # ------------------------------------------------------------------------------------ layout (no model)
 def test_render_keeps_block_order_escapes_text_and_formats_numbers():
     import plotly.graph_objects as go
@@ -297,6 +316,15 @@ def test_report_shows_normalized_entropy_next_to_raw_and_the_mean_pattern(quick_
         assert row.normalized_tuned == pytest.approx(expected["tuned"][i, row.head].item(), abs=1e-4)
     by_layer = _csv(quick_report, "activations-entropy-layers")
     assert {"mean_abs_delta", "mean_abs_delta_normalized"} <= set(by_layer.columns)
+    # the normalised entropy's change carries its own null, in the tables and the summary line
+    assert {"ci_low_normalized", "ci_high_normalized", "p_value_normalized"} <= set(by_layer.columns)
+    assert {"normalized_ci_low", "normalized_ci_high", "normalized_p_value"} <= set(frame.columns)
+    top = by_layer.loc[by_layer["mean_abs_delta"].idxmax()]
+    attention = next(line for line in quick_report.report.summary if line.startswith("Attention:"))
+    normalized_part = attention.split("normalised H / ln n_keys: mean |Δ| = ", 1)[1]
+    assert normalized_part.startswith(f"{top.mean_abs_delta_normalized:.3g}, ")
+    assert f"sign-flip p = {top.p_value_normalized:.2g}" in normalized_part
+    assert f"CI {top.ci_low_normalized:.3g} to {top.ci_high_normalized:.3g}" in normalized_part
     sensitivity = _csv(quick_report, "activations-prompt-sensitive-layers")
     assert len(set(lengths)) > 1 and set(sensitivity["ranked_by"]) == {"normalized_entropy_spread"}
     assert np.all(np.diff(sensitivity["normalized_entropy_spread"]) <= 1e-12)

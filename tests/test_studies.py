@@ -53,6 +53,80 @@ def test_circuit_study_mlp_pass_and_projections(circuits):
     assert len(circuits.projections) == 6 and len(circuits.projection_ends) == 6  # 3 at each end
 
 
+def test_circuit_study_equals_separate_tables_of_the_probes_and_the_random_negations(circuits, default_pair):
+    """One weight_circuits table of every probe, split, equals the two tables computed apart: the
+    named probes with the random directions, and the random directions with their negations."""
+    from interp.circuits import compare_mlp_pass, self_opposite, tuned_minus_base, weight_circuits
+    from interp.circuits.nulls import mlp_null_table
+
+    named, randoms = circuits.directions, DirectionSet.random(6, default_pair.cfg.d_model, seed=5)
+    probes = named.with_negations().concat(randoms)
+    assert circuits.probes.names == probes.names
+    table = weight_circuits(default_pair, probes, layers=LAYERS)
+    got = circuits.table
+    for column in ("circuit", "model", "layer", "query", "key"):
+        assert got[column].tolist() == table[column].tolist(), column
+    for column in ("value", "baseline_mean", "baseline_std", "z"):
+        np.testing.assert_allclose(got[column], table[column], rtol=1e-5, atol=1e-5, err_msg=column)
+    random_deltas = tuned_minus_base(self_opposite(weight_circuits(default_pair, randoms.with_negations(),
+                                                                   layers=LAYERS), list(randoms.names)))
+    keys = ["circuit", "relation", "query", "key", "layer"]
+    want = random_deltas.sort_values(keys, ignore_index=True)
+    have = circuits.random_deltas.sort_values(keys, ignore_index=True)
+    assert have[keys].equals(want[keys]) and len(want) == 2 * 2 * 6 * len(LAYERS)
+    for column in ("z_base", "z_tuned", "delta_z"):
+        np.testing.assert_allclose(have[column], want[column], rtol=1e-5, atol=1e-5, err_msg=column)
+    first = compare_mlp_pass(default_pair, named.subset(["PC1"]).with_negations(), layers=LAYERS)
+    assert circuits.mlp.names == ("PC1", "-PC1") and circuits.mlp.layers == first.layers
+    for got_out, want_out in ((circuits.mlp.base, first.base), (circuits.mlp.tuned, first.tuned)):
+        # float32 rounding of a larger batch: within 1e-5 of the outputs' scale
+        torch.testing.assert_close(got_out, want_out, rtol=0, atol=1e-5 * float(want_out.abs().max()))
+    mlp_nulls = mlp_null_table(compare_mlp_pass(default_pair, named, layers=LAYERS),
+                               compare_mlp_pass(default_pair, randoms, layers=LAYERS), layers=[10, 12])
+    assert circuits.mlp_nulls[["direction", "probe"]].equals(mlp_nulls[["direction", "probe"]])
+    np.testing.assert_allclose(circuits.mlp_nulls["delta_norm"], mlp_nulls["delta_norm"], rtol=1e-5)
+    np.testing.assert_allclose(circuits.mlp_nulls["p_value"], mlp_nulls["p_value"])
+
+
+def test_circuit_study_runs_one_circuit_table_and_one_mlp_pass_per_direction(default_pair, monkeypatch):
+    """weight_circuits once; every direction (named, −first, random at each named norm) through each
+    model's MLP exactly once."""
+    import importlib
+
+    mlp_module = importlib.import_module("interp.circuits.mlp_pass")  # the package re-exports the function
+    study_module = importlib.import_module("interp.circuits.study")
+
+    tables, passed = [], {}
+    real_table, real_pass = study_module.weight_circuits, mlp_module.mlp_pass
+
+    def counting_table(*args, **kwargs):
+        tables.append(args)
+        return real_table(*args, **kwargs)
+
+    def counting_pass(model, directions, **kwargs):
+        passed.setdefault(id(model), []).append(torch.as_tensor(directions).detach().clone())
+        return real_pass(model, directions, **kwargs)
+
+    monkeypatch.setattr(study_module, "weight_circuits", counting_table)
+    monkeypatch.setattr(mlp_module, "mlp_pass", counting_pass)
+    d = default_pair.cfg.d_model
+    unit = DirectionSet.random(2, d, seed=3, prefix="PC")
+    # PC1 and PC2 unit, PC3 of norm 2: two norm groups, each with its own scaled random directions
+    named = unit.concat(DirectionSet(("PC3",), 2 * DirectionSet.random(1, d, seed=8).vectors))
+    circuit_study(default_pair, named, layers=[0, 10], n_random=3, random_seed=5)
+    assert len(tables) == 1, f"weight_circuits ran {len(tables)} times"
+    assert set(passed) == {id(default_pair.base), id(default_pair.tuned)}
+    randoms = DirectionSet.random(3, d, seed=5).vectors
+    expected = torch.cat([named.vectors, -named.vectors[:1], randoms, 2 * randoms])
+    for calls in passed.values():
+        rows = torch.cat(calls)
+        assert len(rows) == len(expected) == 3 + 1 + 3 * 2, f"{len(rows)} directions passed through one model"
+        assert len(torch.unique(rows, dim=0)) == len(rows), "a direction went through the MLP twice"
+        # each expected direction is passed (once, by the count above)
+        distance = torch.cdist(expected, rows).min(dim=1).values
+        assert distance.max() < 1e-6, f"directions missing from the MLP pass: {distance.tolist()}"
+
+
 def test_circuit_study_rejects_bad_input(default_pair):
     with pytest.raises(TypeError, match="directions: expected a DirectionSet"):
         circuit_study(default_pair, torch.ones(2, default_pair.cfg.d_model))

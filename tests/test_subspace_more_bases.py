@@ -214,6 +214,36 @@ def test_extra_captures_match_unpadded_single_prompt_hooks(model_name, request):
         extra_captures(model, prompts, layers, positive_system="a", negative_system="b", needs=["everything"])
 
 
+def test_probe_activations_with_needs_equal_the_separate_captures(smollm2):
+    """probe_activations(needs=...) captures the ExtraCaptures in its own three passes: every field equals
+    probe_activations without needs and extra_captures run on their own (each tested against unpadded
+    single-prompt hooks), and activation_bases reads them from acts.extra."""
+    from interp.subspace.captures import CAPTURES, probe_activations
+
+    prompts, layers = probe_prompts()[:3], [2, 5]
+    systems = {"positive_system": SYCOPHANTIC_SYSTEM, "negative_system": CRITICAL_SYSTEM}
+    shared = probe_activations(smollm2, prompts, layers, **systems, needs=CAPTURES)
+    alone = probe_activations(smollm2, prompts, layers, **systems)
+    extra = extra_captures(smollm2, prompts, layers, **systems)
+    assert alone.extra.clean_all is None and alone.extra.positive_up is None
+    for name in ("clean", "clean_pre", "mlp_out", "gate_mean", "positive", "negative", "positive_tokens",
+                 "negative_tokens", "positive_attn", "negative_attn"):
+        torch.testing.assert_close(getattr(shared, name), getattr(alone, name), rtol=1e-6, atol=1e-6, msg=name)
+    for name in ("clean_all", "positive_mlp_in", "negative_mlp_in", "positive_up", "negative_up"):
+        torch.testing.assert_close(getattr(shared.extra, name), getattr(extra, name), rtol=1e-6, atol=1e-6, msg=name)
+    only = probe_activations(smollm2, prompts, layers, **systems, needs=["persona_mlp"])
+    assert only.extra.clean_all is None and only.extra.negative_up is not None
+    names = ["suppressed", "up_proj_input_contrast"]
+    from_acts = activation_bases(shared, K, model=smollm2, include=names)
+    given = activation_bases(alone, K, model=smollm2, include=names, extra=extra)
+    for a, b in zip(from_acts, given, strict=True):
+        torch.testing.assert_close(a.vectors, b.vectors, rtol=1e-5, atol=1e-5, msg=a.name)
+    with pytest.raises(ValueError, match="needs: unknown captures"):
+        probe_activations(smollm2, prompts, layers, **systems, needs=["everything"])
+    with pytest.raises(TypeError, match="needs: expected a collection"):
+        probe_activations(smollm2, prompts, layers, **systems, needs="clean_all")
+
+
 def test_every_library_definition_is_filled_in():
     """Each registry record names its family, axis kind and a definition whose {fields} all format."""
     from interp.subspace.activation_library import ACTIVATION_BASES

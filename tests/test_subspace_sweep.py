@@ -239,8 +239,7 @@ def test_label_and_clean_prompts_are_raw_text_by_default_and_templated_on_reques
     from interp.subspace.probes import chat_texts, probe_prompts
 
     seen: dict[str, list] = {"label": [], "probe": [], "extra": []}
-    real_label, real_probe, real_extra = (sweep_module.steering_label, sweep_module.probe_activations,
-                                          sweep_module.extra_captures)
+    real_label, real_probe = sweep_module.steering_label, sweep_module.probe_activations
 
     def label_spy(model, delta, texts, layers, alpha=1.0):  # noqa: ANN001, ANN202
         seen["label"].append(list(texts))
@@ -248,15 +247,13 @@ def test_label_and_clean_prompts_are_raw_text_by_default_and_templated_on_reques
 
     def probe_spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         seen["probe"].append(kwargs.get("chat_template"))
-        return real_probe(*args, **kwargs)
-
-    def extra_spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        seen["extra"].append(kwargs.get("chat_template"))
-        return real_extra(*args, **kwargs)
+        acts = real_probe(*args, **kwargs)
+        if acts.extra.clean_all is not None:  # the extra captures come from the same passes, same flag
+            seen["extra"].append(kwargs.get("chat_template"))
+        return acts
 
     monkeypatch.setattr(sweep_module, "steering_label", label_spy)
     monkeypatch.setattr(sweep_module, "probe_activations", probe_spy)
-    monkeypatch.setattr(sweep_module, "extra_captures", extra_spy)
     claims = CLAIMS[:4]
     prompts = probe_prompts(claims)
     for flag in (False, True):
@@ -270,3 +267,26 @@ def test_label_and_clean_prompts_are_raw_text_by_default_and_templated_on_reques
     assert seen["probe"] == [False, True] and seen["extra"] == [False, True]
     with pytest.raises(TypeError, match="chat_template: expected a bool"):
         subspace_sweep(planted, k=K, claims=claims, include=["write"], chat_template=1)
+
+
+def test_sweep_runs_each_text_set_through_the_model_once(planted):
+    """With bases that need every extra capture (clean_all, persona_mlp) selected, the base model runs
+    the label texts twice (+αΔW and −αΔW) and each fit text set (clean, positive, negative) once."""
+    model = planted.base
+    passes: list[torch.Tensor] = []
+    # every forward pass embeds its tokens once (run_with_hooks calls forward directly, not the module)
+    handle = model.embed.register_forward_pre_hook(lambda module, args: passes.append(args[0].detach().cpu().clone()))
+    try:
+        result = subspace_sweep(planted, k=K, claims=CLAIMS[:8], include=["write", "suppressed", "up_proj_input_contrast",
+                                                                           "up_proj_output_written_contrast"])
+    finally:
+        handle.remove()
+    assert {"suppressed", "up_proj_input_contrast", "up_proj_output_written_contrast"} <= set(result.definitions["name"])
+    assert len(passes) == 2 + 3, f"{len(passes)} forward passes (expected 2 label + 3 fit)"
+    label_plus, label_minus, *fit = passes
+    assert torch.equal(label_plus, label_minus)  # the same texts under +αΔW and −αΔW
+    batches = [label_plus, *fit]
+    for i in range(len(batches)):
+        for j in range(i + 1, len(batches)):
+            assert not (batches[i].shape == batches[j].shape and torch.equal(batches[i], batches[j])), \
+                f"token batches {i} and {j} are the same texts run twice"

@@ -275,7 +275,7 @@ def attention_metrics(
     keywords: Sequence[str] = (),
     case_sensitive: bool = False,
     labels: Sequence[str] | None = None,
-    padding_side: Literal["left", "right"] = "right",
+    padding_side: Literal["left", "right"] | None = None,
     batch_size: int = 16,
     progress: bool | None = None,
 ) -> AttentionMetrics:
@@ -295,7 +295,8 @@ def attention_metrics(
             occurrence, and mapped to the tokens overlapping them.
         case_sensitive: Match keywords case-sensitively.
         labels: One label per prompt (default ``"0"``, ``"1"``, ...).
-        padding_side: Padding of the batch (results do not depend on it).
+        padding_side: Padding of the batch made from texts (None: right; a TokenBatch keeps its own, and
+            a different side is a ValueError); results do not depend on it.
         batch_size: Prompts per forward pass.
         progress: Progress bar (None: when there is more than one batch; False: silent).
 
@@ -594,7 +595,7 @@ def pair_attention_metrics(
     keywords: Sequence[str] = (),
     case_sensitive: bool = False,
     labels: Sequence[str] | None = None,
-    padding_side: Literal["left", "right"] = "right",
+    padding_side: Literal["left", "right"] | None = None,
     batch_size: int = 16,
     progress: bool | None = None,
 ) -> PairAttentionMetrics:

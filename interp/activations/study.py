@@ -11,12 +11,12 @@ share and returns an :class:`AttentionStudy` with the tidy frames (long tuned âˆ
    seeded repeated random tokens;
 4. the heatmap: the head-averaged attention pattern of one variant at one layer (default: the
    first variant, the last layer), base and tuned (:func:`~interp.activations.attention_pattern`);
-5. the paired nulls (:func:`~interp.activations.nulls.paired_change`): entropy changes per layer and
-   per head over the prompt variants, head-type changes per head over the probe sequences, each with
-   a seeded bootstrap CI and a sign-flip p-value.
+5. the paired nulls (:func:`~interp.activations.nulls.paired_change`): entropy changes (raw and
+   normalised) per layer and per head over the prompt variants, head-type changes per head over the
+   probe sequences, each with a seeded bootstrap CI and a sign-flip p-value.
 
 Entropy is reported raw (nats) and normalised, ``H / ln n_keys`` with ``n_keys`` the keys the last
-token sees: the variants differ in length, and raw entropy grows with it.
+token sees: the variants differ in length, and raw entropy grows with it. Each has its own null.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class AttentionStudy(Result):
 
     Nulls (:func:`~interp.activations.nulls.paired_change`, verdicts at ``alpha``): ``entropy_layer_nulls``
     (per layer, of the head-averaged entropy: :meth:`entropy_change_by_layer`'s numbers) and
-    ``entropy_head_nulls`` (per head) over the prompt variants;
+    ``entropy_head_nulls`` (per head) over the prompt variants, and the same of the normalised entropy
+    H / ln n_keys (``normalized_entropy_layer_nulls``, ``normalized_entropy_head_nulls``);
     ``head_type_by_sequence`` (head-type scores per probe sequence, long layout) and ``head_type_nulls``
     (per layer, head and type) over the sequences.
     """
@@ -63,7 +64,8 @@ class AttentionStudy(Result):
     result_layout: ClassVar[ResultLayout] = ResultLayout(
         headline="entropy_change_by_layer",
         tables=("heads", "layer_frame", "keywords", "head_types", "head_type_by_sequence", "entropy_layer_nulls",
-                "entropy_head_nulls", "head_type_nulls"),
+                "entropy_head_nulls", "normalized_entropy_layer_nulls", "normalized_entropy_head_nulls",
+                "head_type_nulls"),
         metadata=("texts", "layers", "head_type_length", "head_type_sequences", "head_type_seed", "alpha",
                   "pattern_variant", "pattern_layer"),
         results=("base_mean_pattern", "tuned_mean_pattern"),
@@ -81,6 +83,8 @@ class AttentionStudy(Result):
     head_type_by_sequence: pd.DataFrame
     entropy_layer_nulls: pd.DataFrame
     entropy_head_nulls: pd.DataFrame
+    normalized_entropy_layer_nulls: pd.DataFrame
+    normalized_entropy_head_nulls: pd.DataFrame
     head_type_nulls: pd.DataFrame
     alpha: float
     base_mean_pattern: AttentionPattern
@@ -101,24 +105,30 @@ class AttentionStudy(Result):
 
     def entropy_change_by_layer(self) -> pd.DataFrame:
         """Per layer: ``mean_abs_delta`` and ``mean_delta`` over variants of Î” of the head-averaged last-token entropy,
-        the same of the normalised entropy H / ln n_keys (``mean_abs_delta_normalized``, ``mean_delta_normalized``),
         with the bootstrap CI of ``mean_abs_delta`` (``ci_low``/``ci_high``) and the sign-flip ``p_value``
-        of :attr:`entropy_layer_nulls`."""
+        of :attr:`entropy_layer_nulls`; and the same of the normalised entropy H / ln n_keys
+        (``mean_abs_delta_normalized``, ``mean_delta_normalized``, ``ci_low_normalized``, ``ci_high_normalized``,
+        ``p_value_normalized``, of :attr:`normalized_entropy_layer_nulls`)."""
         delta = self.layer_frame[self.layer_frame["model"] == "delta"]
-        raw = delta.groupby("layer")["entropy"].agg(mean_abs_delta=lambda s: s.abs().mean(), mean_delta="mean")
-        normalized = delta.groupby("layer")["normalized_entropy"].agg(
-            mean_abs_delta_normalized=lambda s: s.abs().mean(), mean_delta_normalized="mean")
-        table = raw.join(normalized).reset_index()
-        nulls = self.entropy_layer_nulls.rename(columns={"mean_abs_delta_low": "ci_low",
-                                                         "mean_abs_delta_high": "ci_high"})
-        return table.merge(nulls[["layer", "ci_low", "ci_high", "p_value"]], on="layer", how="left")
+        table = delta[["layer"]].drop_duplicates().sort_values("layer", ignore_index=True)
+        for value, nulls, suffix in (("entropy", self.entropy_layer_nulls, ""),
+                                     ("normalized_entropy", self.normalized_entropy_layer_nulls, "_normalized")):
+            changes = delta.groupby("layer")[value].agg(mean_abs_delta=lambda s: s.abs().mean(), mean_delta="mean")
+            table = table.merge(changes.add_suffix(suffix).reset_index(), on="layer", how="left")
+            names = {"mean_abs_delta_low": f"ci_low{suffix}", "mean_abs_delta_high": f"ci_high{suffix}",
+                     "p_value": f"p_value{suffix}"}
+            table = table.merge(nulls[["layer", *names]].rename(columns=names), on="layer", how="left")
+        return table
 
     def entropy_head_changes(self) -> pd.DataFrame:
         """Per (layer, head), mean over variants: ``base``, ``tuned``, ``delta``, ``abs_delta`` of the
-        last-token entropy (nats) and ``normalized_base``, ``normalized_tuned``, ``normalized_delta`` of H / ln n_keys."""
+        last-token entropy (nats) with the CI of ``delta`` and its ``p_value``, and ``normalized_base``,
+        ``normalized_tuned``, ``normalized_delta``, ``normalized_ci_low``, ``normalized_ci_high``,
+        ``normalized_p_value``: the same of H / ln n_keys (see :meth:`head_changes`)."""
         raw = self.head_changes("entropy")
-        normalized = self.head_changes("normalized_entropy")[["layer", "head", "base", "tuned", "delta"]]
-        normalized = normalized.rename(columns={c: f"normalized_{c}" for c in ("base", "tuned", "delta")})
+        columns = ["base", "tuned", "delta", "ci_low", "ci_high", "p_value"]
+        normalized = self.head_changes("normalized_entropy")[["layer", "head", *columns]]
+        normalized = normalized.rename(columns={c: f"normalized_{c}" for c in columns})
         return raw.merge(normalized, on=["layer", "head"], validate="one_to_one")
 
     def prompt_sensitivity(self, model: str = "base") -> pd.DataFrame:
@@ -136,14 +146,16 @@ class AttentionStudy(Result):
 
     def head_changes(self, value: str = "entropy") -> pd.DataFrame:
         """Per (layer, head): ``base``, ``tuned`` and ``delta`` of ``value`` averaged over variants, and
-        ``abs_delta``; for entropy also the bootstrap CI of ``delta`` over the variants (``ci_low``/``ci_high``)
-        and its sign-flip ``p_value`` (:attr:`entropy_head_nulls`)."""
+        ``abs_delta``; for ``"entropy"`` and ``"normalized_entropy"`` also the bootstrap CI of ``delta`` over
+        the variants (``ci_low``/``ci_high``) and its sign-flip ``p_value`` (:attr:`entropy_head_nulls`,
+        :attr:`normalized_entropy_head_nulls`)."""
         wide = self.heads.groupby(["model", "layer", "head"])[value].mean().unstack("model").reset_index()
         out = wide[["layer", "head", "base", "tuned", "delta"]].copy()
         out["abs_delta"] = out["delta"].abs()
-        if value != "entropy":
+        head_nulls = {"entropy": self.entropy_head_nulls, "normalized_entropy": self.normalized_entropy_head_nulls}
+        if value not in head_nulls:
             return out
-        nulls = self.entropy_head_nulls.rename(columns={"mean_delta_low": "ci_low", "mean_delta_high": "ci_high"})
+        nulls = head_nulls[value].rename(columns={"mean_delta_low": "ci_low", "mean_delta_high": "ci_high"})
         return out.merge(nulls[["layer", "head", "ci_low", "ci_high", "p_value"]], on=["layer", "head"], how="left")
 
     def keyword_table(self) -> pd.DataFrame:
@@ -247,7 +259,7 @@ def attention_study(
                                                seed=head_type_seed, layers=layers, progress=progress)
     null_args = dict(n_resamples=n_resamples, n_permutations=n_permutations, seed=null_seed, level=level)
     heads, layer_frame = compared.to_frame(), compared.layer_frame()
-    entropy = heads[heads["model"] == "delta"]
+    entropy, layer_deltas = heads[heads["model"] == "delta"], layer_frame[layer_frame["model"] == "delta"]
     type_deltas = by_sequence[by_sequence["model"] == "delta"].melt(
         id_vars=["sequence", "layer", "head"], value_vars=list(HEAD_TYPES), var_name="type", value_name="score")
     patterns = {name: attention_pattern(model, texts[pattern_variant], layer=pattern_layer, head=None)
@@ -257,9 +269,12 @@ def attention_study(
         heads=heads, layer_frame=layer_frame, keywords=compared.keyword_frame(),
         head_types=types, head_type_length=head_type_length, head_type_sequences=head_type_sequences,
         head_type_seed=head_type_seed, head_type_by_sequence=by_sequence,
-        entropy_layer_nulls=paired_change(layer_frame[layer_frame["model"] == "delta"], "entropy", unit="label",
-                                          items=["layer"], **null_args),
+        entropy_layer_nulls=paired_change(layer_deltas, "entropy", unit="label", items=["layer"], **null_args),
         entropy_head_nulls=paired_change(entropy, "entropy", unit="label", items=["layer", "head"], **null_args),
+        normalized_entropy_layer_nulls=paired_change(layer_deltas, "normalized_entropy", unit="label",
+                                                     items=["layer"], **null_args),
+        normalized_entropy_head_nulls=paired_change(entropy, "normalized_entropy", unit="label",
+                                                    items=["layer", "head"], **null_args),
         head_type_nulls=paired_change(type_deltas, "score", unit="sequence", items=["layer", "head", "type"],
                                       **null_args),
         alpha=alpha,

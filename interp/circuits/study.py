@@ -5,10 +5,12 @@
 show (and what the figures in :mod:`interp.plots.circuits` need):
 
 1. probes = the directions, their negations and ``n_random`` seeded random unit directions;
-2. :func:`~interp.circuits.weight_circuits` over the analysed layers of base and tuned, reduced to
-   self/opposite series and ``Δz = z_tuned − z_base`` (:func:`~interp.circuits.tuned_minus_base`);
+2. :func:`~interp.circuits.weight_circuits` over the analysed layers of base and tuned (one table of
+   the probes and the random directions' negations), reduced to self/opposite series and
+   ``Δz = z_tuned − z_base`` (:func:`~interp.circuits.tuned_minus_base`);
 3. per direction, the mean ``|Δz|`` over the tuned layers (:func:`~interp.circuits.mean_abs_delta`);
-4. the MLP pass of ±(first direction) through base and tuned, and (given ``semantic`` vectors) what
+4. the MLP pass of ±(first direction) through base and tuned (one pass of every direction, named and
+   random, shared with the nulls), and (given ``semantic`` vectors) what
    tuning adds to it read against them (:func:`~interp.circuits.delta_projections`);
 5. the nulls (:mod:`interp.circuits.nulls`): every named direction's mean ``|Δz|`` and MLP-output
    ``‖Δ‖`` against the same statistic of the ``n_random`` random directions (random probes scaled to
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import pandas as pd
+import torch
 
 from interp._stats import describe_against_random, verdict
 from interp._validate import as_layers
@@ -228,24 +231,26 @@ def circuit_study(
     probes = directions.with_negations().concat(randoms)
     names = list(directions.names)
 
-    table = weight_circuits(pair, probes, layers=layer_list)
+    # one table of every probe and the random directions' negations; the baseline (the diagonal of the
+    # directions named Random...) is the same for both parts, so each part equals its own table
+    random_probes = randoms.with_negations()
+    full = weight_circuits(pair, probes.concat(random_probes.subset(random_probes.names[1::2])), layers=layer_list)
+    table = _rows_among(full, probes.names)
     series = self_opposite(table, names)
     deltas = tuned_minus_base(series)
     ratios = directions.metadata.get("explained_variance_ratio")
     explained = list(ratios) if isinstance(ratios, list) and len(ratios) == len(directions) else None
     summary = mean_abs_delta(deltas, tuned, explained_variance=explained)
-    # the same random directions with their negations: z against the same per-layer baseline as `table`
-    random_table = weight_circuits(pair, randoms.with_negations(), layers=layer_list)
-    random_deltas = tuned_minus_base(self_opposite(random_table, list(randoms.names)))
+    # the random directions with their negations (self: [r, r], opposite: [r, −r])
+    random_deltas = tuned_minus_base(self_opposite(_rows_among(full, random_probes.names), list(randoms.names)))
     nulls = delta_null_table(deltas, random_deltas, layers=tuned)
     layer_nulls = delta_null_table(deltas, random_deltas, layers=layer_list, per_layer=True)
 
     first = names[0]
-    mlp = compare_mlp_pass(pair, directions.subset([first]).with_negations(), layers=layer_list)
+    mlp, mlp_nulls, mlp_layer_nulls = _mlp_pass_and_nulls(pair, directions, randoms, layer_list, tuned)
     mlp_table = mlp.table()
     first_rows = mlp_table[mlp_table["direction"] == first].sort_values("delta_norm", ascending=False)
     peak_layer = int(first_rows.iloc[0]["layer"])
-    mlp_nulls, mlp_layer_nulls = _mlp_nulls(pair, directions, randoms, layer_list, tuned)
     projection_layer = projections = ends = None
     if semantic is not None:
         projection_layer = directions.layer if directions.layer in mlp.layers else peak_layer
@@ -261,17 +266,42 @@ def circuit_study(
     )
 
 
-def _mlp_nulls(pair: ModelPair, directions: DirectionSet, randoms: DirectionSet, layers: list[int],
-               tuned: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """MLP-output nulls over ``tuned`` and per layer: the named directions of each norm (unit, as a
-    rule: one group) against the random directions scaled to that norm."""
-    norms = [round(float(n), 5) for n in directions.vectors.norm(dim=-1)]
+def _rows_among(table: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """The rows of a :func:`weight_circuits` table whose query and key are both among ``names``."""
+    keep = set(names)
+    return table[table["query"].isin(keep) & table["key"].isin(keep)].reset_index(drop=True)
+
+
+def _mlp_pass_and_nulls(pair: ModelPair, directions: DirectionSet, randoms: DirectionSet, layers: list[int],
+                        tuned: list[int]) -> tuple[MLPPassComparison, pd.DataFrame, pd.DataFrame]:
+    """One MLP pass of ±(first direction), the other named directions and the random directions scaled
+    to each named norm, split into the comparison of ±(first direction) and the MLP-output nulls over
+    ``tuned`` and per layer: the named directions of each norm (unit, as a rule: one group) against the
+    random directions scaled to that norm."""
+    vectors = directions.vectors
+    norms = [round(float(n), 5) for n in vectors.norm(dim=-1)]
+    groups = list(dict.fromkeys(norms))
+    # rows: the named directions, −(first direction), then n_random random rows per norm group
+    stacked = torch.cat([vectors, -vectors[:1], *(randoms.vectors * norm for norm in groups)])
+    every = compare_mlp_pass(pair, stacked, layers=layers, names=[f"probe{i}" for i in range(len(stacked))])
+    n, n_random = len(directions), len(randoms)
+    first = directions.subset([directions.names[0]]).with_negations()
+    mlp = _comparison_rows(every, [0, n], first.names)
     ranges, per_layer = [], []
-    for norm in dict.fromkeys(norms):
-        group = [n for n, m in zip(directions.names, norms, strict=True) if m == norm]
-        named = compare_mlp_pass(pair, directions.subset(group), layers=layers)
-        random = compare_mlp_pass(pair, randoms.vectors * norm, layers=layers, names=list(randoms.names))
+    for g, norm in enumerate(groups):
+        members = [i for i, m in enumerate(norms) if m == norm]
+        named = _comparison_rows(every, members, [directions.names[i] for i in members])
+        start = n + 1 + g * n_random
+        random = _comparison_rows(every, list(range(start, start + n_random)), randoms.names)
         ranges.append(mlp_null_table(named, random, layers=tuned))
         per_layer.append(mlp_null_table(named, random, layers=layers, per_layer=True))
-    return tuple(pd.concat(f, ignore_index=True).sort_values("probe", kind="stable", ignore_index=True)
-                 for f in (ranges, per_layer))
+    mlp_nulls, mlp_layer_nulls = (pd.concat(f, ignore_index=True).sort_values("probe", kind="stable", ignore_index=True)
+                                  for f in (ranges, per_layer))
+    return mlp, mlp_nulls, mlp_layer_nulls
+
+
+def _comparison_rows(comparison: MLPPassComparison, rows: list[int], names: Sequence[str]) -> MLPPassComparison:
+    """The directions at positions ``rows`` of ``comparison``, named ``names`` (copies, not views)."""
+    index = torch.tensor(rows, dtype=torch.long, device=comparison.base.device)
+    return MLPPassComparison(layers=comparison.layers, names=tuple(names),
+                             base=comparison.base[:, index], tuned=comparison.tuned[:, index])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 # Architectures whose config TransformerLens 3.9 builds from the checkpoint's config.json
 # (``convert_hf_model_config``) and whose weights it converts; each is tested in tests/test_loading_checkpoints.py.
@@ -261,24 +262,82 @@ def check_weight_files(folder: Path, label: str = "name") -> None:
             raise ValueError(f"{label}: weight file {shard} is corrupt or truncated ({problem})")
 
 
-def safetensors_problem(path: Path) -> str | None:
-    """Why ``path`` is not a whole safetensors file (unreadable header, or shorter than the header
-    declares), or None. Reads the header only; the tensor bytes themselves are not checksummed."""
-    from safetensors import safe_open
+class SafetensorsFileError(ValueError):
+    """A safetensors file whose header cannot be read or does not fit the file; ``problem`` says why."""
 
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"path: {path} is not a whole safetensors file ({problem})")
+        self.path, self.problem = path, problem
+
+
+def safetensors_header(path: str | Path) -> tuple[dict[str, Any], int]:
+    """The JSON header of a safetensors file and the byte offset where its tensor data starts.
+
+    The header maps each tensor name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (bytes
+    from the data start, ``8 + header length``) and holds ``"__metadata__"`` when the file has it.
+    safetensors' own reader (:func:`safetensors.safe_open`, memory-mapped) checks the header: valid
+    JSON, known dtypes, each tensor's bytes = its shape × dtype size, offsets contiguous and covering
+    the file; no tensor is read. The byte offsets come from the header itself (safetensors does not
+    expose them). A file shorter than its header declares (a truncated download) is named as such.
+
+    Raises:
+        SafetensorsFileError: (a ValueError naming the file) the header cannot be read, is malformed,
+            or does not fit the file's size.
+    """
+    path = Path(path)
     try:
-        with safe_open(str(path), framework="pt"):
-            pass
-        with open(path, "rb") as handle:
-            n = int.from_bytes(handle.read(8), "little")
+        size = path.stat().st_size
+    except OSError as exc:
+        raise SafetensorsFileError(path, " ".join(f"{type(exc).__name__}: {exc}".split())) from exc
+    raw, raw_problem = _raw_header(path, size)
+    library_problem, keys = None, None
+    try:
+        with safe_open(str(path), framework="pt") as opened:
+            keys = set(opened.keys())
+    except (SafetensorError, OSError) as exc:
+        library_problem = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+    if raw is not None and raw[1] + raw[2] > size:  # a readable header asking for more bytes than the file has
+        raise SafetensorsFileError(path, f"truncated: {size} bytes, but its header declares {raw[1] + raw[2]}")
+    if library_problem is not None:
+        raise SafetensorsFileError(path, library_problem)
+    if raw is None:
+        raise SafetensorsFileError(path, raw_problem or "unreadable header")
+    header, start, _ = raw
+    tensors = {name for name in header if name != "__metadata__"}
+    if tensors != keys:
+        raise SafetensorsFileError(path, f"its header lists {len(tensors)} tensors, safetensors reads {len(keys)}")
+    return header, start
+
+
+def _raw_header(path: Path, size: int) -> tuple[tuple[dict[str, Any], int, int] | None, str | None]:
+    """``((header, data start, declared data length), None)`` read by hand, or ``(None, why not)``."""
+    try:
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                return None, f"truncated: {size} bytes, too short for a header"
+            n = int.from_bytes(prefix, "little")
+            if 8 + n > size:
+                return None, f"truncated: {size} bytes, but its header alone declares {8 + n}"
             header = json.loads(handle.read(n))
-        end = 8 + n + max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"),
-                          default=0)
-    except Exception as exc:  # safetensors' SafetensorError, OSError, a malformed header
-        return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-    size = path.stat().st_size
-    if end > size:
-        return f"{size} bytes, but its header declares {end}"
+        if not isinstance(header, dict):
+            return None, "the header is not a JSON object"
+        ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+        if not all(isinstance(e, int) and not isinstance(e, bool) for e in ends):
+            return None, "a tensor's data_offsets are not integers"
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        return None, " ".join(f"malformed header ({type(exc).__name__}: {exc})".split())[:200]
+    return (header, 8 + n, max(ends, default=0)), None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (unreadable or malformed header, or shorter than
+    the header declares), or None: :func:`safetensors_header`'s check. Reads the header only; the
+    tensor bytes themselves are not checksummed."""
+    try:
+        safetensors_header(path)
+    except SafetensorsFileError as exc:
+        return exc.problem
     return None
 
 

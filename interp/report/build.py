@@ -318,6 +318,8 @@ def build_report(
     Args:
         pair: An already loaded :class:`interp.ModelPair`; None loads one from ``base`` and
             ``tuned``/``adapter`` (see :func:`load_pair`; nothing given = the embedded default pair).
+            With a pair, ``base``/``tuned``/``adapter``/``device``/``dtype`` must be left at their
+            defaults (a ReportInputError names any that is not: it would be ignored).
         base: The base model: any source :func:`interp.load_model` accepts (registry name, GGUF file,
             Hugging Face folder or hub id).
         tuned: The tuned model, any such source.
@@ -339,7 +341,8 @@ def build_report(
         figure; it displays itself in a notebook and saves with ``save``.
 
     Raises:
-        ReportInputError: The pair could not be loaded or the options do not fit it.
+        ReportInputError: The pair could not be loaded, loading arguments were given with a pair, or the
+            options do not fit it.
     """
     from interp.streaming import StreamedPair
 
@@ -357,6 +360,8 @@ def build_report(
         load_seconds, streamed, reason = None, False, ""
         if isinstance(pair, ModelPair) and stream:
             raise ReportInputError("stream: give base and tuned checkpoints (or a StreamedPair), not a loaded pair")
+        if pair is not None:
+            _refuse_loading_arguments(base=base, tuned=tuned, adapter=adapter, device=device, dtype=dtype)
         if pair is None:
             try:
                 streamed, reason = choose_stream(base, tuned, adapter, stream)
@@ -412,6 +417,18 @@ def build_report(
         bar.update(1)
     tables, figures = report_contents(sections)
     return Report(path, tables_dir, tuple(summary), outcomes, time.perf_counter() - started, tables, figures)
+
+
+def _refuse_loading_arguments(**given: object) -> None:
+    """With a pair given, the arguments that would load one (``base``, ``tuned``, ``adapter``,
+    ``device``, ``dtype``) must keep their defaults: a ReportInputError names those that do not."""
+    defaults = {"base": DEFAULT_BASE, "tuned": None, "adapter": None, "device": "auto", "dtype": "float32"}
+    ignored = [name for name, value in given.items() if not (value is defaults[name] or value == defaults[name])]
+    if ignored:
+        raise ReportInputError(
+            f"{', '.join(ignored)}: a pair was given, so these arguments, which load a pair, would be ignored; "
+            "pass either pair= or base/tuned/adapter/device/dtype (load_pair(...) loads one with those)"
+        )
 
 
 def check_options(pair: ModelPair, options: ReportOptions) -> None:

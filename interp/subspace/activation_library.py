@@ -1,25 +1,23 @@
 """The activation-derived basis library: one :class:`~interp.subspace.basis.Recipe` per basis in
 :data:`ACTIVATION_BASES`, each built from base-model activations on the *fit* probe prompts
 (:class:`~interp.subspace.captures.ProbeActivations`, plus the :class:`ExtraCaptures` a few
-recipes need: clean residuals at every layer, the persona MLP inputs).
+recipes need: clean residuals at every layer, the persona MLP inputs; both are defined, and captured,
+in :mod:`interp.subspace.captures`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from functools import cached_property, partial
 from types import MappingProxyType
 
 import einops
 import torch
-from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
 from interp.subspace import _linalg as la
 from interp.subspace.basis import Basis, Recipe, check_rank, register, select_recipes
-from interp.subspace.captures import ProbeActivations, last_token
-from interp.subspace.probes import chat_texts
+from interp.subspace.captures import ExtraCaptures, ProbeActivations, extra_captures
 from interp.subspace.weight_library import ModelWeights
 
 QR = tuple[torch.Tensor, torch.Tensor]  # a padded orthonormal basis and its ranks
@@ -27,81 +25,15 @@ QR = tuple[torch.Tensor, torch.Tensor]  # a padded orthonormal basis and its ran
 __all__ = ["ACTIVATION_BASES", "ActivationContext", "ExtraCaptures", "activation_bases", "extra_captures"]
 
 
-@dataclass(frozen=True, eq=False)
-class ExtraCaptures:
-    """Base-model captures on the fit prompts beyond :class:`ProbeActivations`, each None unless asked for.
-
-    ``clean_all``: clean last-token ``resid_post`` at *every* model layer (for the magnitude-turnover
-    bases). ``positive_mlp_in``/``negative_mlp_in``: the persona texts' last-token input to the MLP's
-    up projection in residual coordinates, x̂ = ln2(resid_mid) with the norm's elementwise weight and
-    bias taken off (what ``ln2.hook_normalized`` holds); ``positive_up``/``negative_up``: the up
-    projection's output x̂ W_in + b_in (``mlp.hook_pre_linear``; ``mlp.hook_pre`` for ungated MLPs).
-    """
-
-    clean_all: Float[torch.Tensor, "all_layers n d"] | None = None
-    positive_mlp_in: Float[torch.Tensor, "layer n d"] | None = None
-    negative_mlp_in: Float[torch.Tensor, "layer n d"] | None = None
-    positive_up: Float[torch.Tensor, "layer n d_mlp"] | None = None
-    negative_up: Float[torch.Tensor, "layer n d_mlp"] | None = None
-
-
-CAPTURES = ("clean_all", "persona_mlp")  # what a recipe's ``needs`` may name besides "model"
-
-
-def extra_captures(
-    model: HookedTransformer,
-    prompts: Sequence[str],
-    layers: Sequence[int],
-    *,
-    positive_system: str,
-    negative_system: str,
-    needs: Collection[str] = CAPTURES,
-    chat_template: bool = False,
-) -> ExtraCaptures:
-    """The :class:`ExtraCaptures` named in ``needs`` (``"clean_all"``, ``"persona_mlp"``): one batched
-    forward pass of the fit prompts per text set (clean; sycophantic; critical). Persona texts are
-    chat-templated with their system prompt; clean texts are raw (the notebook's setting), or
-    chat-templated with ``chat_template`` (as :func:`interp.subspace.captures.probe_activations`)."""
-    unknown = set(needs) - set(CAPTURES)
-    if unknown:
-        raise ValueError(f"needs: unknown captures {sorted(unknown)}; choose from {CAPTURES}")
-    out: dict[str, torch.Tensor] = {}
-    if "clean_all" in needs:
-        texts = chat_texts(model.tokenizer, prompts) if chat_template else list(prompts)
-        out["clean_all"] = last_token(model, texts, range(model.cfg.n_layers))["resid_post"]
-    if "persona_mlp" in needs:
-        up_hook = "pre_linear" if model.cfg.gated_mlp else "pre"
-        for side, system in (("positive", positive_system), ("negative", negative_system)):
-            got = last_token(model, chat_texts(model.tokenizer, prompts, system), layers, hooks=("resid_mid", up_hook))
-            out[f"{side}_mlp_in"] = _ln2_normalized(model, layers, got["resid_mid"])
-            out[f"{side}_up"] = got[up_hook]
-    return ExtraCaptures(**out)
-
-
-def _ln2_normalized(model: HookedTransformer, layers: Sequence[int], resid_mid: torch.Tensor) -> torch.Tensor:
-    """x̂ = ln2(x) with the norm's elementwise weight (and bias) taken off: the normalised residual."""
-    out = []
-    for i, layer in enumerate(layers):
-        ln = model.blocks[layer].ln2
-        y = ln(resid_mid[i].to(model.cfg.device, model.cfg.dtype)).float().cpu()
-        b, w = getattr(ln, "b", None), getattr(ln, "w", None)
-        if isinstance(b, torch.Tensor):
-            y = y - b.detach().float().cpu()
-        if isinstance(w, torch.Tensor):
-            y = y / w.detach().float().cpu()
-        out.append(y)
-    return torch.stack(out)
-
-
 class ActivationContext:
     """What the activation recipes build from: the captures, the rank ``k``, and optionally the model and
-    the :class:`ExtraCaptures`."""
+    the :class:`ExtraCaptures` (default ``acts.extra``)."""
 
     def __init__(
         self, acts: ProbeActivations, k: int, model: HookedTransformer | None = None, extra: ExtraCaptures | None = None
     ) -> None:
         self.acts, self.k, self.model = acts, k, model
-        self.extra = ExtraCaptures() if extra is None else extra
+        self.extra = acts.extra if extra is None else extra
         self.layers = list(acts.layers)
         self.d = acts.clean.shape[-1]
 
@@ -293,8 +225,8 @@ def activation_bases(
     """The activation-derived bases (all of :data:`ACTIVATION_BASES`, or ``include``) from base-model
     activations on the fit prompts.
 
-    A recipe whose inputs (``Recipe.needs``: ``model``, or a field of ``extra`` from
-    :func:`extra_captures`) are missing is skipped when ``include`` is None and a ValueError when
+    A recipe whose inputs (``Recipe.needs``: ``model``, or a field of ``extra``, default ``acts.extra``:
+    :func:`~interp.subspace.captures.probe_activations` with ``needs``, or :func:`extra_captures`) are missing is skipped when ``include`` is None and a ValueError when
     ``include`` names it.
     """
     check_rank(k, acts.clean.shape[-1])

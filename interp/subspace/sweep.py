@@ -28,9 +28,9 @@ from interp._validate import as_layers
 from interp.pair import ModelPair
 from interp.progress import progress_bar
 from interp.results import Result, ResultLayout
-from interp.subspace.activation_library import ACTIVATION_BASES, CAPTURES, activation_bases, extra_captures
+from interp.subspace.activation_library import ACTIVATION_BASES, activation_bases
 from interp.subspace.basis import Basis, check_rank, definitions_table, random_basis
-from interp.subspace.captures import pair_label, probe_activations, steering_label
+from interp.subspace.captures import CAPTURES, pair_label, probe_activations, steering_label
 from interp.subspace.library import check_include, compound_bases
 from interp.subspace.probes import (
     CRITICAL_SYSTEM,
@@ -341,22 +341,21 @@ def subspace_sweep(
         label_fit, label_eval = full[:, : len(fit)], full[:, len(fit) :]
         bar.update(1)
         bar.set_description("subspace sweep: probe activations")
-        acts = probe_activations(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
-                                 chat_template=chat_template)
-        bar.update(1)
-        bar.set_description("subspace sweep: bases")
         wanted = None if include is None else set(include)
         w_names = [n for n in WEIGHT_BASES if wanted is None or n in wanted]
         a_names = [n for n in ACTIVATION_BASES if wanted is None or n in wanted]
+        # the extra captures the selected bases need ride along in the same three forward passes
+        needs = {need for n in a_names for need in ACTIVATION_BASES[n].needs if need in CAPTURES}
+        acts = probe_activations(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
+                                 chat_template=chat_template, needs=needs)
+        bar.update(1)
+        bar.set_description("subspace sweep: bases")
         library = []
         if w_names:
             library += weight_bases(base, layers, k, k_broad=k_broad, include=w_names)
         clean = activation_bases(acts, k, include=["layer_clean_resid_pca"])[0]
         if a_names:
-            needs = {need for n in a_names for need in ACTIVATION_BASES[n].needs if need in CAPTURES}
-            extra = extra_captures(base, fit, layers, positive_system=positive_system, negative_system=negative_system,
-                                   needs=needs, chat_template=chat_template) if needs else None
-            library += activation_bases(acts, k, model=base, include=a_names, extra=extra)
+            library += activation_bases(acts, k, model=base, include=a_names)
         library += compound_bases({b.name: b for b in library}, k)
         library.append(random_basis(layers, base.cfg.d_model, k, seed=RANDOM_BASIS_SEED + seed))
         library += [b.select(layers) for b in extra_bases]

@@ -62,14 +62,15 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
     by_layer = study.entropy_change_by_layer()
     section.add_table("entropy-layers", "Layers whose head-averaged attention entropy changed most (mean |Δ| over variants)",
                       by_layer.nlargest(5, "mean_abs_delta"),
-                      note="mean_abs_delta: mean over variants of |Δ| of the head-averaged entropy (nats; "
-                           "mean_abs_delta_normalized: the same of H / ln n_keys); ci_low/ci_high: "
-                           "its bootstrap interval over the variants; p_value: sign-flip test of a change consistent "
-                           "across variants.")
+                      note="mean_abs_delta: mean over variants of |Δ| of the head-averaged entropy (nats); "
+                           "ci_low/ci_high: its bootstrap interval over the variants; p_value: sign-flip test of a "
+                           "change consistent across variants. *_normalized: the same of H / ln n_keys, with its own "
+                           "interval and p-value.")
     head_change = study.entropy_head_changes().nlargest(options.n_top_heads, "abs_delta")
     section.add_table("entropy-heads", "Heads whose last-token entropy changed most (mean over variants)",
                       head_change.drop(columns="abs_delta"),
-                      note="ci_low/ci_high: bootstrap interval of Δ over the variants; p_value: sign flips.")
+                      note="ci_low/ci_high: bootstrap interval of Δ over the variants; p_value: sign flips; "
+                           "normalized_*: the same of H / ln n_keys.")
     section.add_figure(
         head_metric_heatmap(heads[heads["model"] == "base"], "entropy", title="Entropy per head (base, mean over variants)"),
         head_metric_heatmap(delta_heads, "entropy", colorscale="RdBu", zmid=0, title="Δ entropy per head (tuned − base)"),
@@ -124,13 +125,15 @@ def activations_section(pair: ModelPair, options: ReportOptions) -> tuple[Sectio
     layer = int(top_layer.layer)
     variant_delta = study.variant_entropy_delta(top_layer.layer)
     null = study.entropy_layer_nulls.set_index("layer").loc[layer]
+    normalized_null = study.normalized_entropy_layer_nulls.set_index("layer").loc[layer]
     where = "changed most at" if null["p_value"] <= study.alpha else \
         "changed most (but not distinguishably from no change) at"
     lines.append(
         f"Attention: last-token entropy {where} layer {layer} (head-averaged, mean |Δ| = "
-        f"{top_layer.mean_abs_delta:.3g} nats, normalised {top_layer.mean_abs_delta_normalized:.3g}, over "
-        f"{len(texts)} variants; {study.null_phrase(null, 'prompt variants')}; largest for "
-        f"'{variant_delta.abs().idxmax()}', Δ = {variant_delta.loc[variant_delta.abs().idxmax()]:+.3g})."
+        f"{top_layer.mean_abs_delta:.3g} nats over {len(texts)} variants; {study.null_phrase(null, 'prompt variants')}; "
+        f"normalised H / ln n_keys: mean |Δ| = {top_layer.mean_abs_delta_normalized:.3g}, "
+        f"{study.null_phrase(normalized_null, 'prompt variants')}; largest for "
+        f"'{variant_delta.abs().idxmax()}', Δ = {variant_delta.loc[variant_delta.abs().idxmax()]:+.3g} nats)."
     )
     heads_text = ", ".join(f"{head_label(r.layer, r.head)} ({r.delta:+.2f}, p = {r.p_value:.2g})"
                            for r in head_change.head(3).itertuples())
