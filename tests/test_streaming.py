@@ -364,6 +364,19 @@ def test_truncated_shard_is_named(folders, tmp_path):
         open_checkpoint(broken)
 
 
+def test_shard_with_a_malformed_header_is_named(folders, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(folders[0], broken)
+    index = json.loads((broken / "model.safetensors.index.json").read_text())["weight_map"]
+    shard = broken / index["model.layers.3.mlp.up_proj.weight"]
+    data = bytearray(shard.read_bytes())
+    length = int.from_bytes(data[:8], "little")
+    data[8 : 8 + length] = b"{" + b" " * (length - 1)  # same length, not JSON
+    shard.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"{shard.name} is unreadable"):
+        open_checkpoint(broken)
+
+
 def test_folder_without_config_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="no config.json"):
         open_checkpoint(tmp_path)

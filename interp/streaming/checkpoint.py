@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import struct
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
+
+from interp.loading.checkpoint import SafetensorsFileError, safetensors_header
 
 __all__ = ["Checkpoint", "CheckpointError", "layer_index", "open_checkpoint", "prefetch"]
 
@@ -246,35 +247,17 @@ def _tensor_table(folder: Path) -> dict[str, _TensorInfo]:
 
 
 def _header(path: Path) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
-    """``{name: (dtype, shape, start, stop)}`` (byte range in the file) from a shard's header, after checking the file holds every tensor."""
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        raw = handle.read(8)
-        if len(raw) < 8:
-            raise CheckpointError(f"source: shard {path.name} is truncated ({size} bytes, no header)")
-        (length,) = struct.unpack("<Q", raw)
-        if 8 + length > size:
-            raise CheckpointError(f"source: shard {path.name} is truncated (header of {length} bytes, file of {size})")
-        try:
-            header = json.loads(handle.read(length))
-        except ValueError as exc:
-            raise CheckpointError(f"source: shard {path.name} has a corrupt header ({exc})") from None
+    """``{name: (dtype, shape, start, stop)}`` (byte range in the file) of a shard, from its header
+    (:func:`interp.loading.checkpoint.safetensors_header`: checked against the file, no tensor read)."""
+    try:
+        header, data_start = safetensors_header(path)
+    except SafetensorsFileError as exc:
+        what = exc.problem if exc.problem.startswith("truncated") else f"unreadable ({exc.problem})"
+        raise CheckpointError(f"source: shard {path.name} is {what}") from None
     header.pop("__metadata__", None)
-    end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
-    if 8 + length + end > size:
-        raise CheckpointError(
-            f"source: shard {path.name} is truncated: its header describes {8 + length + end:,} bytes, "
-            f"the file has {size:,}"
-        )
-    out = {}
-    for name, entry in header.items():
-        shape = tuple(int(x) for x in entry["shape"])
-        width = _DTYPE_BYTES.get(entry["dtype"])
-        if width is not None and entry["data_offsets"][1] - entry["data_offsets"][0] != width * _numel(shape):
-            raise CheckpointError(f"source: shard {path.name}: tensor {name!r} has a size that does not match its shape")
-        begin, end = entry["data_offsets"]
-        out[name] = (entry["dtype"], shape, 8 + length + begin, 8 + length + end)
-    return out
+    return {name: (entry["dtype"], tuple(int(x) for x in entry["shape"]),
+                   data_start + entry["data_offsets"][0], data_start + entry["data_offsets"][1])
+            for name, entry in header.items()}
 
 
 def layer_index(name: str) -> int | None:
