@@ -32,6 +32,7 @@ from interp.streaming import (
     streamed_compare_mlp_pass,
     streamed_delta,
     streamed_delta_diagnostics,
+    streamed_delta_norms,
     streamed_persona_directions,
     streamed_role_vectors,
     streamed_run_with_cache,
@@ -39,7 +40,7 @@ from interp.streaming import (
     streamed_weight_circuits,
     streamed_weight_targets,
 )
-from interp.subspace.weight_diff import delta_diagnostics
+from interp.subspace.weight_diff import delta_diagnostics, delta_norms
 
 N_LAYERS = 4
 
@@ -252,18 +253,42 @@ def test_streamed_persona_directions_equal_in_memory(folders, loaded, processed)
 
 
 @pytest.mark.parametrize("processed", [False, True])
-def test_streamed_delta_table_equals_in_memory_block_rows(folders, loaded, processed):
+def test_streamed_delta_table_equals_in_memory(folders, loaded, processed):
+    """Every row of the in-memory table, the embedding and unembedding (read 5000 tokens at a time:
+    Gemma 2's W_E is scaled by √d_model, its W_U is not) and, unprocessed, the final norm included."""
     pair = StreamedPair.open(folders[0], folders[1], processed=processed)
-    streamed = streamed_delta_diagnostics(pair, neuron_block=40, progress=False)
+    streamed = streamed_delta_diagnostics(pair, neuron_block=40, vocab_block=5000, progress=False)
     expected = delta_diagnostics(ModelPair(*loaded[processed]))
-    expected = expected[expected["name"].str.startswith("blocks.")].reset_index(drop=True)
-    assert len(expected) > 0 and list(streamed["name"]) == list(expected["name"])
+    outside = {"embed.W_E", "unembed.W_U"} | ({"ln_final.w"} if not processed else set())
+    assert {n for n in expected["name"] if not n.startswith("blocks.")} == outside
+    assert list(streamed["name"]) == list(expected["name"])
     pd.testing.assert_frame_equal(streamed, expected, check_exact=False, rtol=1e-4, atol=1e-6)
+    norms = streamed_delta_norms(pair, neuron_block=40, vocab_block=5000, progress=False)
+    pd.testing.assert_frame_equal(norms, delta_norms(ModelPair(*loaded[processed])), check_exact=False,
+                                  rtol=1e-5, atol=1e-8)
+    blocks = streamed_delta_diagnostics(pair, global_tensors=False, progress=False)
+    assert list(blocks["name"]) == [n for n in expected["name"] if n.startswith("blocks.")]
+    assert (streamed_delta_norms(pair, layers=[1, 2], progress=False)["layer"] >= 1).all()
     one = streamed_delta(pair, 2, neuron_block=None)
     reference = ModelPair(*loaded[processed]).delta()
     for name, value in one.items():
         assert torch.allclose(value, reference[name], atol=1e-6), name
     assert set(one) == {n for n in reference if n.startswith("blocks.2.")}
+
+
+def test_unembedding_singular_values_equal_an_svd_in_float64(folders, loaded):
+    """The streamed σ of ΔW_U (√ eigenvalues of the accumulated Gram) against a float64 SVD of the
+    loaded models' ΔW_U; the norms against float64 sums."""
+    from interp.streaming.vocab import global_deltas
+
+    pair = StreamedPair.open(folders[0], folders[1], processed=True)
+    by_name = {g.name: g for g in global_deltas(pair, singular=True, vocab_block=7000)}
+    base, tuned = loaded[True]
+    delta = (tuned.W_U - base.W_U).detach().double()
+    torch.testing.assert_close(by_name["unembed.W_U"].singular, torch.linalg.svdvals(delta), rtol=1e-6, atol=1e-9)
+    assert by_name["embed.W_E"].delta_sq == pytest.approx((tuned.W_E - base.W_E).double().pow(2).sum().item(), rel=1e-9)
+    assert by_name["embed.W_E"].base_sq == pytest.approx(base.W_E.double().pow(2).sum().item(), rel=1e-9)
+    assert not by_name["unembed.b_U"].changed and "unembed.b_U" not in ModelPair(base, tuned).delta()
 
 
 def test_changed_layers_reads_stored_tensors(folders, tmp_path):

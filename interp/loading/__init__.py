@@ -36,7 +36,7 @@ from interp.loading.checkpoint import (
 from interp.loading.devices import check_n_devices, resolve_device
 
 __all__ = ["DEFAULT_N_CTX", "OFFLINE_MODELS", "SUPPORTED_ARCHITECTURES", "OfflineModel", "RawModel", "build_model",
-           "cache_dir", "cached_config", "known_models", "load_model", "load_raw", "load_raw_with_adapter", "resolve_device"]
+           "cache_dir", "cached_config", "centres_unembed", "known_models", "load_model", "load_raw", "load_raw_with_adapter", "resolve_device"]
 
 CACHE_ENV = "INTERP_CACHE_DIR"
 _CACHE_FORMAT = 1
@@ -323,8 +323,13 @@ def build_model(
     n_ctx: int | None = None,
     n_devices: int = 1,
     cache_folder: Path | None = None,
+    center_unembed: bool = True,
 ) -> HookedTransformer:
     """A HookedTransformer from an unprocessed TL state dict, processed as ``from_pretrained`` would.
+
+    ``center_unembed=False`` leaves ``W_U``/``b_U`` uncentred over the vocabulary (every other
+    processing step is applied): a model holding only some tokens' unembedding columns cannot centre
+    them by the whole vocabulary's mean, so its caller does (see :func:`centres_unembed`).
 
     TransformerLens' own ``load_and_process_state_dict`` loads one key at a time (≈4 s of module
     traversal for SmolLM2) after randomly initialising every weight; here the model is built without
@@ -350,7 +355,8 @@ def build_model(
         cfg_dict["normalization_type"] = "LNPre"
     cfg = HookedTransformerConfig.from_dict(cfg_dict)
     model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="right")
-    weights = _model_weights(model, state, processed=processed, cache_folder=cache_folder)
+    weights = _model_weights(model, state, processed=processed, cache_folder=cache_folder,
+                             center_unembed=center_unembed)
     model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=False, assign=True)
     if n_devices > 1:
         model.move_model_modules_to_device()
@@ -367,6 +373,12 @@ def _post_norm_architectures() -> set[str]:
     return set(POST_NORM_ARCHITECTURES)
 
 
+def centres_unembed(cfg: Any) -> bool:
+    """Whether processing centres ``W_U`` (and ``b_U``) over the vocabulary, TransformerLens'
+    ``center_unembed``: not when the logits are soft-capped (centring would change the capped logits)."""
+    return cfg.output_logits_soft_cap <= 0
+
+
 def _processed_name() -> str:
     """Processed weights depend on TransformerLens' processing code, so its version names the file."""
     from importlib.metadata import version
@@ -375,12 +387,13 @@ def _processed_name() -> str:
 
 
 def _model_weights(
-    model: HookedTransformer, state: dict[str, torch.Tensor], *, processed: bool, cache_folder: Path | None
+    model: HookedTransformer, state: dict[str, torch.Tensor], *, processed: bool, cache_folder: Path | None,
+    center_unembed: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Every parameter of ``model`` (fp32), processed when asked; cached in ``cache_folder``."""
     from safetensors.torch import load_file, save_file
 
-    cached = None if cache_folder is None or not processed else cache_folder / _processed_name()
+    cached = None if cache_folder is None or not processed or not center_unembed else cache_folder / _processed_name()
     weights = None
     if cached is not None and cached.is_file():
         try:
@@ -403,7 +416,7 @@ def _model_weights(
                 model.cfg,
                 fold_ln=not post_norm,
                 center_writing_weights=not post_norm,
-                center_unembed=model.cfg.output_logits_soft_cap <= 0,
+                center_unembed=center_unembed and centres_unembed(model.cfg),
                 fold_value_biases=True,
                 refactor_factored_attn_matrices=False,
             )
