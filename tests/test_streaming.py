@@ -326,7 +326,7 @@ def test_streamed_weight_side_subspace_scores_equal_in_memory(folders, loaded):
 
     pair = StreamedPair.open(folders[0], folders[1], processed=True)
     layers = [1, 3]
-    bases = streamed_weight_bases(pair.base, layers, k=4, progress=False)
+    bases = streamed_weight_bases(pair.base, layers, k=4, include=LOCAL_WEIGHT_BASES, progress=False)
     expected = weight_bases(loaded[True][0], layers, k=4, include=LOCAL_WEIGHT_BASES)
     targets = streamed_weight_targets(pair, layers, neuron_block=40, progress=False)
     gains = post_norm_gains(loaded[True][0], layers)
@@ -346,8 +346,53 @@ def test_streamed_weight_side_subspace_scores_equal_in_memory(folders, loaded):
             r_got = targets[kind].energy(got.vectors).sum(-1)
             r_want = reference[kind].energy(want.vectors).sum(-1)
             assert torch.allclose(r_got, r_want, rtol=1e-4, atol=1e-6), f"R_w of {got.name} on {kind}"
-    with pytest.raises(ValueError, match="global_write"):
-        streamed_weight_bases(pair.base, layers, include=["global_write"], progress=False)
+
+
+def _same_bases(got, want, tol=1e-4):
+    """Same names, metadata, layers and ranks, and the same subspaces: projectors QQᵀ within ``tol``
+    (eigenvector signs and order within a basis are arbitrary)."""
+    assert [b.name for b in got] == [b.name for b in want]
+    for g, w in zip(got, want, strict=True):
+        assert (g.family, g.axis_kind, g.definition, g.layers, g.ranks) == (
+            w.family, w.axis_kind, w.definition, w.layers, w.ranks), g.name
+        p_got = g.vectors @ g.vectors.transpose(-1, -2)
+        p_want = w.vectors @ w.vectors.transpose(-1, -2)
+        err = (p_got - p_want).abs().max().item()
+        assert err < tol, f"basis {g.name}: projectors differ by {err:.2e}"
+
+
+@pytest.mark.parametrize("processed", [False, True])
+def test_every_streamed_weight_basis_equals_in_memory(folders, loaded, processed):
+    """By default every basis of weight_bases, the ones reading every layer or the unembedding included
+    (global_*, write_not_*, lm_head_read, logits_null, causally_isolated, attention_sink's BOS row)."""
+    from interp.subspace.weight_library import WEIGHT_BASES, weight_bases
+
+    model = open_streamed(folders[0], processed=processed)
+    layers = [1, 3]
+    got = streamed_weight_bases(model, layers, k=4, k_broad=16, vocab_block=7000, progress=False)
+    want = weight_bases(loaded[processed][0], layers, k=4, k_broad=16)
+    assert [b.name for b in want] == list(WEIGHT_BASES)
+    _same_bases(got, want)
+    one = streamed_weight_bases(model, [2], k=4, k_broad=16, include=["logits_null", "write_not_downstream_read"],
+                                progress=False)
+    _same_bases(one, weight_bases(loaded[processed][0], [2], k=4, k_broad=16,
+                                  include=["logits_null", "write_not_downstream_read"]))
+
+
+def test_streamed_weight_bases_read_only_what_they_need(folders):
+    """Layer-local bases and attention_sink convert the requested layers only; the unembedding's are
+    read in blocks of vocabulary rows; sums over layers convert every layer once."""
+    model = open_streamed(folders[0])
+    n_blocks = -(-model.cfg_dict["d_vocab"] // 7000)
+    for include, conversions in ((["write", "attention_sink"], 1), (["lm_head_read", "kv_super"], 1 + n_blocks),
+                                 (["global_write"], N_LAYERS), (["global_read"], N_LAYERS + n_blocks)):
+        before = model.conversions
+        streamed_weight_bases(model, [2], k=4, k_broad=16, include=include, vocab_block=7000, progress=False)
+        assert model.conversions - before == conversions, include
+    with pytest.raises(ValueError, match="include: unknown weight bases"):
+        streamed_weight_bases(model, [2], include=["no_such_basis"], progress=False)
+    with pytest.raises(ValueError, match="vocab_block"):
+        streamed_weight_bases(model, [2], include=["lm_head_read"], vocab_block=0, progress=False)
 
 
 # ------------------------------------------------------------------------------------------- errors
