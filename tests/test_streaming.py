@@ -373,8 +373,7 @@ def test_every_streamed_weight_basis_equals_in_memory(folders, loaded, processed
     want = weight_bases(loaded[processed][0], layers, k=4, k_broad=16)
     assert [b.name for b in want] == list(WEIGHT_BASES)
     _same_bases(got, want)
-    one = streamed_weight_bases(model, [2], k=4, k_broad=16, include=["logits_null", "write_not_downstream_read"],
-                                progress=False)
+    one = weight_bases(model, [2], k=4, k_broad=16, include=["logits_null", "write_not_downstream_read"])  # dispatch
     _same_bases(one, weight_bases(loaded[processed][0], [2], k=4, k_broad=16,
                                   include=["logits_null", "write_not_downstream_read"]))
 

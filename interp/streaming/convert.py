@@ -4,14 +4,15 @@ Layer ``l`` is converted by TransformerLens' own weight converter for the checkp
 (``config.json`` ``architectures[0]``), run on a transformers model built on the meta device with one
 layer, whose parameters are layer ``l``'s tensors read from the checkpoint (the rest of the model —
 token embedding, final norm, unembedding — are one-row stand-ins unless the caller asks for some
-embedding rows). The converted block is then processed by interp's loader (:mod:`interp.loading`,
+embedding rows, or with ``unembed=True`` those tokens' unembedding columns and the final norm too). The converted block is then processed by interp's loader (:mod:`interp.loading`,
 the same ``ProcessWeights`` options as ``load_model``) into a HookedTransformer with ``n_layers=1``
 whose configuration is the model's with the per-layer fields (``attn_types``) of layer ``l``.
 
 Every processing step TransformerLens applies is per layer (folding ``ln1``/``ln2`` into the next
-weights, centring writing weights row by row, folding ``b_V`` into ``b_O``) except the ones on the
-unembedding (folding ``ln_final`` into ``W_U``, centring ``W_U``), which the streamed analyses do not
-read; embedding rows are centred row by row, so a subset of rows is processed as in the whole model.
+weights, centring writing weights row by row, folding ``b_V`` into ``b_O``); embedding rows are centred
+row by row and ``ln_final`` is folded into each column of ``W_U``, so a subset of tokens is processed
+as in the whole model, except centring ``W_U`` over the vocabulary, a whole-vocabulary mean that
+``unembed=True`` leaves to the caller (:mod:`interp.streaming.vocab` applies it to its sums).
 
 ``neurons=(start, stop)`` converts only those MLP neurons (the block's ``d_mlp`` becomes
 ``stop - start``): the MLP's output is a sum over neurons, so a layer too large for memory is taken

@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
+from interp.pair import is_streamed
 from interp.subspace import _linalg as la
 from interp.subspace.basis import Basis, Recipe, check_rank, register, select_recipes
 
@@ -401,8 +402,12 @@ def weight_bases(
 
     Each is the top-k eigenvectors of a PSD "energy" matrix in residual space (for M Mᵀ: the top-k
     left singular vectors of M); the definition column states which. ``k_broad`` is the rank of the
-    read subspaces that the ``write_not_*`` bases are projected away from.
+    read subspaces that the ``write_not_*`` bases are projected away from. ``model`` may be an
+    :class:`interp.streaming.StreamedModel`: the same bases, read layer by layer
+    (:func:`interp.streaming.streamed_weight_bases`).
     """
+    if is_streamed(model):  # an interp.streaming.StreamedModel: Grams accumulated layer by layer
+        return model.run("weight_bases", layers, k, k_broad=k_broad, include=include)
     d = model.cfg.d_model
     check_rank(k, d)
     check_rank(k_broad, max(k_broad, 1), name="k_broad")
