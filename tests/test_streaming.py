@@ -468,3 +468,34 @@ def test_streamed_forward_of_the_embedding_alone_reads_no_block(folders, loaded)
     assert model.conversions - before <= 1, "only the embedding part is converted"
     with pytest.raises(ValueError, match="names: the model has no hook 'hook_pos_embed'"):
         streamed_run_with_cache(model, tokens, ["hook_pos_embed"])
+
+
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "GPT2LMHeadModel"])
+def test_global_tensors_of_untied_and_layernorm_models_equal_in_memory(arch, tmp_path):
+    """An untied unembedding (Llama: lm_head read in blocks of tokens, not the embedding) and GPT-2
+    (LayerNorm: ln_final's bias folded into b_U, W_U and b_U centred over the vocabulary, W_E and the
+    learned positions centred row by row): the delta tables equal the in-memory ones, and (Llama;
+    GPT-2's ungated MLP has no W_gate for the read bases) every weight basis."""
+    from _tiny_checkpoints import build_model, save_checkpoint, smollm2_tokenizer
+
+    from interp.subspace.weight_library import weight_bases
+
+    tokenizer = smollm2_tokenizer()
+    base = build_model(arch)
+    folders = [save_checkpoint(base, tokenizer, tmp_path / "base"),
+               save_checkpoint(_perturbed(base, 2), tokenizer, tmp_path / "tuned")]
+    outside = {"LlamaForCausalLM": {"embed.W_E", "unembed.W_U"},
+               "GPT2LMHeadModel": {"embed.W_E", "pos_embed.W_pos", "unembed.W_U", "unembed.b_U"}}[arch]
+    for processed in (False, True):
+        models = [load_model(folder, processed=processed, device="cpu") for folder in folders]
+        pair = StreamedPair.open(*folders, processed=processed)
+        expected = delta_diagnostics(ModelPair(*models))
+        if processed:
+            assert {n for n in expected["name"] if not n.startswith("blocks.")} == outside
+        streamed = streamed_delta_diagnostics(pair, vocab_block=7000, progress=False)
+        pd.testing.assert_frame_equal(streamed, expected, check_exact=False, rtol=1e-4, atol=1e-6)
+        pd.testing.assert_frame_equal(streamed_delta_norms(pair, vocab_block=7000, progress=False),
+                                      delta_norms(ModelPair(*models)), check_exact=False, rtol=1e-5, atol=1e-8)
+        if arch == "LlamaForCausalLM":
+            _same_bases(streamed_weight_bases(pair.base, [0, 1], k=4, k_broad=16, vocab_block=7000, progress=False),
+                        weight_bases(models[0], [0, 1], k=4, k_broad=16))
