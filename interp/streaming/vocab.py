@@ -36,7 +36,7 @@ from interp.progress import progress_bar
 from interp.streaming.model import StreamedModel, StreamedPair
 from interp.subspace.weight_diff import sq_sum, tensor_kind
 
-__all__ = ["DEFAULT_VOCAB_BLOCK_BYTES", "GlobalDelta", "VocabSums", "global_deltas", "vocab_blocks", "vocab_model",
+__all__ = ["DEFAULT_VOCAB_BLOCK_BYTES", "GlobalDelta", "VocabSums", "centres_vocab", "global_deltas", "vocab_blocks", "vocab_model",
            "vocab_models"]
 
 #: float32 bytes of W_E + W_U rows of one model per block with ``vocab_block="auto"``.
