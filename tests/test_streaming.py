@@ -32,6 +32,7 @@ from interp.streaming import (
     streamed_compare_mlp_pass,
     streamed_delta,
     streamed_delta_diagnostics,
+    streamed_delta_norms,
     streamed_persona_directions,
     streamed_role_vectors,
     streamed_run_with_cache,
@@ -39,7 +40,7 @@ from interp.streaming import (
     streamed_weight_circuits,
     streamed_weight_targets,
 )
-from interp.subspace.weight_diff import delta_diagnostics
+from interp.subspace.weight_diff import delta_diagnostics, delta_norms
 
 N_LAYERS = 4
 
@@ -255,18 +256,42 @@ def test_streamed_persona_directions_equal_in_memory(folders, loaded, processed)
 
 
 @pytest.mark.parametrize("processed", [False, True])
-def test_streamed_delta_table_equals_in_memory_block_rows(folders, loaded, processed):
+def test_streamed_delta_table_equals_in_memory(folders, loaded, processed):
+    """Every row of the in-memory table, the embedding and unembedding (read 5000 tokens at a time:
+    Gemma 2's W_E is scaled by √d_model, its W_U is not) and, unprocessed, the final norm included."""
     pair = StreamedPair.open(folders[0], folders[1], processed=processed)
-    streamed = streamed_delta_diagnostics(pair, neuron_block=40, progress=False)
+    streamed = streamed_delta_diagnostics(pair, neuron_block=40, vocab_block=5000, progress=False)
     expected = delta_diagnostics(ModelPair(*loaded[processed]))
-    expected = expected[expected["name"].str.startswith("blocks.")].reset_index(drop=True)
-    assert len(expected) > 0 and list(streamed["name"]) == list(expected["name"])
+    outside = {"embed.W_E", "unembed.W_U"} | ({"ln_final.w"} if not processed else set())
+    assert {n for n in expected["name"] if not n.startswith("blocks.")} == outside
+    assert list(streamed["name"]) == list(expected["name"])
     pd.testing.assert_frame_equal(streamed, expected, check_exact=False, rtol=1e-4, atol=1e-6)
+    norms = streamed_delta_norms(pair, neuron_block=40, vocab_block=5000, progress=False)
+    pd.testing.assert_frame_equal(norms, delta_norms(ModelPair(*loaded[processed])), check_exact=False,
+                                  rtol=1e-5, atol=1e-8)
+    blocks = streamed_delta_diagnostics(pair, global_tensors=False, progress=False)
+    assert list(blocks["name"]) == [n for n in expected["name"] if n.startswith("blocks.")]
+    assert (streamed_delta_norms(pair, layers=[1, 2], progress=False)["layer"] >= 1).all()
     one = streamed_delta(pair, 2, neuron_block=None)
     reference = ModelPair(*loaded[processed]).delta()
     for name, value in one.items():
         assert torch.allclose(value, reference[name], atol=1e-6), name
     assert set(one) == {n for n in reference if n.startswith("blocks.2.")}
+
+
+def test_unembedding_singular_values_equal_an_svd_in_float64(folders, loaded):
+    """The streamed σ of ΔW_U (√ eigenvalues of the accumulated Gram) against a float64 SVD of the
+    loaded models' ΔW_U; the norms against float64 sums."""
+    from interp.streaming.vocab import global_deltas
+
+    pair = StreamedPair.open(folders[0], folders[1], processed=True)
+    by_name = {g.name: g for g in global_deltas(pair, singular=True, vocab_block=7000)}
+    base, tuned = loaded[True]
+    delta = (tuned.W_U - base.W_U).detach().double()
+    torch.testing.assert_close(by_name["unembed.W_U"].singular, torch.linalg.svdvals(delta), rtol=1e-6, atol=1e-9)
+    assert by_name["embed.W_E"].delta_sq == pytest.approx((tuned.W_E - base.W_E).double().pow(2).sum().item(), rel=1e-9)
+    assert by_name["embed.W_E"].base_sq == pytest.approx(base.W_E.double().pow(2).sum().item(), rel=1e-9)
+    assert not by_name["unembed.b_U"].changed and "unembed.b_U" not in ModelPair(base, tuned).delta()
 
 
 def test_changed_layers_reads_stored_tensors(folders, tmp_path):
@@ -304,7 +329,7 @@ def test_streamed_weight_side_subspace_scores_equal_in_memory(folders, loaded):
 
     pair = StreamedPair.open(folders[0], folders[1], processed=True)
     layers = [1, 3]
-    bases = streamed_weight_bases(pair.base, layers, k=4, progress=False)
+    bases = streamed_weight_bases(pair.base, layers, k=4, include=LOCAL_WEIGHT_BASES, progress=False)
     expected = weight_bases(loaded[True][0], layers, k=4, include=LOCAL_WEIGHT_BASES)
     targets = streamed_weight_targets(pair, layers, neuron_block=40, progress=False)
     gains = post_norm_gains(loaded[True][0], layers)
@@ -324,8 +349,52 @@ def test_streamed_weight_side_subspace_scores_equal_in_memory(folders, loaded):
             r_got = targets[kind].energy(got.vectors).sum(-1)
             r_want = reference[kind].energy(want.vectors).sum(-1)
             assert torch.allclose(r_got, r_want, rtol=1e-4, atol=1e-6), f"R_w of {got.name} on {kind}"
-    with pytest.raises(ValueError, match="global_write"):
-        streamed_weight_bases(pair.base, layers, include=["global_write"], progress=False)
+
+
+def _same_bases(got, want, tol=1e-4):
+    """Same names, metadata, layers and ranks, and the same subspaces: projectors QQᵀ within ``tol``
+    (eigenvector signs and order within a basis are arbitrary)."""
+    assert [b.name for b in got] == [b.name for b in want]
+    for g, w in zip(got, want, strict=True):
+        assert (g.family, g.axis_kind, g.definition, g.layers, g.ranks) == (
+            w.family, w.axis_kind, w.definition, w.layers, w.ranks), g.name
+        p_got = g.vectors @ g.vectors.transpose(-1, -2)
+        p_want = w.vectors @ w.vectors.transpose(-1, -2)
+        err = (p_got - p_want).abs().max().item()
+        assert err < tol, f"basis {g.name}: projectors differ by {err:.2e}"
+
+
+@pytest.mark.parametrize("processed", [False, True])
+def test_every_streamed_weight_basis_equals_in_memory(folders, loaded, processed):
+    """By default every basis of weight_bases, the ones reading every layer or the unembedding included
+    (global_*, write_not_*, lm_head_read, logits_null, causally_isolated, attention_sink's BOS row)."""
+    from interp.subspace.weight_library import WEIGHT_BASES, weight_bases
+
+    model = open_streamed(folders[0], processed=processed)
+    layers = [1, 3]
+    got = streamed_weight_bases(model, layers, k=4, k_broad=16, vocab_block=7000, progress=False)
+    want = weight_bases(loaded[processed][0], layers, k=4, k_broad=16)
+    assert [b.name for b in want] == list(WEIGHT_BASES)
+    _same_bases(got, want)
+    one = weight_bases(model, [2], k=4, k_broad=16, include=["logits_null", "write_not_downstream_read"])  # dispatch
+    _same_bases(one, weight_bases(loaded[processed][0], [2], k=4, k_broad=16,
+                                  include=["logits_null", "write_not_downstream_read"]))
+
+
+def test_streamed_weight_bases_read_only_what_they_need(folders):
+    """Layer-local bases and attention_sink convert the requested layers only; the unembedding's are
+    read in blocks of vocabulary rows; sums over layers convert every layer once."""
+    model = open_streamed(folders[0])
+    n_blocks = -(-model.cfg_dict["d_vocab"] // 7000)
+    for include, conversions in ((["write", "attention_sink"], 1), (["lm_head_read", "kv_super"], 1 + n_blocks),
+                                 (["global_write"], N_LAYERS), (["global_read"], N_LAYERS + n_blocks)):
+        before = model.conversions
+        streamed_weight_bases(model, [2], k=4, k_broad=16, include=include, vocab_block=7000, progress=False)
+        assert model.conversions - before == conversions, include
+    with pytest.raises(ValueError, match="include: unknown weight bases"):
+        streamed_weight_bases(model, [2], include=["no_such_basis"], progress=False)
+    with pytest.raises(ValueError, match="vocab_block"):
+        streamed_weight_bases(model, [2], include=["lm_head_read"], vocab_block=0, progress=False)
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -440,3 +509,34 @@ def test_checkpoint_read_converts_in_one_pass_as_safetensors_reads(tmp_path, dty
     assert stored.dtype == dtype and torch.equal(stored.float(), reference)
     width = torch.empty((), dtype=dtype).element_size()
     assert ckpt.bytes_read == width * (37 * 53 * 2 + 17 * 53 + 37 * 31)
+
+
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "GPT2LMHeadModel"])
+def test_global_tensors_of_untied_and_layernorm_models_equal_in_memory(arch, tmp_path):
+    """An untied unembedding (Llama: lm_head read in blocks of tokens, not the embedding) and GPT-2
+    (LayerNorm: ln_final's bias folded into b_U, W_U and b_U centred over the vocabulary, W_E and the
+    learned positions centred row by row): the delta tables equal the in-memory ones, and (Llama;
+    GPT-2's ungated MLP has no W_gate for the read bases) every weight basis."""
+    from _tiny_checkpoints import build_model, save_checkpoint, smollm2_tokenizer
+
+    from interp.subspace.weight_library import weight_bases
+
+    tokenizer = smollm2_tokenizer()
+    base = build_model(arch)
+    folders = [save_checkpoint(base, tokenizer, tmp_path / "base"),
+               save_checkpoint(_perturbed(base, 2), tokenizer, tmp_path / "tuned")]
+    outside = {"LlamaForCausalLM": {"embed.W_E", "unembed.W_U"},
+               "GPT2LMHeadModel": {"embed.W_E", "pos_embed.W_pos", "unembed.W_U", "unembed.b_U"}}[arch]
+    for processed in (False, True):
+        models = [load_model(folder, processed=processed, device="cpu") for folder in folders]
+        pair = StreamedPair.open(*folders, processed=processed)
+        expected = delta_diagnostics(ModelPair(*models))
+        if processed:
+            assert {n for n in expected["name"] if not n.startswith("blocks.")} == outside
+        streamed = streamed_delta_diagnostics(pair, vocab_block=7000, progress=False)
+        pd.testing.assert_frame_equal(streamed, expected, check_exact=False, rtol=1e-4, atol=1e-6)
+        pd.testing.assert_frame_equal(streamed_delta_norms(pair, vocab_block=7000, progress=False),
+                                      delta_norms(ModelPair(*models)), check_exact=False, rtol=1e-5, atol=1e-8)
+        if arch == "LlamaForCausalLM":
+            _same_bases(streamed_weight_bases(pair.base, [0, 1], k=4, k_broad=16, vocab_block=7000, progress=False),
+                        weight_bases(models[0], [0, 1], k=4, k_broad=16))

@@ -51,11 +51,12 @@ def test_weight_circuits_and_mlp_pass_dispatch_to_the_streamed_path(streamed, lo
 
 
 def test_weight_delta_tables_dispatch_to_the_streamed_path(streamed, loaded):  # noqa: F811
+    """The whole tables, embedding and unembedding rows included."""
     pair = ModelPair(*loaded[True])
-    pd.testing.assert_frame_equal(delta_diagnostics(streamed), _block_rows(delta_diagnostics(pair), "name"),
+    pd.testing.assert_frame_equal(delta_diagnostics(streamed), delta_diagnostics(pair),
                                   check_exact=False, rtol=1e-4, atol=1e-6)
-    got, want = delta_norms(streamed), _block_rows(delta_norms(pair), "layer")
-    assert len(want) > 0 and list(got["tensor"]) == list(want["tensor"])
+    got, want = delta_norms(streamed), delta_norms(pair)
+    assert len(want) > len(_block_rows(want, "layer")) and list(got["tensor"]) == list(want["tensor"])
     pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-4, atol=1e-6)
 
 
@@ -101,7 +102,7 @@ def test_streamed_report_runs_weights_and_circuits_and_skips_the_rest(folders, l
     html = report.path.read_text()
     assert "needs whole-model activations" in html
     weights = pd.read_csv(report.tables_dir / "weights-largest.csv")
-    expected = _block_rows(delta_norms(ModelPair(*loaded[True])), "layer").nlargest(10, "relative")
+    expected = delta_norms(ModelPair(*loaded[True])).nlargest(10, "relative")
     assert list(weights["tensor"]) == list(expected["tensor"])
     assert torch.allclose(torch.tensor(weights["relative"].to_numpy()), torch.tensor(expected["relative"].to_numpy()),
                           rtol=1e-4)

@@ -1,6 +1,6 @@
 """Streamed SmolLM2-135M-Instruct equals loaded SmolLM2: the real checkpoint (transformers' GGUF loader)
 saved as 20 MB safetensors shards, so many layers span shard boundaries; tuned = base with a few
-tensors of layers 3 and 13 perturbed. Reference: ``interp.load_model(folder)``, itself checked against
+tensors of layers 3 and 13, the (tied) embedding and the final norm perturbed. Reference: ``interp.load_model(folder)``, itself checked against
 transformers' forward pass."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from _circuit_checks import seeded_directions
 from conftest import _transformers_gguf_model
 
+from interp import ModelPair
 from interp.circuits import compare_mlp_pass, weight_circuits
 from interp.directions import DirectionSet
 from interp.loading import load_model
@@ -22,9 +23,14 @@ from interp.streaming import (
     StreamedPair,
     open_streamed,
     streamed_compare_mlp_pass,
+    streamed_delta_diagnostics,
+    streamed_delta_norms,
     streamed_persona_directions,
+    streamed_weight_bases,
     streamed_weight_circuits,
 )
+from interp.subspace.weight_diff import delta_diagnostics, delta_norms
+from interp.subspace.weight_library import weight_bases
 
 LAYERS = [0, 3, 13, 29]
 
@@ -59,6 +65,10 @@ def smol(tmp_path_factory):
         for name in ("self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj", "post_attention_layernorm"):
             key = f"model.layers.{layer}.{name}.weight"
             tuned_state[key] = base_state[key] + 0.05 * torch.randn(base_state[key].shape, generator=g)
+    embedding = base_state["model.embed_tokens.weight"]
+    embedding = embedding + 0.01 * torch.randn(embedding.shape, generator=g)
+    tuned_state["model.embed_tokens.weight"] = tuned_state["lm_head.weight"] = embedding  # tied: one tensor
+    tuned_state["model.norm.weight"] = base_state["model.norm.weight"] + 0.05 * torch.randn(576, generator=g)
     base_hf.load_state_dict(tuned_state)
     _save(base_hf, root / "tuned")
     tokenizer.save_pretrained(root / "tuned")
@@ -114,3 +124,32 @@ def test_streamed_persona_directions_equal_in_memory(smol):
     assert err < 1e-5, f"role vectors differ by {err:.2e} (relative)"
     cos = (got.pcs.vectors * want.pcs.vectors).sum(-1).abs()
     assert torch.allclose(cos, torch.ones_like(cos), atol=1e-5), f"PCs differ: |cos| {cos.tolist()}"
+
+
+@pytest.mark.parametrize("processed", [False, True])
+def test_streamed_delta_tables_with_tied_embeddings_equal_in_memory(smol, processed):
+    """SmolLM2 ties W_U to W_E: the streamed embedding and unembedding rows (processed: the final norm
+    folded into W_U and W_U centred over the 49152 tokens, which are read 20000 at a time) equal the
+    in-memory table's (only layers 3 and 13 and the global tensors differ, so only those are read)."""
+    root, _, refs = smol
+    pair = StreamedPair.open(root / "base", root / "tuned", processed=processed)
+    expected = delta_diagnostics(ModelPair(*refs[processed]))
+    outside = {"embed.W_E", "unembed.W_U"} | ({"ln_final.w"} if not processed else set())
+    assert {n for n in expected["name"] if not n.startswith("blocks.")} == outside
+    streamed = streamed_delta_diagnostics(pair, layers=[3, 13], global_tensors=True, vocab_block=20000, progress=False)
+    pd.testing.assert_frame_equal(streamed, expected, check_exact=False, rtol=1e-4, atol=1e-6)
+    norms = streamed_delta_norms(pair, layers=[3, 13], global_tensors=True, vocab_block=20000, progress=False)
+    pd.testing.assert_frame_equal(norms, delta_norms(ModelPair(*refs[processed])), check_exact=False,
+                                  rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("processed", [False, True])
+def test_every_streamed_weight_basis_equals_in_memory(smol, processed):
+    """Every weight basis (unembedding centred over the vocabulary when processed; ln_final applied on
+    the residual side when not) at two layers: the same subspaces as weight_bases of the loaded model."""
+    from test_streaming import _same_bases
+
+    root, _, refs = smol
+    got = streamed_weight_bases(open_streamed(root / "base", processed=processed), [3, 13], k=4,
+                                vocab_block=20000, progress=False)
+    _same_bases(got, weight_bases(refs[processed][0], [3, 13], k=4))

@@ -264,3 +264,17 @@ def test_probe_activations_feed_raw_clean_text_by_default_and_the_template_on_re
     torch.testing.assert_close(acts.clean[0, 1], cache["blocks.1.hook_resid_post"][0, -1], rtol=1e-4, atol=1e-4)
     with pytest.raises(TypeError, match="chat_template: expected a bool"):
         probe_activations(smollm2, prompts, [1], positive_system="a", negative_system="b", chat_template="yes")
+
+
+def test_logits_null_is_the_bottom_of_the_unembedding_spectrum(smollm2):
+    """logits_null against a float64 numpy eigendecomposition of W_U W_Uᵀ (the final norm's weight on
+    the residual side): its bottom eigenvalues lie ~1e-4 · λ_max, closer together than a float32
+    Gram or decomposition resolves, so both are float64."""
+    w_u = smollm2.W_U.detach().double().numpy()
+    norm = getattr(smollm2.ln_final, "w", None)
+    if norm is not None:
+        w_u = w_u * norm.detach().double().numpy()[:, None]
+    vals, vecs = np.linalg.eigh(w_u @ w_u.T)
+    assert vals[K] - vals[K - 1] < 1e-3 * vals[-1]  # the premise: a gap of 1e-4 · λ_max
+    basis = weight_bases(smollm2, [0], K, include=["logits_null"])[0].at(0).double().numpy()
+    assert _proj_dist(basis, vecs[:, :K]) < 1e-6  # float32 Gram and decomposition: 1.7e-5

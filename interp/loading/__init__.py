@@ -34,10 +34,10 @@ from interp.loading.checkpoint import (
     safetensors_problem,
 )
 from interp.loading.devices import check_n_devices, resolve_device
-from interp.loading.processing import is_post_norm, process_state
+from interp.loading.processing import centres_unembed, is_post_norm, process_state
 
 __all__ = ["DEFAULT_N_CTX", "OFFLINE_MODELS", "SUPPORTED_ARCHITECTURES", "OfflineModel", "RawModel", "build_model",
-           "cache_dir", "cached_config", "known_models", "load_model", "load_raw", "load_raw_with_adapter", "resolve_device"]
+           "cache_dir", "cached_config", "centres_unembed", "known_models", "load_model", "load_raw", "load_raw_with_adapter", "resolve_device"]
 
 CACHE_ENV = "INTERP_CACHE_DIR"
 _CACHE_FORMAT = 1
@@ -325,6 +325,7 @@ def build_model(
     n_devices: int = 1,
     cache_folder: Path | None = None,
     owned: bool = False,
+    center_unembed: bool = True,
 ) -> HookedTransformer:
     """A HookedTransformer from an unprocessed TL state dict, processed as ``from_pretrained`` would.
 
@@ -334,6 +335,9 @@ def build_model(
     back from ``cache_folder`` where that processing was saved before) and assigned in one call.
     ``owned``: the caller gives ``state`` away (float32 tensors it never uses again, e.g. one streamed
     layer): processed without defensive copies and assigned as they are, possibly strided.
+    ``center_unembed=False`` leaves ``W_U``/``b_U`` uncentred over the vocabulary (every other
+    processing step is applied): a model holding only some tokens' unembedding columns cannot centre
+    them by the whole vocabulary's mean, so its caller does (see :func:`centres_unembed`).
     """
     target = resolve_device(device)
     n_devices = check_n_devices(n_devices, target)
@@ -356,7 +360,8 @@ def build_model(
     model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="right")
     if owned and cache_folder is not None:
         raise ValueError("owned: weights given away are not cached (cache_folder must be None)")
-    weights = _model_weights(model, state, processed=processed, cache_folder=cache_folder, owned=owned)
+    weights = _model_weights(model, state, processed=processed, cache_folder=cache_folder, owned=owned,
+                             center_unembed=center_unembed)
     model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=False, assign=True)
     if n_devices > 1:
         model.move_model_modules_to_device()
@@ -380,12 +385,13 @@ def _model_weights(
     processed: bool,
     cache_folder: Path | None,
     owned: bool = False,
+    center_unembed: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Every parameter of ``model`` (fp32), processed when asked; cached in ``cache_folder``.
     ``owned``: ``state``'s float32 tensors are given away (:func:`~interp.loading.processing.process_state`)."""
     from safetensors.torch import load_file, save_file
 
-    cached = None if cache_folder is None or not processed else cache_folder / _processed_name()
+    cached = None if cache_folder is None or not processed or not center_unembed else cache_folder / _processed_name()
     weights = None
     if cached is not None and cached.is_file():
         try:
@@ -400,7 +406,7 @@ def _model_weights(
     if weights is None:
         weights = model.fill_missing_keys(dict(state))
         if processed:
-            weights = process_state(weights, model.cfg, owned=owned)
+            weights = process_state(weights, model.cfg, owned=owned, center_unembed=center_unembed)
         names = [name for name, _ in model.named_parameters()]
         missing = [name for name in names if name not in weights]
         if missing:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["is_post_norm", "process_state", "processing_options"]
+__all__ = ["centres_unembed", "is_post_norm", "process_state", "processing_options"]
 
 _LN = ("LN", "LNPre")
 _RMS = ("RMS", "RMSPre")
@@ -33,20 +33,31 @@ def is_post_norm(architecture: str | None) -> bool:
     return architecture in set(POST_NORM_ARCHITECTURES)
 
 
+def centres_unembed(cfg: Any) -> bool:
+    """Whether processing centres ``W_U`` (and ``b_U``) over the vocabulary, TransformerLens'
+    ``center_unembed``: not when the logits are soft-capped (centring would change the capped logits)."""
+    return cfg.output_logits_soft_cap <= 0
+
+
 def processing_options(cfg: Any) -> dict[str, bool]:
     """The ``ProcessWeights.process_weights`` options interp uses for a model with config ``cfg``."""
     post_norm = is_post_norm(cfg.original_architecture)
     return {
         "fold_ln": not post_norm,
         "center_writing_weights": not post_norm,
-        "center_unembed": cfg.output_logits_soft_cap <= 0,
+        "center_unembed": centres_unembed(cfg),
         "fold_value_biases": True,
     }
 
 
-def process_state(state: dict[str, torch.Tensor], cfg: Any, *, owned: bool = False) -> dict[str, torch.Tensor]:
+def process_state(
+    state: dict[str, torch.Tensor], cfg: Any, *, owned: bool = False, center_unembed: bool = True
+) -> dict[str, torch.Tensor]:
     """``state`` (TransformerLens layout, float32, every parameter present) processed as ``load_model``
     processes weights (:func:`processing_options`).
+
+    ``center_unembed=False`` leaves ``W_U``/``b_U`` uncentred even where the options centre them (a
+    streamed block of vocabulary rows: the mean over the whole vocabulary is taken by the caller).
 
     ``owned=True``: the caller gives ``state`` and its tensors away (they may be changed or freed);
     the result is the same, computed without TransformerLens' defensive copy of every tensor per step.
@@ -54,6 +65,7 @@ def process_state(state: dict[str, torch.Tensor], cfg: Any, *, owned: bool = Fal
     from transformer_lens.weight_processing import ProcessWeights
 
     options = processing_options(cfg)
+    options["center_unembed"] = options["center_unembed"] and center_unembed
     if not owned:
         return ProcessWeights.process_weights(state, cfg, refactor_factored_attn_matrices=False, **options)
     if any(v.dtype != torch.float32 for v in state.values() if v.is_floating_point()):

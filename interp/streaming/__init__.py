@@ -27,14 +27,19 @@ from interp.streaming.forward import (
 )
 from interp.streaming.memory import MemoryCheck, should_stream
 from interp.streaming.model import StreamedModel, StreamedPair, StreamStats, open_streamed
-from interp.streaming.subspace import LOCAL_WEIGHT_BASES, streamed_weight_bases, streamed_weight_targets
+from interp.streaming.subspace import (
+    LOCAL_WEIGHT_BASES,
+    streamed_unembed_gram,
+    streamed_weight_bases,
+    streamed_weight_targets,
+)
 
 # What the library's own functions call when handed a streamed pair or model (see StreamedPair.run).
 StreamedPair.analyses.update(
     weight_circuits=streamed_weight_circuits, compare_mlp_pass=streamed_compare_mlp_pass,
     delta_diagnostics=streamed_delta_diagnostics, delta_norms=streamed_delta_norms, changed_layers=changed_layers,
 )
-StreamedModel.analyses.update(prompt_activations=streamed_prompt_activations)
+StreamedModel.analyses.update(prompt_activations=streamed_prompt_activations, weight_bases=streamed_weight_bases)
 
 __all__ = [
     "LOCAL_WEIGHT_BASES",
@@ -57,6 +62,7 @@ __all__ = [
     "streamed_prompt_activations",
     "streamed_role_vectors",
     "streamed_run_with_cache",
+    "streamed_unembed_gram",
     "streamed_weight_bases",
     "streamed_weight_circuits",
     "streamed_weight_targets",

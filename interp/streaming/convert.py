@@ -4,14 +4,15 @@ Layer ``l`` is converted by TransformerLens' own weight converter for the checkp
 (``config.json`` ``architectures[0]``), run on a transformers model built on the meta device with one
 layer, whose parameters are layer ``l``'s tensors read from the checkpoint (the rest of the model —
 token embedding, final norm, unembedding — are one-row stand-ins unless the caller asks for some
-embedding rows). The converted block is then processed by interp's loader (:mod:`interp.loading`,
+embedding rows, or with ``unembed=True`` those tokens' unembedding columns and the final norm too). The converted block is then processed by interp's loader (:mod:`interp.loading`,
 the same ``ProcessWeights`` options as ``load_model``) into a HookedTransformer with ``n_layers=1``
 whose configuration is the model's with the per-layer fields (``attn_types``) of layer ``l``.
 
 Every processing step TransformerLens applies is per layer (folding ``ln1``/``ln2`` into the next
-weights, centring writing weights row by row, folding ``b_V`` into ``b_O``) except the ones on the
-unembedding (folding ``ln_final`` into ``W_U``, centring ``W_U``), which the streamed analyses do not
-read; embedding rows are centred row by row, so a subset of rows is processed as in the whole model.
+weights, centring writing weights row by row, folding ``b_V`` into ``b_O``); embedding rows are centred
+row by row and ``ln_final`` is folded into each column of ``W_U``, so a subset of tokens is processed
+as in the whole model, except centring ``W_U`` over the vocabulary, a whole-vocabulary mean that
+``unembed=True`` leaves to the caller (:mod:`interp.streaming.vocab` applies it to its sums).
 
 ``neurons=(start, stop)`` converts only those MLP neurons (the block's ``d_mlp`` becomes
 ``stop - start``): the MLP's output is a sum over neurons, so a layer too large for memory is taken
@@ -120,12 +121,17 @@ def layer_model(
     part: LayerPart = "all",
     neurons: tuple[int, int] | None = None,
     vocab_rows: list[int] | None = None,
+    unembed: bool = False,
     device: str | torch.device = "cpu",
 ) -> HookedTransformer:
     """Layer ``layer`` of ``ckpt`` as a one-block HookedTransformer (float32), see the module docstring.
 
     ``vocab_rows``: token ids whose embeddings the model holds (its token ``i`` is ``vocab_rows[i]``);
     default one zero row. ``neurons``: only MLP neurons ``start:stop``. ``part="attn"``: no MLP.
+    ``unembed``: the model also holds those tokens' unembedding columns (``W_U``, ``b_U``; a tied
+    unembedding is the embedding's rows) and the real final norm, processed as in ``load_model``
+    except the centring over the vocabulary, a whole-vocabulary mean that the caller applies
+    (:func:`interp.loading.centres_unembed`).
     """
     from transformers import AutoModelForCausalLM
 
@@ -149,11 +155,15 @@ def layer_model(
         with torch.device("meta"):
             hf_model = AutoModelForCausalLM.from_config(
                 _hf_config(ckpt, layer, d_mlp=1 if part == "attn" else block_mlp, vocab=vocab))
-    state = {}
+    state, tied = {}, {}
     for name, param in hf_model.named_parameters(remove_duplicate=False):  # tied lm_head too
+        if unembed and id(param) in tied:  # a tied unembedding: the embedding's tensor, as loaded models tie it
+            state[name] = state[tied[id(param)]]
+            continue
+        tied[id(param)] = name
         state[name] = _hf_tensor(ckpt, name, tuple(param.shape), layer, part=part,
                                  neurons=(start, stop) if neurons is not None else None,
-                                 n_mlp=n_mlp, vocab_rows=vocab_rows)
+                                 n_mlp=n_mlp, vocab_rows=vocab_rows, unembed=unembed)
     hf_model.load_state_dict(state, strict=False, assign=True)
     one_cfg = layer_cfg_dict(cfg, layer, part=part, d_mlp=block_mlp, d_vocab=vocab)
     if stub:
@@ -161,7 +171,8 @@ def layer_model(
     tl_state = _convert(ckpt, hf_model, one_cfg)
     del hf_model, state
     # the converted tensors are this layer's own (read for it alone): processed without defensive copies
-    return build_model(one_cfg, tl_state, None, processed=processed, dtype=torch.float32, device=device, owned=True)
+    return build_model(one_cfg, tl_state, None, processed=processed, dtype=torch.float32, device=device, owned=True,
+                       center_unembed=not unembed)
 
 
 def _convert(ckpt: Checkpoint, hf_model: Any, cfg_dict: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -200,11 +211,12 @@ def _hf_tensor(
     neurons: tuple[int, int] | None,
     n_mlp: int,
     vocab_rows: list[int] | None,
+    unembed: bool = False,
 ) -> torch.Tensor:
     """The value of one parameter of the one-layer transformers model."""
     match = _LAYER_RE.match(name)
     if match is None:  # embeddings, final norm, unembedding, learned positions
-        return _outside_tensor(ckpt, name, shape, vocab_rows)
+        return _outside_tensor(ckpt, name, shape, vocab_rows, unembed)
     wanted = f"{match.group(1)}.{layer}.{match.group(2)}"
     source = _ckpt_name(ckpt, wanted)
     if source is None:
@@ -232,15 +244,19 @@ def _hf_tensor(
     return tensor
 
 
-def _outside_tensor(ckpt: Checkpoint, name: str, shape: tuple[int, ...], vocab_rows: list[int] | None) -> torch.Tensor:
-    """Embedding rows and learned positions when the caller embeds tokens (``vocab_rows``); otherwise
-    a stand-in (zeros; ones for a norm gain), never read: the one-block model only runs its block."""
+def _outside_tensor(
+    ckpt: Checkpoint, name: str, shape: tuple[int, ...], vocab_rows: list[int] | None, unembed: bool = False
+) -> torch.Tensor:
+    """Embedding rows and learned positions when the caller embeds tokens (``vocab_rows``), with
+    ``unembed`` also the unembedding's rows (and bias) and the final norm; otherwise a stand-in
+    (zeros; ones for a norm gain), never read: the one-block model only runs its block."""
     source = _ckpt_name(ckpt, name)
-    if vocab_rows and source is not None and len(shape) == 2 and "lm_head" not in name:
+    wanted = (len(shape) == 2 and "lm_head" not in name) or (unembed and len(shape) in (1, 2))
+    if vocab_rows and source is not None and wanted:
         full = ckpt.shape(source)
-        if full[0] == ckpt.config.get("vocab_size") and shape[0] == len(vocab_rows):  # token embedding
+        if full[0] == ckpt.config.get("vocab_size") and shape[0] == len(vocab_rows):  # token (un)embedding rows
             return ckpt.read_rows(source, sorted(vocab_rows)).to(torch.float32)[_order(vocab_rows)]
-        if tuple(full) == shape:  # learned positional embedding
+        if tuple(full) == shape:  # learned positional embedding; with unembed the final norm
             return ckpt.read(source).to(torch.float32)
     is_gain = len(shape) == 1 and name.endswith("weight")
     return torch.ones(shape) if is_gain else torch.zeros(shape)

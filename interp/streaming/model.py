@@ -121,13 +121,14 @@ class StreamedModel:
         part: LayerPart = "all",
         neurons: tuple[int, int] | None = None,
         vocab_rows: list[int] | None = None,
+        unembed: bool = False,
     ) -> HookedTransformer:
         """Layer ``layer`` as a one-block HookedTransformer (:func:`interp.streaming.convert.layer_model`)."""
         if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < self.n_layers:
             raise ValueError(f"layer: expected an int in [0, {self.n_layers}), got {layer!r}")
         with _quiet_loader():
             model = layer_model(self.checkpoint, self.cfg_dict, layer, processed=self.processed, part=part,
-                                neurons=neurons, vocab_rows=vocab_rows)
+                                neurons=neurons, vocab_rows=vocab_rows, unembed=unembed)
         self.conversions += 1
         return model
 

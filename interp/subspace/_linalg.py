@@ -36,9 +36,11 @@ def top_eigvecs(
     """The top-k (or bottom-k) eigenvectors of symmetric PSD matrices, with numerical rank per layer.
 
     For ``gram = M Mᵀ`` these are the top left singular vectors of M. Eigenvalues below
-    ``rtol · λ_max`` count as zero and their vectors are dropped (``largest=True`` only).
+    ``rtol · λ_max`` count as zero and their vectors are dropped (``largest=True`` only). The bottom
+    eigenvectors are computed in float64 (a float32 decomposition resolves eigenvalues only to about
+    1e-7 · λ_max, which can exceed the gaps at the bottom of the spectrum).
     """
-    evals, evecs = torch.linalg.eigh(gram.float())
+    evals, evecs = torch.linalg.eigh(gram.float() if largest else gram.double())
     if largest:
         evals, evecs = evals.flip(-1), evecs.flip(-1)
         ranks = (evals > rtol * evals[..., :1].clamp_min(1e-300)).sum(-1).clamp(max=k)

@@ -142,7 +142,7 @@ def delta_diagnostics(delta: Mapping[str, torch.Tensor] | object, *, top_k: int 
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k: expected a positive int, got {top_k!r}")
     delta = as_delta(delta)
-    rows = []
+    singular: dict[str, tuple[tuple[int, ...], torch.Tensor]] = {}
     by_shape: dict[tuple[int, ...], list[tuple[str, torch.Tensor]]] = {}
     for name, value in delta.items():
         _, _, side = tensor_kind(name)
@@ -151,19 +151,30 @@ def delta_diagnostics(delta: Mapping[str, torch.Tensor] | object, *, top_k: int 
     for group in by_shape.values():  # one batched decomposition per shape
         sv = _singular_values(torch.stack([view for _, view in group]))
         for (name, _view), s in zip(group, sv, strict=True):
-            layer, kind, side = tensor_kind(name)
-            rows.append(
-                {
-                    "name": name,
-                    "layer": layer,
-                    "kind": kind,
-                    "side": side,
-                    "shape": tuple(delta[name].shape),
-                    "frobenius": float(s.pow(2).sum().sqrt()),
-                    **_rank_measures(s),
-                    **{f"sv_{i + 1}": float(s[i]) if i < len(s) else math.nan for i in range(top_k)},
-                }
-            )
+            singular[name] = (tuple(delta[name].shape), s)
+    return diagnostics_frame(singular, top_k=top_k)
+
+
+def diagnostics_frame(
+    singular: Mapping[str, tuple[tuple[int, ...], torch.Tensor]], *, top_k: int = 4
+) -> pd.DataFrame:
+    """The :func:`delta_diagnostics` table from each tensor's ``(shape, singular values)`` (largest
+    first; those of the residual view, or the one singular value ‖ΔW‖_F of a flattened tensor)."""
+    rows = []
+    for name, (shape, s) in singular.items():
+        layer, kind, side = tensor_kind(name)
+        rows.append(
+            {
+                "name": name,
+                "layer": layer,
+                "kind": kind,
+                "side": side,
+                "shape": tuple(shape),
+                "frobenius": float(s.double().pow(2).sum().sqrt()),
+                **_rank_measures(s),
+                **{f"sv_{i + 1}": float(s[i]) if i < len(s) else math.nan for i in range(top_k)},
+            }
+        )
     frame = pd.DataFrame(rows)
     frame["layer"] = frame["layer"].astype("Int64")
     return frame.sort_values(["layer", "kind"], na_position="last", kind="stable").reset_index(drop=True)
@@ -186,8 +197,8 @@ def delta_norms(pair: ModelPair) -> pd.DataFrame:
     for name, delta in pair.delta().items():
         parts = name.split(".")
         layer = int(parts[1]) if parts[0] == "blocks" else -1
-        weight_norm = base_params[name].norm().item()
-        delta_norm = delta.norm().item()
+        weight_norm = frobenius(base_params[name].detach())
+        delta_norm = frobenius(delta)
         rows.append({
             "layer": layer,
             "tensor": ".".join(parts[2:]) if layer >= 0 else name,
@@ -215,12 +226,27 @@ def norms_by_layer(norms: pd.DataFrame) -> pd.Series:
     return in_blocks.groupby("layer")["delta_fro"].apply(lambda s: (s**2).sum() ** 0.5)
 
 
+def frobenius(t: torch.Tensor, *, chunk: int = 1 << 22) -> float:
+    """‖t‖_F, its squares summed in float64 ``chunk`` elements at a time (a float32 sum over millions
+    of entries drifts by 1e-4 relative; no float64 copy of the whole tensor is made)."""
+    return sq_sum(t, chunk=chunk) ** 0.5
+
+
+def sq_sum(t: torch.Tensor, *, chunk: int = 1 << 22) -> float:
+    """Σ t², accumulated in float64 ``chunk`` elements at a time."""
+    flat = t.detach().reshape(-1)
+    return float(sum((part.double().square().sum() for part in flat.split(chunk)), torch.zeros((), dtype=torch.float64)))
+
+
 def _singular_values(m: Float[torch.Tensor, "batch d cols"]) -> Float[torch.Tensor, "batch r"]:
-    """Singular values, largest first: from the exact low-rank compression of
-    :meth:`interp.subspace.targets.Target.from_matrix` when it applies (LoRA deltas), else an SVD."""
+    """Singular values, largest first: a one-row view's is its norm (:func:`frobenius`); otherwise from
+    the exact low-rank compression of :meth:`interp.subspace.targets.Target.from_matrix` when it
+    applies (LoRA deltas), else an SVD."""
     from interp.subspace.targets import Target
 
-    if m.shape[-2] == 1 or bool((m.pow(2).sum((-2, -1)) == 0).any()):
+    if m.shape[-2] == 1:
+        return torch.tensor([[frobenius(row)] for row in m])
+    if bool((m.pow(2).sum((-2, -1)) == 0).any()):
         return torch.linalg.svdvals(m)
     t = Target.from_matrix(m)
     if t.u is None:

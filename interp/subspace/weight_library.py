@@ -22,13 +22,15 @@ import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
+from interp.pair import is_streamed
 from interp.subspace import _linalg as la
 from interp.subspace.basis import Basis, Recipe, check_rank, register, select_recipes
 
 READ_KINDS = ("attn.W_Q", "attn.W_K", "attn.W_V", "mlp.W_in", "mlp.W_gate")
 QR = tuple[torch.Tensor, torch.Tensor]  # a padded orthonormal basis and its ranks
+_VOCAB_CHUNK = 8192  # unembedding columns per float64 block of the unembedding Gram
 
-__all__ = ["WEIGHT_BASES", "ModelWeights", "WeightContext", "post_norm_gains", "weight_bases"]
+__all__ = ["WEIGHT_BASES", "ModelWeights", "WeightContext", "context_bases", "post_norm_gains", "weight_bases"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,10 +72,17 @@ def _finite(name: str, t: torch.Tensor) -> torch.Tensor:
 
 
 class ModelWeights:
-    """Lazily computed residual views and Gram matrices of one model's weights at some layers."""
+    """Lazily computed residual views and Gram matrices of one model's weights at some layers.
+
+    What the recipes read of it: per-layer Grams (:meth:`gram`, :meth:`read_gram`, :meth:`write_gram`)
+    and views at ``layers``, the sums over every layer (:meth:`read_gram_total`,
+    :meth:`write_gram_total`, :meth:`read_gram_after`) and :meth:`unembed_gram`; a streamed model
+    supplies the same quantities accumulated layer by layer (:mod:`interp.streaming.subspace`).
+    """
 
     def __init__(self, model: HookedTransformer, layers: Sequence[int]) -> None:
         self.model, self.layers, self.cfg = model, list(layers), model.cfg
+        self.all_layers = list(range(model.cfg.n_layers))
         self._cache: dict[str, torch.Tensor] = {}
 
     def _memo(self, key: str, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -132,15 +141,36 @@ class ModelWeights:
         layers = self.layers if layers is None else list(layers)
         return self._memo(f"W@{layers}", lambda: self.gram("attn.W_O", layers) + self.gram("mlp.W_out", layers))
 
+    def read_gram_total(self) -> Float[torch.Tensor, "d d"]:
+        """Σ over every layer of the model of the read Gram."""
+        return self._memo("R total", lambda: self.read_gram(self.all_layers).sum(0))
+
+    def write_gram_total(self) -> Float[torch.Tensor, "d d"]:
+        """Σ over every layer of the model of the write Gram."""
+        return self._memo("W total", lambda: self.write_gram(self.all_layers).sum(0))
+
+    def read_gram_after(self, layers: Sequence[int]) -> Float[torch.Tensor, "layer d d"]:
+        """Σ_{l' > l} of the read Gram, for each ``l`` in ``layers``."""
+        reads = self.read_gram(self.all_layers)  # [all layers, d, d]
+        return (reads.flip(0).cumsum(0).flip(0) - reads)[list(layers)]
+
+    def unembed_view(self) -> Float[torch.Tensor, "d vocab"]:
+        """W_U with the final norm's weight on the residual side."""
+        w_u = self.model.W_U.detach().float()
+        w = _norm_w(self.model.ln_final) if hasattr(self.model, "ln_final") else None
+        return w_u * w[:, None] if w is not None else w_u
+
     def unembed_gram(self) -> Float[torch.Tensor, "d d"]:
-        """W_U W_Uᵀ (with the final norm's weight on the residual side)."""
+        """W_U W_Uᵀ (with the final norm's weight on the residual side), summed in float64 over blocks of
+        the vocabulary and kept in float64: the bottom of its spectrum (``logits_null``) lies far below
+        the float32 rounding of its largest entries."""
 
         def compute() -> torch.Tensor:
-            w_u = self.model.W_U.detach().float()
-            w = _norm_w(self.model.ln_final) if hasattr(self.model, "ln_final") else None
-            if w is not None:
-                w_u = w_u * w[:, None]
-            return _finite("unembed.W_U", einops.einsum(w_u, w_u, "d vocab, e vocab -> d e"))
+            w_u = self.unembed_view()
+            blocks = (b.double() for b in w_u.split(_VOCAB_CHUNK, 1))
+            gram = sum((einops.einsum(b, b, "d vocab, e vocab -> d e") for b in blocks),
+                       torch.zeros(w_u.shape[0], w_u.shape[0], dtype=torch.float64))
+            return _finite("unembed.W_U", gram)
 
         return self._memo("unembed", compute)
 
@@ -165,12 +195,16 @@ def post_norm_gains(model: HookedTransformer, layers: Sequence[int]) -> dict[str
 
 class WeightContext:
     """What the weight recipes build from: the model's weights at ``layers``, the rank ``k`` and the
-    rank ``k_broad`` of the broad read subspaces that ``write_not_*`` bases are projected away from."""
+    rank ``k_broad`` of the broad read subspaces that ``write_not_*`` bases are projected away from.
 
-    def __init__(self, model: HookedTransformer, layers: Sequence[int], k: int, k_broad: int) -> None:
+    ``weights``: where the Grams come from (default ``ModelWeights(model, layers)``; a streamed model
+    passes its accumulated ones)."""
+
+    def __init__(self, model: HookedTransformer | None, layers: Sequence[int], k: int, k_broad: int, *,
+                 weights: ModelWeights | None = None) -> None:
         self.model, self.layers, self.k, self.k_broad = model, list(layers), k, k_broad
-        self.weights = ModelWeights(model, layers)
-        self.all_layers = list(range(model.cfg.n_layers))
+        self.weights = ModelWeights(model, layers) if weights is None else weights
+        self.all_layers = list(self.weights.all_layers)
 
     def format_fields(self) -> dict[str, object]:
         return {"k": self.k, "k_broad": self.k_broad}
@@ -195,10 +229,18 @@ class WeightContext:
         """Top-``k_broad`` read directions of the unembedding."""
         return self.same(self.weights.unembed_gram(), self.k_broad)[0]
 
+    def bos_embedding(self) -> Float[torch.Tensor, " d"]:
+        """The embedding of the BOS token (ValueError for a model without one)."""
+        model = self.model
+        bos = model.tokenizer.bos_token_id if model.tokenizer is not None else None
+        if bos is None:
+            raise ValueError("model: has no BOS token, so the attention_sink basis is undefined")
+        return model.W_E[bos].detach().float()
+
     @cached_property
     def global_read_gram(self) -> torch.Tensor:
         """Σ over all layers of the read Gram, plus W_U W_Uᵀ."""
-        return self.weights.read_gram(self.all_layers).sum(0) + self.weights.unembed_gram()
+        return self.weights.read_gram_total() + self.weights.unembed_gram()
 
     @cached_property
     def global_broad(self) -> torch.Tensor:
@@ -208,9 +250,8 @@ class WeightContext:
     @cached_property
     def downstream_broad(self) -> torch.Tensor:
         """Top-``k_broad`` read directions of all layers after each layer, plus W_U."""
-        reads = self.weights.read_gram(self.all_layers)  # [all layers, d, d]
-        after = reads.flip(0).cumsum(0).flip(0) - reads  # Σ_{l' > l} R_l'
-        return self.top(after[self.layers] + self.weights.unembed_gram(), self.k_broad)[0]
+        after = self.weights.read_gram_after(self.layers)  # Σ_{l' > l} R_l'
+        return self.top(after + self.weights.unembed_gram(), self.k_broad)[0]
 
 
 _LIBRARY: dict[str, Recipe] = {}
@@ -236,7 +277,7 @@ _top_of("mlp_write", "W:write", "write", "top left singular vectors of W_outᵀ 
 
 @_weight("W:write", "write", "top eigenvectors of Σ over all layers of the write Gram W Wᵀ")
 def global_write(c: WeightContext) -> QR:
-    return c.same(c.weights.write_gram(c.all_layers).sum(0))
+    return c.same(c.weights.write_gram_total())
 
 
 def _write_not(name: str, forbidden: str, what: str) -> None:
@@ -256,7 +297,7 @@ _write_not("write_not_downstream_read", "downstream_broad", "read directions of 
          "(all layers + W_U) projected out (the same at every layer)")
 def global_write_not_global_read(c: WeightContext) -> QR:
     p = la.projector_complement(c.global_broad[:1])[0]
-    return c.same(p @ c.weights.write_gram(c.all_layers).sum(0) @ p)
+    return c.same(p @ c.weights.write_gram_total() @ p)
 
 
 @_weight("W:write-not-read", "write",
@@ -270,7 +311,7 @@ def causally_isolated(c: WeightContext) -> QR:
          "top output singular vectors of the per-head OV maps W_V^h W_O^h stacked over heads (GQA-paired)")
 def attn_ov_write(c: WeightContext) -> QR:
     ov = c.model.OV  # FactoredMatrix [layer, head, d, d] = W_V W_O per query head (GQA-expanded W_V)
-    a, b = ov.A[c.layers].float(), ov.B[c.layers].float()
+    a, b = ov.A[c.layers].detach().float(), ov.B[c.layers].detach().float()
     a = _scale_rows_heads(a, c.weights.read_scale(c.layers, "ln1"))
     vtv = einops.einsum(a, a, "layer head d i, layer head d j -> layer head i j")
     g = einops.einsum(b, vtv, b, "layer head i d, layer head i j, layer head j e -> layer d e")
@@ -280,14 +321,11 @@ def attn_ov_write(c: WeightContext) -> QR:
 @_weight("W:OV", "write", "span of ln1(e_BOS) W_V^h W_O^h over heads h (what each head writes from BOS)")
 def attention_sink(c: WeightContext) -> QR:
     model = c.model
-    bos = model.tokenizer.bos_token_id if model.tokenizer is not None else None
-    if bos is None:
-        raise ValueError("model: has no BOS token, so the attention_sink basis is undefined")
-    e_bos = model.W_E[bos].detach().float()
+    e_bos = c.bos_embedding()
     vecs = []
     for layer in c.layers:  # one tiny matmul per layer: ln1(e_bos) through every head's OV
         attn = model.blocks[layer].attn  # W_V: per query head (GQA-expanded), W_O: per head
-        x = model.blocks[layer].ln1(e_bos[None, None])[0, 0].float()
+        x = model.blocks[layer].ln1(e_bos[None, None])[0, 0].detach().float()
         v = einops.einsum(x, attn.W_V.detach().float(), attn.W_O.detach().float(), "d, head d i, head i e -> head e")
         vecs.append(v)
     s = einops.rearrange(torch.stack(vecs), "layer head d -> layer d head")
@@ -304,7 +342,7 @@ def mlp_roundtrip_write(c: WeightContext) -> QR:
          "top query-side singular vectors of the per-head QK maps W_Q^h W_K^hᵀ stacked over heads")
 def qk_circuit(c: WeightContext) -> QR:
     fm = c.model.QK  # FactoredMatrix [layer, head, d, d] = W_Q W_Kᵀ per query head
-    a, b = fm.A[c.layers].float(), fm.B[c.layers].float()
+    a, b = fm.A[c.layers].detach().float(), fm.B[c.layers].detach().float()
     scale = c.weights.read_scale(c.layers, "ln1")
     a = _scale_rows_heads(a, scale)
     b = _scale_rows_heads(b.transpose(-1, -2), scale).transpose(-1, -2)
@@ -364,11 +402,19 @@ def weight_bases(
 
     Each is the top-k eigenvectors of a PSD "energy" matrix in residual space (for M Mᵀ: the top-k
     left singular vectors of M); the definition column states which. ``k_broad`` is the rank of the
-    read subspaces that the ``write_not_*`` bases are projected away from.
+    read subspaces that the ``write_not_*`` bases are projected away from. ``model`` may be an
+    :class:`interp.streaming.StreamedModel`: the same bases, read layer by layer
+    (:func:`interp.streaming.streamed_weight_bases`).
     """
+    if is_streamed(model):  # an interp.streaming.StreamedModel: Grams accumulated layer by layer
+        return model.run("weight_bases", layers, k, k_broad=k_broad, include=include)
     d = model.cfg.d_model
     check_rank(k, d)
     check_rank(k_broad, max(k_broad, 1), name="k_broad")
     recipes = select_recipes(WEIGHT_BASES, include, "weight")
-    context = WeightContext(model, layers, k, min(k_broad, d))
-    return [r.make(context, layers, **context.format_fields()) for r in recipes]
+    return context_bases(WeightContext(model, layers, k, min(k_broad, d)), [r.name for r in recipes])
+
+
+def context_bases(context: WeightContext, names: Sequence[str]) -> list[Basis]:
+    """The bases ``names`` of :data:`WEIGHT_BASES` built from ``context``, at its layers."""
+    return [WEIGHT_BASES[name].make(context, context.layers, **context.format_fields()) for name in names]
