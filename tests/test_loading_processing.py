@@ -74,3 +74,23 @@ def test_owned_processing_refuses_half_precision(checkpoints):
     state, cfg = _parameters(checkpoints("LlamaForCausalLM")[1])
     with pytest.raises(ValueError, match="state: owned processing expects float32"):
         process_state({k: v.to(torch.bfloat16) for k, v in state.items()}, cfg, owned=True)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_streamed_mlp_blocks_hold_the_in_memory_neurons(checkpoints, arch):
+    """``layer(part="mlp", neurons=(a, b))`` (the MLP pass's and the delta tables' blocks): the MLP
+    parameters are the in-memory model's neurons a:b, the norms whole, on every architecture."""
+    folder = checkpoints(arch)[1]
+    model = load_raw(folder).build(processed=True, device="cpu")
+    streamed = open_streamed(folder, processed=True)
+    d_mlp = model.cfg.d_mlp
+    axis = {"W_in": 1, "W_gate": 1, "b_in": 0, "W_out": 0}
+    for start, stop in ((0, 40), (40, d_mlp)):
+        block = dict(streamed.layer(1, part="mlp", neurons=(start, stop)).named_parameters())
+        for name, value in model.named_parameters():
+            if not name.startswith("blocks.1.mlp.") and not name.startswith("blocks.1.ln2"):
+                continue
+            param = name.rsplit(".", 1)[1]
+            want = value.narrow(axis[param], start, stop - start) if param in axis else value
+            torch.testing.assert_close(block[name.replace("blocks.1.", "blocks.0.", 1)], want, rtol=1e-6, atol=1e-7,
+                                       msg=f"{arch} neurons {start}:{stop} {name}")

@@ -515,8 +515,8 @@ def test_checkpoint_read_converts_in_one_pass_as_safetensors_reads(tmp_path, dty
 def test_global_tensors_of_untied_and_layernorm_models_equal_in_memory(arch, tmp_path):
     """An untied unembedding (Llama: lm_head read in blocks of tokens, not the embedding) and GPT-2
     (LayerNorm: ln_final's bias folded into b_U, W_U and b_U centred over the vocabulary, W_E and the
-    learned positions centred row by row): the delta tables equal the in-memory ones, and (Llama;
-    GPT-2's ungated MLP has no W_gate for the read bases) every weight basis."""
+    learned positions centred row by row): the delta tables equal the in-memory ones, and so does every
+    weight basis the model defines (GPT-2's ungated MLP: no ``mlp_gate_read``, which is refused by name)."""
     from _tiny_checkpoints import build_model, save_checkpoint, smollm2_tokenizer
 
     from interp.subspace.weight_library import weight_bases
@@ -537,6 +537,10 @@ def test_global_tensors_of_untied_and_layernorm_models_equal_in_memory(arch, tmp
         pd.testing.assert_frame_equal(streamed, expected, check_exact=False, rtol=1e-4, atol=1e-6)
         pd.testing.assert_frame_equal(streamed_delta_norms(pair, vocab_block=7000, progress=False),
                                       delta_norms(ModelPair(*models)), check_exact=False, rtol=1e-5, atol=1e-8)
-        if arch == "LlamaForCausalLM":
-            _same_bases(streamed_weight_bases(pair.base, [0, 1], k=4, k_broad=16, vocab_block=7000, progress=False),
-                        weight_bases(models[0], [0, 1], k=4, k_broad=16))
+        got = streamed_weight_bases(pair.base, [0, 1], k=4, k_broad=16, vocab_block=7000, progress=False)
+        want = weight_bases(models[0], [0, 1], k=4, k_broad=16)
+        assert ("mlp_gate_read" in [b.name for b in want]) == (arch == "LlamaForCausalLM")
+        _same_bases(got, want)
+    if arch == "GPT2LMHeadModel":
+        with pytest.raises(ValueError, match="model: has no gated MLP"):
+            weight_bases(models[0], [0], k=4, include=["mlp_gate_read"])

@@ -78,6 +78,9 @@ def layer_cfg_dict(
 # A block converted for its MLP only gets this stand-in attention (one head of width 2; never read).
 _STUB_ATTENTION_HF = {"num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 2}
 _STUB_ATTENTION_TL = {"n_heads": 1, "d_head": 2, "n_key_value_heads": 1, "rotary_dim": 2}
+# TransformerLens sizes these architectures' q/k norms by d_model, not by the heads: no stand-in
+# (their MLP-only blocks carry zero attention weights of the real shape, never read from disk).
+_FULL_WIDTH_QK_NORM = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
 
 
 def _hf_config(ckpt: Checkpoint, layer: int, *, d_mlp: int | None, vocab: int, stub_attention: bool = False) -> Any:
@@ -144,7 +147,8 @@ def layer_model(
     block_mlp = stop - start if neurons is not None else None
     vocab = len(vocab_rows) if vocab_rows else 1
     hf_model = None
-    if part == "mlp":  # a one-head stand-in attention, where the architecture takes head_dim from the config
+    if part == "mlp" and cfg.get("original_architecture") not in _FULL_WIDTH_QK_NORM:
+        # a one-head stand-in attention, where the architecture takes head_dim from the config
         with torch.device("meta"):
             hf_model = AutoModelForCausalLM.from_config(
                 _hf_config(ckpt, layer, d_mlp=block_mlp, vocab=vocab, stub_attention=True))
@@ -168,6 +172,8 @@ def layer_model(
     one_cfg = layer_cfg_dict(cfg, layer, part=part, d_mlp=block_mlp, d_vocab=vocab)
     if stub:
         one_cfg.update(_STUB_ATTENTION_TL)
+        if cfg.get("n_key_value_heads") is None:  # the model's attention kind (plain or grouped) is kept
+            one_cfg["n_key_value_heads"] = None
     tl_state = _convert(ckpt, hf_model, one_cfg)
     del hf_model, state
     # the converted tensors are this layer's own (read for it alone): processed without defensive copies
@@ -227,21 +233,41 @@ def _hf_tensor(
     if part == "mlp" and _is_attention(name):
         return torch.zeros(shape)  # the MLP pass never reads attention weights
     if in_mlp and neurons is not None:
-        full = ckpt.shape(source)
-        axes = [i for i, n in enumerate(full) if n == n_mlp]
-        if len(axes) != 1 or len(full) > 2:
-            raise ValueError(
-                f"neurons: MLP tensor {source!r} of shape {full} has no single axis of d_mlp={n_mlp}; "
-                "read this MLP whole (neuron_block=None)"
-            )
-        cut = slice(*neurons)
-        tensor = ckpt.read(source, rows=cut, dtype=torch.float32) if axes[0] == 0 else ckpt.read(
-            source, cols=cut, dtype=torch.float32)
+        tensor = _neuron_slice(ckpt, source, shape, neurons, n_mlp)
     else:
         tensor = ckpt.read(source, dtype=torch.float32)
     if tuple(tensor.shape) != shape:
         raise ValueError(f"source: tensor {source!r} has shape {tuple(tensor.shape)}, the config implies {shape}")
     return tensor
+
+
+def _neuron_slice(
+    ckpt: Checkpoint, source: str, shape: tuple[int, ...], neurons: tuple[int, int], n_mlp: int
+) -> torch.Tensor:
+    """Neurons ``start:stop`` of MLP tensor ``source``, shaped as the block model's ``shape``: the one axis
+    where the stored tensor is longer holds ``k`` runs of ``d_mlp`` neurons (``k`` = 2 for a fused
+    gate/up projection such as Phi-3's ``gate_up_proj``), and the same neurons are cut from each run.
+    A tensor without a neuron axis (an output bias) is read whole."""
+    full = ckpt.shape(source)
+    if len(full) != len(shape):
+        raise ValueError(f"source: tensor {source!r} has shape {full}, the config implies {shape}")
+    axes = [i for i, (a, b) in enumerate(zip(full, shape, strict=True)) if a != b]
+    if not axes:
+        return ckpt.read(source, dtype=torch.float32)
+    axis = axes[0]
+    start, stop = neurons
+    runs = full[axis] // n_mlp
+    if len(axes) != 1 or len(full) > 2 or full[axis] != runs * n_mlp or shape[axis] != runs * (stop - start):
+        raise ValueError(
+            f"neurons: MLP tensor {source!r} of shape {full} has no axis of d_mlp={n_mlp} neurons to cut "
+            f"to {shape}; read this MLP whole (neuron_block=None)"
+        )
+    pieces = []
+    for run in range(runs):
+        cut = slice(run * n_mlp + start, run * n_mlp + stop)
+        pieces.append(ckpt.read(source, rows=cut, dtype=torch.float32) if axis == 0 else
+                      ckpt.read(source, cols=cut, dtype=torch.float32))
+    return pieces[0] if runs == 1 else torch.cat(pieces, dim=axis)
 
 
 def _outside_tensor(

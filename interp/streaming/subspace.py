@@ -49,6 +49,7 @@ from interp.subspace.weight_library import (
     ModelWeights,
     WeightContext,
     context_bases,
+    default_weight_bases,
     post_norm_gains,
 )
 
@@ -163,7 +164,8 @@ def streamed_weight_bases(
     check_rank(k, d)
     check_rank(k_broad, max(k_broad, 1), name="k_broad")
     k_broad = min(k_broad, d)
-    names = [r.name for r in select_recipes(WEIGHT_BASES, include, "weight")]
+    names = [r.name for r in select_recipes(WEIGHT_BASES, default_weight_bases(model.cfg) if include is None else include,
+                                            "weight")]
     layer_list = as_layers(layers, model.n_layers)
     if not layer_list:
         raise ValueError("layers: expected at least one layer")

@@ -63,10 +63,8 @@ def vocab_blocks(model: StreamedModel, vocab_block: int | Literal["auto"] | None
 def vocab_model(model: StreamedModel, rows: range) -> HookedTransformer:
     """A one-block model holding the embedding rows and unembedding columns of token ids ``rows``,
     the final norm and learned positions (see the module docstring; ``W_U``/``b_U`` uncentred)."""
-    try:  # layer 0's MLP cut to one neuron: a block that reads next to nothing
-        return model.layer(0, part="mlp", neurons=(0, 1), vocab_rows=list(rows), unembed=True)
-    except ValueError:  # no neuron block (Phi-3's fused MLP) or no stand-in attention (OLMo 2's q/k norms)
-        return model.layer(0, part="attn", vocab_rows=list(rows), unembed=True)
+    # layer 0's MLP cut to one neuron: a block that reads next to nothing
+    return model.layer(0, part="mlp", neurons=(0, 1), vocab_rows=list(rows), unembed=True)
 
 
 def vocab_models(

@@ -27,6 +27,18 @@ from interp.subspace import _linalg as la
 from interp.subspace.basis import Basis, Recipe, check_rank, register, select_recipes
 
 READ_KINDS = ("attn.W_Q", "attn.W_K", "attn.W_V", "mlp.W_in", "mlp.W_gate")
+
+
+def read_kinds(cfg: object) -> tuple[str, ...]:
+    """The weight kinds that read the residual stream in a model with config ``cfg`` (no ``W_gate``
+    without a gated MLP)."""
+    return READ_KINDS if getattr(cfg, "gated_mlp", False) else tuple(k for k in READ_KINDS if k != "mlp.W_gate")
+
+
+def default_weight_bases(cfg: object) -> list[str]:
+    """The bases :func:`weight_bases` builds when ``include`` is None: every recipe of
+    :data:`WEIGHT_BASES` the model defines (``mlp_gate_read`` needs a gated MLP)."""
+    return [name for name in WEIGHT_BASES if name != "mlp_gate_read" or getattr(cfg, "gated_mlp", False)]
 QR = tuple[torch.Tensor, torch.Tensor]  # a padded orthonormal basis and its ranks
 _VOCAB_CHUNK = 8192  # unembedding columns per float64 block of the unembedding Gram
 
@@ -122,6 +134,8 @@ class ModelWeights:
             m = einops.rearrange(w, "layer head d_model d_head -> layer d_model (head d_head)")
             return _finite(kind, _scale_rows(m, self.read_scale(layers, "ln1")))
         if kind in ("mlp.W_in", "mlp.W_gate"):
+            if kind not in read_kinds(self.cfg):
+                raise ValueError("model: has no gated MLP (no W_gate), so the gate's read subspace is undefined")
             attr = kind.split(".")[1]
             m = torch.stack([getattr(b.mlp, attr).detach() for b in blocks]).float()
             return _finite(kind, _scale_rows(m, self.read_scale(layers, "ln2")))
@@ -134,7 +148,7 @@ class ModelWeights:
     def read_gram(self, layers: Sequence[int] | None = None) -> Float[torch.Tensor, "layer d d"]:
         """Σ over the read kinds (W_Q, W_K, W_V, W_in, W_gate) of their Gram matrices."""
         layers = self.layers if layers is None else list(layers)
-        return self._memo(f"R@{layers}", lambda: sum(self.gram(kind, layers) for kind in READ_KINDS))
+        return self._memo(f"R@{layers}", lambda: sum(self.gram(kind, layers) for kind in read_kinds(self.cfg)))
 
     def write_gram(self, layers: Sequence[int] | None = None) -> Float[torch.Tensor, "layer d d"]:
         """W_O W_Oᵀ + W_outᵀ W_out in residual space."""
@@ -398,7 +412,8 @@ def weight_bases(
     k_broad: int = 64,
     include: Sequence[str] | None = None,
 ) -> list[Basis]:
-    """The weight-derived bases at ``layers``: every recipe of :data:`WEIGHT_BASES`, or those in ``include``.
+    """The weight-derived bases at ``layers``: every recipe of :data:`WEIGHT_BASES` the model defines
+    (:func:`default_weight_bases`: no ``mlp_gate_read`` without a gated MLP), or those in ``include``.
 
     Each is the top-k eigenvectors of a PSD "energy" matrix in residual space (for M Mᵀ: the top-k
     left singular vectors of M); the definition column states which. ``k_broad`` is the rank of the
@@ -411,7 +426,7 @@ def weight_bases(
     d = model.cfg.d_model
     check_rank(k, d)
     check_rank(k_broad, max(k_broad, 1), name="k_broad")
-    recipes = select_recipes(WEIGHT_BASES, include, "weight")
+    recipes = select_recipes(WEIGHT_BASES, default_weight_bases(model.cfg) if include is None else include, "weight")
     return context_bases(WeightContext(model, layers, k, min(k_broad, d)), [r.name for r in recipes])
 
 
