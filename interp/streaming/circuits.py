@@ -32,8 +32,12 @@ from interp.streaming.model import StreamedModel, StreamedPair, as_streamed_pair
 
 __all__ = ["DEFAULT_BLOCK_BYTES", "neuron_blocks", "streamed_compare_mlp_pass", "streamed_mlp_pass", "streamed_weight_circuits"]
 
-# Float32 bytes of MLP weights converted at once by the streamed MLP pass (neuron_block="auto").
-DEFAULT_BLOCK_BYTES = 256 * 2**20
+# Float32 bytes of each MLP weight matrix converted at once (neuron_block="auto"): 24 MiB, under
+# glibc's largest dynamic mmap threshold (32 MiB), so the allocator reuses the memory of the last
+# block instead of mapping (and zeroing) fresh pages for every block. At gemma-2-27b's shapes (1365
+# neurons a block) the MLP pass of a layer pair took 3.1-3.3 s warm against 3.9-4.5 s with
+# 256 MiB blocks (4854 neurons), and peak memory falls with the block (benchmarks/RESULTS.md).
+DEFAULT_BLOCK_BYTES = 24 * 2**20
 
 
 def streamed_weight_circuits(
@@ -87,8 +91,7 @@ def neuron_blocks(model: StreamedModel, neuron_block: int | Literal["auto"] | No
     if neuron_block is None:
         return [None]
     if neuron_block == "auto":
-        mats = 3 if model.cfg_dict.get("gated_mlp") else 2
-        neuron_block = max(1, DEFAULT_BLOCK_BYTES // (4 * d_model * mats))
+        neuron_block = max(1, DEFAULT_BLOCK_BYTES // (4 * d_model))
     if not isinstance(neuron_block, int) or isinstance(neuron_block, bool) or neuron_block < 1:
         raise ValueError(f"neuron_block: expected a positive int, 'auto' or None, got {neuron_block!r}")
     if neuron_block >= d_mlp:
@@ -132,7 +135,7 @@ def streamed_compare_mlp_pass(
 ) -> MLPPassComparison:
     """:func:`interp.circuits.compare_mlp_pass` of a :class:`StreamedPair` (same :class:`MLPPassComparison`).
 
-    ``neuron_block``: MLP neurons converted at once (``"auto"``: about 256 MB of float32 weights;
+    ``neuron_block``: MLP neurons converted at once (``"auto"``: 24 MiB of float32 per weight matrix;
     None: the whole MLP).
     """
     pair = as_streamed_pair(pair)
