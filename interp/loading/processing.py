@@ -23,6 +23,8 @@ import torch
 __all__ = ["centres_unembed", "is_post_norm", "process_state", "processing_options"]
 
 _LN = ("LN", "LNPre")
+# the keys TransformerLens' fold_value_biases reads or writes (GQA's _b_V; a split-format v.bias)
+_VALUE_BIAS_KEYS = (".attn.b_V", ".attn._b_V", ".attn.v.bias", ".attn.W_O", ".attn.b_O")
 _RMS = ("RMS", "RMSPre")
 
 
@@ -99,8 +101,8 @@ def _process_owned(
         state = P.center_writing_weights(state, cfg)  # replaces tensors, copies nothing
     if center_unembed:  # reads and writes the unembedding only
         state.update(P.center_unembed({k: v for k, v in state.items() if k.startswith("unembed.")}, cfg=cfg))
-    if fold_value_biases:  # reads b_V, W_O and b_O (every key of the step is an attention key)
-        state.update(P.fold_value_biases({k: v for k, v in state.items() if ".attn." in k}, cfg))
+    if fold_value_biases:  # reads and writes b_V, W_O and b_O only
+        state.update(P.fold_value_biases({k: v for k, v in state.items() if k.endswith(_VALUE_BIAS_KEYS)}, cfg))
         if center_writing_weights and norm in _LN:  # as process_weights: without the final_rms test
             for layer in range(cfg.n_layers):
                 key = f"blocks.{layer}.attn.b_O"
