@@ -357,7 +357,9 @@ def build_model(
     elif processed and not post_norm and cfg_dict["normalization_type"] in ("LN", "LNPre"):
         cfg_dict["normalization_type"] = "LNPre"
     cfg = HookedTransformerConfig.from_dict(cfg_dict)
-    model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="right")
+    # a padding side is only TransformerLens' to set on a tokenizer (given without one, it logs a warning)
+    padding = {"default_padding_side": "right"} if tokenizer is not None else {}
+    model = HookedTransformer(cfg, tokenizer, move_to_device=False, **padding)
     if owned and cache_folder is not None:
         raise ValueError("owned: weights given away are not cached (cache_folder must be None)")
     weights = _model_weights(model, state, processed=processed, cache_folder=cache_folder, owned=owned,

@@ -7,9 +7,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
 import os
 import resource
 import sys
@@ -47,18 +45,6 @@ def peak_rss_bytes() -> int:
     """The process's peak resident set size so far (Linux reports kB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if os.uname().sysname == "Darwin" else peak * 1024)
-
-
-@contextlib.contextmanager
-def _quiet_loader() -> Iterator[None]:
-    """Silence TransformerLens' per-model warning about padding side on tokenizer-less blocks."""
-    root = logging.getLogger()
-    previous = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(previous)
 
 
 def _run_streamed(obj: Any, analysis: str, args: tuple, kwargs: dict) -> Any:
@@ -126,9 +112,8 @@ class StreamedModel:
         """Layer ``layer`` as a one-block HookedTransformer (:func:`interp.streaming.convert.layer_model`)."""
         if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < self.n_layers:
             raise ValueError(f"layer: expected an int in [0, {self.n_layers}), got {layer!r}")
-        with _quiet_loader():
-            model = layer_model(self.checkpoint, self.cfg_dict, layer, processed=self.processed, part=part,
-                                neurons=neurons, vocab_rows=vocab_rows, unembed=unembed)
+        model = layer_model(self.checkpoint, self.cfg_dict, layer, processed=self.processed, part=part,
+                            neurons=neurons, vocab_rows=vocab_rows, unembed=unembed)
         self.conversions += 1
         return model
 

@@ -53,7 +53,7 @@ from interp.subspace.scores import (
 )
 from interp.subspace.targets import Target
 from interp.subspace.weight_diff import as_delta, write_layers
-from interp.subspace.weight_library import WEIGHT_BASES, post_norm_gains, weight_bases
+from interp.subspace.weight_library import WEIGHT_BASES, default_weight_bases, post_norm_gains, weight_bases
 
 NULLS = ("exact", "monte_carlo")
 RANDOM_BASIS_SEED = 10_000  # the sweep's `random` control basis uses seed RANDOM_BASIS_SEED + seed
@@ -342,7 +342,7 @@ def subspace_sweep(
         bar.update(1)
         bar.set_description("subspace sweep: probe activations")
         wanted = None if include is None else set(include)
-        w_names = [n for n in WEIGHT_BASES if wanted is None or n in wanted]
+        w_names = default_weight_bases(base.cfg) if wanted is None else [n for n in WEIGHT_BASES if n in wanted]
         a_names = [n for n in ACTIVATION_BASES if wanted is None or n in wanted]
         # the extra captures the selected bases need ride along in the same three forward passes
         needs = {need for n in a_names for need in ACTIVATION_BASES[n].needs if need in CAPTURES}

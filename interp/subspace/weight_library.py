@@ -35,14 +35,11 @@ def read_kinds(cfg: object) -> tuple[str, ...]:
     return READ_KINDS if getattr(cfg, "gated_mlp", False) else tuple(k for k in READ_KINDS if k != "mlp.W_gate")
 
 
-def default_weight_bases(cfg: object) -> list[str]:
-    """The bases :func:`weight_bases` builds when ``include`` is None: every recipe of
-    :data:`WEIGHT_BASES` the model defines (``mlp_gate_read`` needs a gated MLP)."""
-    return [name for name in WEIGHT_BASES if name != "mlp_gate_read" or getattr(cfg, "gated_mlp", False)]
 QR = tuple[torch.Tensor, torch.Tensor]  # a padded orthonormal basis and its ranks
 _VOCAB_CHUNK = 8192  # unembedding columns per float64 block of the unembedding Gram
 
-__all__ = ["WEIGHT_BASES", "ModelWeights", "WeightContext", "context_bases", "post_norm_gains", "weight_bases"]
+__all__ = ["WEIGHT_BASES", "ModelWeights", "WeightContext", "context_bases", "default_weight_bases", "post_norm_gains",
+           "weight_bases"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -402,6 +399,12 @@ def logits_null(c: WeightContext) -> QR:
 
 WEIGHT_BASES: Mapping[str, Recipe] = MappingProxyType(_LIBRARY)
 """The weight-derived library, name → recipe, in table order."""
+
+
+def default_weight_bases(cfg: object) -> list[str]:
+    """The bases :func:`weight_bases` builds when ``include`` is None: every recipe of
+    :data:`WEIGHT_BASES` the model defines (``mlp_gate_read`` needs a gated MLP)."""
+    return [name for name in WEIGHT_BASES if name != "mlp_gate_read" or getattr(cfg, "gated_mlp", False)]
 
 
 def weight_bases(
